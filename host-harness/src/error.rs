@@ -1,0 +1,101 @@
+//! The harness's typed errors, and readable forms of the component's WIT errors.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::bindings::{ConfigError, FormatFailure, Outcome, PushError, SkipReason};
+
+/// Everything that can go wrong between loading the component and a pushed event.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// The component file could not be read or compiled.
+    #[error("cannot load component {path}: {source:#}")]
+    Load {
+        /// The file given.
+        path: PathBuf,
+        /// Why.
+        source: wasmtime::Error,
+    },
+    /// The component does not fit the `status-push` world, or could not be instantiated.
+    #[error("cannot instantiate the component: {0:#}")]
+    Instantiate(wasmtime::Error),
+    /// The component trapped (a bug in the component, or a sandbox limit hit).
+    #[error("the component trapped: {0:#}")]
+    Trap(wasmtime::Error),
+    /// The configuration or event was refused; nothing was sent.
+    #[error("invalid configuration: {}", describe_config_error(.0))]
+    Config(ConfigError),
+    /// The event could not be delivered.
+    #[error("push failed: {}", describe_push_error(.0))]
+    Push(PushError),
+}
+
+impl HostError {
+    /// Whether trying the same event again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            HostError::Push(e) => match e {
+                PushError::Unreachable(_) | PushError::Timeout => true,
+                PushError::HttpStatus(f) => matches!(f.status, 408 | 425 | 429 | 500..=599),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
+/// `key: message`, the form the CLI prints.
+pub fn describe_config_error(e: &ConfigError) -> String {
+    if e.key.is_empty() {
+        e.message.clone()
+    } else {
+        format!("{}: {}", e.key, e.message)
+    }
+}
+
+impl fmt::Display for FormatFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "format_fn line {} column {}: {}", self.line, self.column, self.message)
+    }
+}
+
+/// One line a person can act on.
+pub fn describe_push_error(e: &PushError) -> String {
+    match e {
+        PushError::NotConfigured => "the reporter was not configured".into(),
+        PushError::InvalidConfig(e) => {
+            format!("invalid configuration or event: {}", describe_config_error(e))
+        }
+        PushError::Unreachable(why) => format!("receiver unreachable: {why}"),
+        PushError::Timeout => "receiver timed out".into(),
+        PushError::HttpStatus(h) => match &h.retry_after {
+            Some(after) => format!("receiver answered HTTP {} (Retry-After: {after})", h.status),
+            None => format!("receiver answered HTTP {}", h.status),
+        },
+        PushError::Tls(why) => format!("TLS failed: {why}"),
+        PushError::Denied(why) => format!("request denied by the host sandbox: {why}"),
+        PushError::Protocol(why) => format!("HTTP failure: {why}"),
+        PushError::Format(e) => e.to_string(),
+    }
+}
+
+impl fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SkipReason::Builder => "builder not in builders",
+            SkipReason::Tags => "builder has none of tags",
+            SkipReason::Branch => "branch not in branches",
+            SkipReason::Scheduler => "scheduler not in schedulers",
+            SkipReason::Results => "result not selected by mode",
+        })
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Delivered(status) => write!(f, "delivered: HTTP {status}"),
+            Outcome::Skipped(reason) => write!(f, "skipped: {reason}"),
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! `status-push`: push Buildbot build statuses through the sandboxed component.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use status_push_host::receiver::Receiver;
+use status_push_host::{Event, HostError, Outcome, Runtime};
+
+/// The component the CLI loads unless --wasm or STATUS_PUSH_WASM says otherwise.
+const DEFAULT_WASM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/status-push.wasm");
+
+#[derive(Parser)]
+#[command(
+    name = "status-push",
+    version,
+    about = "Push Buildbot build statuses through a sandboxed WebAssembly component",
+    long_about = "Push Buildbot build statuses (HttpStatusPush's JSON payload) through the \
+status-push WebAssembly component, which may reach only its configured server.\n\n\
+Exit codes: 0 delivered or deliberately skipped; 1 the push failed; 2 invalid \
+configuration or input; 3 the component could not be loaded or trapped."
+)]
+struct Cli {
+    /// The component to run (built by `cargo xtask wasm`).
+    #[arg(long, global = true, env = "STATUS_PUSH_WASM", default_value = DEFAULT_WASM)]
+    wasm: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// POST one build event, as Buildbot's HttpStatusPush would.
+    #[command(after_help = "Example:\n  status-push push --config push.json --event started --build started.json")]
+    Push {
+        /// JSON options with the seed's names: serverUrl, buildbotURL, user, password, auth,
+        /// headers, format_fn, builders, wantProperties, wantSteps, wantLogs, …
+        #[arg(long)]
+        config: PathBuf,
+        /// Which event to report.
+        #[arg(long, value_enum)]
+        event: Event,
+        /// Buildbot data-API documents of the build: build, properties, buildrequest,
+        /// buildset, builder, steps, … (as in tests/fixtures/buildbot/*/started.json).
+        #[arg(long)]
+        build: PathBuf,
+    },
+    /// Run a receiver on 127.0.0.1 that prints every request it gets.
+    Receive {
+        /// Port to listen on; 0 picks a free one.
+        #[arg(long, default_value_t = 8010)]
+        port: u16,
+        /// HTTP status to answer with.
+        #[arg(long, default_value_t = 200)]
+        status: u16,
+    },
+    /// Push a sample build's started and finished events to a local receiver and show
+    /// what arrived.
+    Demo,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("status-push: cannot start the async runtime: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Push { config, event, build } => push(&cli.wasm, &config, event, &build).await,
+            Command::Receive { port, status } => receive(port, status).await,
+            Command::Demo => demo(&cli.wasm).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("status-push: {e:#}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+fn exit_code(error: &anyhow::Error) -> u8 {
+    match error.downcast_ref::<HostError>() {
+        Some(HostError::Push(_)) => 1,
+        Some(HostError::Config(_)) => 2,
+        Some(_) => 3,
+        None => 2,
+    }
+}
+
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+async fn push(wasm: &Path, config: &Path, event: Event, build: &Path) -> Result<ExitCode> {
+    let config = read(config)?;
+    let build = read(build)?;
+    let runtime = Runtime::load(wasm)?;
+    let mut reporter = runtime.reporter().await?;
+    let config = reporter.parse_config(&config).await?;
+    reporter.configure(config).await?;
+    let documents = reporter.parse_event(&build).await?;
+    let outcome = reporter.report(event, &documents).await?;
+    println!("{outcome}");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn receive(port: u16, status: u16) -> Result<ExitCode> {
+    let receiver = Receiver::start_with(port, std::sync::Arc::new(move |_: &_| status))
+        .await
+        .with_context(|| format!("cannot listen on 127.0.0.1:{port}"))?;
+    println!("listening on {} (answering {status}); Ctrl-C stops", receiver.origin());
+    let mut seen = 0;
+    loop {
+        tokio::select! {
+            request = receiver.next_after(seen) => {
+                seen += 1;
+                println!("--- request {seen}\n{}", request.describe());
+            }
+            _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+        }
+    }
+}
+
+async fn demo(wasm: &Path) -> Result<ExitCode> {
+    let receiver = Receiver::start(0).await.context("cannot start the demo receiver")?;
+    println!("receiver listening on {}", receiver.origin());
+    let runtime = Runtime::load(wasm)?;
+    let mut reporter = runtime.reporter().await?;
+    let config = format!(
+        r#"{{"serverUrl": "{}/buildbot/status", "buildbotURL": "http://buildbot.example.org/",
+            "wantProperties": true, "wantSteps": true, "headers": {{"X-Demo": "status-push"}}}}"#,
+        receiver.origin()
+    );
+    let config = reporter.parse_config(&config).await?;
+    reporter.configure(config).await?;
+    let samples = [
+        (Event::Started, include_str!("../demo/started.json")),
+        (Event::Finished, include_str!("../demo/finished.json")),
+    ];
+    for (i, (event, documents)) in samples.into_iter().enumerate() {
+        let build = reporter.parse_event(documents).await?;
+        let outcome: Outcome = reporter.report(event, &build).await?;
+        println!("\n=== {event:?} event: {outcome}");
+        let arrived = receiver.wait_for(i + 1, Duration::from_secs(5)).await;
+        match arrived.get(i) {
+            Some(request) => println!("--- the receiver got:\n{}", request.describe()),
+            None => anyhow::bail!("the receiver got no request for the {event:?} event"),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

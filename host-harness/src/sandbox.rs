@@ -1,0 +1,103 @@
+//! The component's network sandbox: it may reach only the origin (scheme, host, port) of
+//! its configured `server-url`. Anything else is refused with `HttpRequestDenied`, which
+//! the component reports as a typed `denied` error.
+
+use http::uri::{Authority, Scheme};
+use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
+
+type Sent = Box<
+    dyn std::future::Future<
+            Output = Result<(
+                http::Response<WasiBody>,
+                Box<dyn std::future::Future<Output = Result<(), Error>> + Send>,
+            ), Error>,
+        > + Send,
+>;
+
+/// A scheme and authority, with the scheme's default port made explicit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    scheme: String,
+    host: String,
+    port: u16,
+}
+
+impl Origin {
+    /// The origin of an absolute `http(s)` URL, or `None` if it has none.
+    pub fn of_url(url: &str) -> Option<Origin> {
+        let uri: http::Uri = url.parse().ok()?;
+        Origin::new(uri.scheme()?, uri.authority()?)
+    }
+
+    fn new(scheme: &Scheme, authority: &Authority) -> Option<Origin> {
+        let scheme = scheme.as_str().to_ascii_lowercase();
+        let default_port = match scheme.as_str() {
+            "http" => 80,
+            "https" => 443,
+            _ => return None,
+        };
+        Some(Origin {
+            host: authority.host().to_ascii_lowercase(),
+            port: authority.port_u16().unwrap_or(default_port),
+            scheme,
+        })
+    }
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}://{}:{}", self.scheme, self.host, self.port)
+    }
+}
+
+/// `wasi:http` hooks that let requests through only to one origin.
+#[derive(Debug, Default)]
+pub struct OriginGuard {
+    /// The one origin allowed; `None` (before `configure`) allows nothing.
+    pub allowed: Option<Origin>,
+}
+
+impl WasiHttpHooks for OriginGuard {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        fut: Box<dyn std::future::Future<Output = Result<(), Error>> + Send>,
+    ) -> Sent {
+        let _ = fut;
+        let uri = request.uri();
+        let origin = uri
+            .scheme()
+            .zip(uri.authority())
+            .and_then(|(s, a)| Origin::new(s, a));
+        if origin.is_none() || origin != self.allowed {
+            tracing::warn!(
+                requested = %origin.map(|o| o.to_string()).unwrap_or_else(|| "<no origin>".into()),
+                allowed = %self.allowed.as_ref().map(|o| o.to_string()).unwrap_or_else(|| "<none>".into()),
+                "refused a request outside the configured origin"
+            );
+            return Box::new(async { Err(Error::HttpRequestDenied) });
+        }
+        Box::new(async move {
+            use http_body_util::BodyExt;
+            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((
+                response.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn std::future::Future<Output = _> + Send>,
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_ports_are_made_explicit() {
+        assert_eq!(Origin::of_url("http://H.example.com/x"), Origin::of_url("http://h.example.com:80/y"));
+        assert_ne!(Origin::of_url("http://h:80/"), Origin::of_url("https://h:80/"));
+        assert_ne!(Origin::of_url("http://h:8080/"), Origin::of_url("http://h/"));
+        assert_eq!(Origin::of_url("ftp://h/"), None);
+    }
+}

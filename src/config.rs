@@ -1,0 +1,470 @@
+//! Turns the WIT `config` record into validated [`Settings`], or a [`ConfigError`] that
+//! names the option (with the seed's spelling) and says what it expects.
+
+use base64::Engine as _;
+
+use crate::{Auth, Config, ConfigError, ResultMode};
+
+/// Connect timeout when the configuration gives none.
+pub const DEFAULT_CONNECT_TIMEOUT_MS: u32 = 10_000;
+/// First-byte and between-bytes timeout when the configuration gives none.
+pub const DEFAULT_TIMEOUT_MS: u32 = 30_000;
+
+/// A validated configuration. Not `Debug`: it holds the `Authorization` header.
+pub struct Settings {
+    /// Where the POST goes.
+    pub target: Target,
+    /// Request headers in sending order, `Content-Type` and `Authorization` included.
+    pub headers: Vec<(String, String)>,
+    /// What the payload contains.
+    pub payload: PayloadOptions,
+    /// The `format_fn` template source, already checked to parse.
+    pub template: Option<String>,
+    /// Which builds are pushed.
+    pub selection: Selection,
+    /// Whether to log requests and responses to stderr.
+    pub debug: bool,
+    /// Network timeouts.
+    pub timeouts: Timeouts,
+}
+
+/// `http` or `https`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// Plain HTTP.
+    Http,
+    /// HTTP over TLS.
+    Https,
+}
+
+/// The parts of `serverUrl` a request is made of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// URL scheme.
+    pub scheme: Scheme,
+    /// `host[:port]` exactly as configured.
+    pub authority: String,
+    /// Path and query, at least `/`.
+    pub path_with_query: String,
+}
+
+impl Target {
+    /// The URL without its fragment, for messages.
+    pub fn url(&self) -> String {
+        let scheme = match self.scheme {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        };
+        format!("{scheme}://{}{}", self.authority, self.path_with_query)
+    }
+}
+
+/// What goes into the payload besides the build itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayloadOptions {
+    /// The master's URL, ending in `/`.
+    pub buildbot_url: String,
+    /// `wantProperties`.
+    pub want_properties: bool,
+    /// `wantSteps`.
+    pub want_steps: bool,
+    /// `wantLogs`.
+    pub want_logs: bool,
+    /// `wantPreviousBuild`.
+    pub want_previous_build: bool,
+}
+
+/// Which builds to push; `None` selects all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selection {
+    /// `builders`.
+    pub builders: Option<Vec<String>>,
+    /// `tags`.
+    pub tags: Option<Vec<String>>,
+    /// `branches`.
+    pub branches: Option<Vec<String>>,
+    /// `schedulers`.
+    pub schedulers: Option<Vec<String>>,
+    /// `mode`; empty means all results.
+    pub mode: Vec<ResultMode>,
+}
+
+/// Timeouts handed to `wasi:http` request options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Connect timeout.
+    pub connect_ms: u32,
+    /// First-byte and between-bytes timeout.
+    pub io_ms: u32,
+}
+
+fn error(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+impl Settings {
+    /// Validates `config`; nothing is sent either way.
+    pub fn from_config(config: Config) -> Result<Settings, ConfigError> {
+        let target = parse_server_url(&config.server_url)?;
+        if !config.buildbot_url.ends_with('/') || parse_server_url(&config.buildbot_url).is_err() {
+            return Err(error(
+                "buildbotURL",
+                "expected an http(s) URL ending in '/', like 'https://buildbot.example.org/'",
+            ));
+        }
+        if config.want_logs && !config.want_steps {
+            return Err(error("wantLogs", "needs wantSteps: true, since logs belong to steps"));
+        }
+        let authorization = authorization(&config)?;
+        let headers = request_headers(&config.headers, authorization)?;
+        if let Some(source) = &config.format_fn {
+            crate::template::check(source).map_err(|message| error("format_fn", message))?;
+        }
+        let timeouts = Timeouts {
+            connect_ms: positive("connectTimeoutSeconds", config.connect_timeout_ms)?
+                .unwrap_or(DEFAULT_CONNECT_TIMEOUT_MS),
+            io_ms: positive("timeoutSeconds", config.timeout_ms)?.unwrap_or(DEFAULT_TIMEOUT_MS),
+        };
+        Ok(Settings {
+            target,
+            headers,
+            payload: PayloadOptions {
+                buildbot_url: config.buildbot_url,
+                want_properties: config.want_properties,
+                want_steps: config.want_steps,
+                want_logs: config.want_logs,
+                want_previous_build: config.want_previous_build,
+            },
+            template: config.format_fn,
+            selection: Selection {
+                builders: config.builders,
+                tags: config.tags,
+                branches: config.branches,
+                schedulers: config.schedulers,
+                mode: config.mode,
+            },
+            debug: config.debug,
+            timeouts,
+        })
+    }
+}
+
+fn positive(key: &str, value: Option<u32>) -> Result<Option<u32>, ConfigError> {
+    match value {
+        Some(0) => Err(error(key, "expected a timeout above zero")),
+        other => Ok(other),
+    }
+}
+
+/// Parses an absolute `http(s)://host[:port][/path][?query]` URL. The fragment, which
+/// HTTP never sends, is dropped.
+pub fn parse_server_url(url: &str) -> Result<Target, ConfigError> {
+    let bad = |why: &str| {
+        error(
+            "serverUrl",
+            format!("{why}; expected an absolute http:// or https:// URL"),
+        )
+    };
+    if url.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return Err(bad("contains whitespace or a control character"));
+    }
+    let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("has no scheme"))?;
+    let scheme = match scheme.to_ascii_lowercase().as_str() {
+        "http" => Scheme::Http,
+        "https" => Scheme::Https,
+        _ => return Err(bad("has an unsupported scheme")),
+    };
+    let rest = rest.split('#').next().unwrap_or_default();
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    if authority.contains('@') {
+        return Err(bad("carries credentials; use user and password instead"));
+    }
+    let (host, port) = split_host_port(authority).ok_or_else(|| bad("has an invalid host or port"))?;
+    let host_ok = if let Some(v6) = host.strip_prefix('[') {
+        v6.strip_suffix(']')
+            .is_some_and(|a| !a.is_empty() && a.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.'))
+    } else {
+        !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+    };
+    if !host_ok || port.is_some_and(|p| p.is_empty() || p.parse::<u16>().is_err()) {
+        return Err(bad("has an invalid host or port"));
+    }
+    let path_with_query = if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("/{path}")
+    };
+    Ok(Target {
+        scheme,
+        authority: authority.to_string(),
+        path_with_query,
+    })
+}
+
+fn split_host_port(authority: &str) -> Option<(&str, Option<&str>)> {
+    if authority.starts_with('[') {
+        let close = authority.find(']')?;
+        let (host, rest) = authority.split_at(close + 1);
+        match rest {
+            "" => Some((host, None)),
+            _ => Some((host, Some(rest.strip_prefix(':')?))),
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((host, port)) => Some((host, Some(port))),
+            None => Some((authority, None)),
+        }
+    }
+}
+
+/// The `Authorization` header value from `user`/`password` or `auth`, if any.
+fn authorization(config: &Config) -> Result<Option<String>, ConfigError> {
+    let basic = |user: &str, password: &str| {
+        // As Python's requests does: Latin-1 when it fits, else UTF-8.
+        let pair = format!("{user}:{password}");
+        let bytes: Vec<u8> = if pair.chars().all(|c| u32::from(c) <= 0xff) {
+            pair.chars().map(|c| c as u8).collect()
+        } else {
+            pair.into_bytes()
+        };
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(bytes))
+    };
+    match (&config.user, &config.password, &config.auth) {
+        (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => Err(error(
+            "auth",
+            "give either user/password or auth, not both",
+        )),
+        (Some(user), Some(password), None) => {
+            if user.contains(':') {
+                return Err(error("user", "a basic-auth user name cannot contain ':'"));
+            }
+            Ok(Some(basic(user, password)))
+        }
+        (Some(_), None, None) => Err(error("password", "user needs a password")),
+        (None, Some(_), None) => Err(error("user", "password needs a user")),
+        (None, None, Some(Auth::Basic(c))) => {
+            if c.user.contains(':') {
+                return Err(error("auth", "a basic-auth user name cannot contain ':'"));
+            }
+            Ok(Some(basic(&c.user, &c.password)))
+        }
+        (None, None, Some(Auth::Bearer(token))) => {
+            if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(error("auth", "a bearer token is visible ASCII, without spaces"));
+            }
+            Ok(Some(format!("Bearer {token}")))
+        }
+        (None, None, None) => Ok(None),
+    }
+}
+
+/// Headers a `wasi:http` host may refuse from a guest, or that framing owns.
+const RESERVED_HEADERS: [&str; 11] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "http2-settings",
+    "te",
+    "content-length",
+];
+
+/// The configured headers in order, without `Content-Type` (always JSON) and without
+/// `Authorization` when credentials are configured, then those two.
+fn request_headers(
+    configured: &[(String, String)],
+    authorization: Option<String>,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut headers = Vec::with_capacity(configured.len() + 2);
+    for (name, value) in configured {
+        let is_token = !name.is_empty()
+            && name.bytes().all(|b| {
+                b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+            });
+        if !is_token {
+            return Err(error(
+                "headers",
+                format!("header name {name:?} is not an HTTP token (letters, digits, !#$%&'*+-.^_`|~)"),
+            ));
+        }
+        if value.bytes().any(|b| (b < b' ' && b != b'\t') || b == 0x7f) {
+            return Err(error(
+                "headers",
+                format!("the value of header {name:?} contains a control character (CR, LF, NUL, …)"),
+            ));
+        }
+        let lower = name.to_ascii_lowercase();
+        if RESERVED_HEADERS.contains(&lower.as_str()) {
+            return Err(error(
+                "headers",
+                format!("header {name:?} is set by the HTTP layer and cannot be configured"),
+            ));
+        }
+        if lower == "content-type" || (lower == "authorization" && authorization.is_some()) {
+            continue;
+        }
+        headers.push((name.clone(), value.clone()));
+    }
+    headers.push(("Content-Type".into(), "application/json".into()));
+    if let Some(value) = authorization {
+        headers.push(("Authorization".into(), value));
+    }
+    Ok(headers)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::Credentials;
+
+    pub(crate) fn config(server_url: &str) -> Config {
+        Config {
+            server_url: server_url.into(),
+            buildbot_url: "http://buildbot.example.org/".into(),
+            user: None,
+            password: None,
+            auth: None,
+            headers: vec![],
+            format_fn: None,
+            builders: None,
+            tags: None,
+            branches: None,
+            schedulers: None,
+            mode: vec![],
+            want_properties: false,
+            want_steps: false,
+            want_logs: false,
+            want_previous_build: false,
+            debug: false,
+            verify: true,
+            skip_encoding: false,
+            connect_timeout_ms: None,
+            timeout_ms: None,
+        }
+    }
+
+    fn key_of(config: Config) -> String {
+        match Settings::from_config(config) {
+            Ok(_) => "<accepted>".into(),
+            Err(e) => e.key,
+        }
+    }
+
+    #[test]
+    fn url_parts_are_kept() {
+        let t = parse_server_url("https://Hooks.example.com:8443/a/b?x=1&y=%20#frag").unwrap();
+        assert_eq!(t.scheme, Scheme::Https);
+        assert_eq!(t.authority, "Hooks.example.com:8443");
+        assert_eq!(t.path_with_query, "/a/b?x=1&y=%20");
+        let t = parse_server_url("http://127.0.0.1:9").unwrap();
+        assert_eq!(t.path_with_query, "/");
+        let t = parse_server_url("http://[::1]:80?q").unwrap();
+        assert_eq!((t.authority.as_str(), t.path_with_query.as_str()), ("[::1]:80", "/?q"));
+        assert_eq!(t.url(), "http://[::1]:80/?q");
+    }
+
+    #[test]
+    fn bad_urls_are_refused_naming_server_url() {
+        for url in [
+            "",
+            "hooks.example.com/x",
+            "ftp://h/x",
+            "http://",
+            "http://h:99999/",
+            "http://h:/",
+            "http://u:p@h/",
+            "http://h/a b",
+            "http://h/a\r\nX-Injected: 1",
+            "http://[::1/",
+        ] {
+            let err = parse_server_url(url).expect_err(url);
+            assert_eq!(err.key, "serverUrl", "{url}");
+        }
+    }
+
+    #[test]
+    fn each_invalid_option_names_its_key() {
+        let mut c = config("http://h/");
+        c.want_logs = true;
+        assert_eq!(key_of(c), "wantLogs");
+
+        let mut c = config("http://h/");
+        c.buildbot_url = "http://buildbot.example.org".into();
+        assert_eq!(key_of(c), "buildbotURL");
+
+        let mut c = config("http://h/");
+        c.headers = vec![("X-Ok".into(), "a\r\nX-Evil: 1".into())];
+        assert_eq!(key_of(c), "headers");
+
+        let mut c = config("http://h/");
+        c.headers = vec![("Bad Name".into(), "v".into())];
+        assert_eq!(key_of(c), "headers");
+
+        let mut c = config("http://h/");
+        c.headers = vec![("Host".into(), "elsewhere".into())];
+        assert_eq!(key_of(c), "headers");
+
+        let mut c = config("http://h/");
+        c.user = Some("alice".into());
+        assert_eq!(key_of(c), "password");
+
+        let mut c = config("http://h/");
+        c.user = Some("alice".into());
+        c.password = Some("pw".into());
+        c.auth = Some(Auth::Bearer("t".into()));
+        assert_eq!(key_of(c), "auth");
+
+        let mut c = config("http://h/");
+        c.format_fn = Some("{{ build.number ".into());
+        assert_eq!(key_of(c), "format_fn");
+
+        let mut c = config("http://h/");
+        c.timeout_ms = Some(0);
+        assert_eq!(key_of(c), "timeoutSeconds");
+
+        assert_eq!(key_of(config("http://h/")), "<accepted>");
+    }
+
+    #[test]
+    fn content_type_is_always_json_and_last_before_auth() {
+        let mut c = config("http://h/");
+        c.headers = vec![
+            ("X-Api-Key".into(), "k".into()),
+            ("content-type".into(), "text/plain".into()),
+        ];
+        c.user = Some("alice".into());
+        c.password = Some("s3cr3t:pw".into());
+        let s = Settings::from_config(c).unwrap();
+        assert_eq!(
+            s.headers,
+            vec![
+                ("X-Api-Key".to_string(), "k".to_string()),
+                ("Content-Type".into(), "application/json".into()),
+                ("Authorization".into(), "Basic YWxpY2U6czNjcjN0OnB3".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn basic_auth_uses_latin1_like_requests() {
+        let mut c = config("http://h/");
+        c.auth = Some(Auth::Basic(Credentials {
+            user: "j\u{f6}rg".into(),
+            password: "p".into(),
+        }));
+        let s = Settings::from_config(c).unwrap();
+        // base64(b"j\xf6rg:p")
+        assert_eq!(s.headers.last().unwrap().1, "Basic avZyZzpw");
+    }
+}

@@ -1,0 +1,494 @@
+//! Buildbot's JSON forms of the WIT records: a configuration object with the seed's keys,
+//! and the data-API documents of one event. Errors name the key (or JSON path) at fault.
+//! Pure: no I/O.
+
+use serde_json::{Map, Value};
+
+use crate::{
+    Auth, Build, BuildEvent, Builder, Buildrequest, Buildset, Config, ConfigError, Credentials,
+    Log, Patch, Property, ResultMode, Sourcestamp, Step, StepUrl,
+};
+
+type Result<T> = std::result::Result<T, ConfigError>;
+
+fn error(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// A JSON object being read, with its path for error messages.
+struct Object<'a> {
+    map: &'a Map<String, Value>,
+    path: String,
+}
+
+impl<'a> Object<'a> {
+    fn root(value: &'a Value, what: &str) -> Result<Self> {
+        match value {
+            Value::Object(map) => Ok(Object { map, path: String::new() }),
+            _ => Err(error("", format!("expected a JSON object of {what}"))),
+        }
+    }
+
+    fn key(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}.{key}", self.path)
+        }
+    }
+
+    /// The value at `key`, `None` when absent or `null`.
+    fn get(&self, key: &str) -> Option<&'a Value> {
+        self.map.get(key).filter(|v| !v.is_null())
+    }
+
+    fn required(&self, key: &str) -> Result<&'a Value> {
+        self.get(key).ok_or_else(|| error(self.key(key), "is missing"))
+    }
+
+    fn int(&self, key: &str) -> Result<i64> {
+        expect_int(self.required(key)?, &self.key(key))
+    }
+
+    fn opt_int(&self, key: &str) -> Result<Option<i64>> {
+        self.get(key).map(|v| expect_int(v, &self.key(key))).transpose()
+    }
+
+    fn string(&self, key: &str) -> Result<String> {
+        expect_string(self.required(key)?, &self.key(key))
+    }
+
+    fn opt_string(&self, key: &str) -> Result<Option<String>> {
+        self.get(key).map(|v| expect_string(v, &self.key(key))).transpose()
+    }
+
+    fn boolean(&self, key: &str) -> Result<bool> {
+        expect_bool(self.required(key)?, &self.key(key))
+    }
+
+    fn opt_bool(&self, key: &str) -> Result<Option<bool>> {
+        self.get(key).map(|v| expect_bool(v, &self.key(key))).transpose()
+    }
+
+    fn object(&self, key: &str) -> Result<Object<'a>> {
+        self.opt_object(key)?.ok_or_else(|| error(self.key(key), "is missing"))
+    }
+
+    fn opt_object(&self, key: &str) -> Result<Option<Object<'a>>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Object(map)) => Ok(Some(Object { map, path: self.key(key) })),
+            Some(_) => Err(error(self.key(key), "expected an object")),
+        }
+    }
+
+    fn list<T>(&self, key: &str, item: impl Fn(&'a Value, String) -> Result<T>) -> Result<Vec<T>> {
+        self.opt_list(key, item).map(Option::unwrap_or_default)
+    }
+
+    fn opt_list<T>(
+        &self,
+        key: &str,
+        item: impl Fn(&'a Value, String) -> Result<T>,
+    ) -> Result<Option<Vec<T>>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| item(v, format!("{}[{i}]", self.key(key))))
+                .collect::<Result<Vec<T>>>()
+                .map(Some),
+            Some(_) => Err(error(self.key(key), "expected a list")),
+        }
+    }
+
+    fn strings(&self, key: &str) -> Result<Option<Vec<String>>> {
+        self.opt_list(key, |v, path| expect_string(v, &path))
+    }
+}
+
+fn as_object(value: &Value, path: String) -> Result<Object<'_>> {
+    match value {
+        Value::Object(map) => Ok(Object { map, path }),
+        _ => Err(error(path, "expected an object")),
+    }
+}
+
+fn expect_int(value: &Value, key: &str) -> Result<i64> {
+    value
+        .as_i64()
+        .ok_or_else(|| error(key, "expected an integer"))
+}
+
+fn expect_string(value: &Value, key: &str) -> Result<String> {
+    value
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| error(key, "expected a string"))
+}
+
+fn expect_bool(value: &Value, key: &str) -> Result<bool> {
+    value.as_bool().ok_or_else(|| error(key, "expected true or false"))
+}
+
+/// The configuration keys `parse_config` accepts, in the README's order.
+pub const CONFIG_KEYS: [&str; 21] = [
+    "serverUrl",
+    "buildbotURL",
+    "user",
+    "password",
+    "auth",
+    "headers",
+    "format_fn",
+    "builders",
+    "tags",
+    "branches",
+    "schedulers",
+    "mode",
+    "wantProperties",
+    "wantSteps",
+    "wantLogs",
+    "wantPreviousBuild",
+    "debug",
+    "verify",
+    "skipEncoding",
+    "connectTimeoutSeconds",
+    "timeoutSeconds",
+];
+
+/// Buildbot's default `buildbotURL`.
+pub const DEFAULT_BUILDBOT_URL: &str = "http://localhost:8080/";
+
+/// Parses a configuration object with the seed's keys; see the WIT `parse-config`.
+pub fn config_from_json(value: &Value) -> Result<Config> {
+    let o = Object::root(value, "options")?;
+    if let Some(unknown) = o.map.keys().find(|k| !CONFIG_KEYS.contains(&k.as_str())) {
+        return Err(error(
+            unknown.as_str(),
+            format!("is not an option; expected one of {}", CONFIG_KEYS.join(", ")),
+        ));
+    }
+    let headers = match o.opt_object("headers")? {
+        None => vec![],
+        Some(h) => h
+            .map
+            .iter()
+            .map(|(name, v)| {
+                let value = expect_string(v, "headers").map_err(|_| {
+                    error("headers", format!("the value of header {name:?} must be a string"))
+                })?;
+                Ok((name.clone(), value))
+            })
+            .collect::<Result<_>>()?,
+    };
+    Ok(Config {
+        server_url: o.string("serverUrl")?,
+        buildbot_url: o
+            .opt_string("buildbotURL")?
+            .unwrap_or_else(|| DEFAULT_BUILDBOT_URL.into()),
+        user: o.opt_string("user")?,
+        password: o.opt_string("password")?,
+        auth: o.get("auth").map(auth).transpose()?,
+        headers,
+        format_fn: o.opt_string("format_fn")?,
+        builders: o.strings("builders")?,
+        tags: o.strings("tags")?,
+        branches: o.strings("branches")?,
+        schedulers: o.strings("schedulers")?,
+        mode: o.get("mode").map(mode).transpose()?.unwrap_or_default(),
+        want_properties: o.opt_bool("wantProperties")?.unwrap_or(false),
+        want_steps: o.opt_bool("wantSteps")?.unwrap_or(false),
+        want_logs: o.opt_bool("wantLogs")?.unwrap_or(false),
+        want_previous_build: o.opt_bool("wantPreviousBuild")?.unwrap_or(false),
+        debug: o.opt_bool("debug")?.unwrap_or(false),
+        verify: o.opt_bool("verify")?.unwrap_or(true),
+        skip_encoding: o.opt_bool("skipEncoding")?.unwrap_or(false),
+        connect_timeout_ms: seconds(&o, "connectTimeoutSeconds")?,
+        timeout_ms: seconds(&o, "timeoutSeconds")?,
+    })
+}
+
+fn seconds(o: &Object<'_>, key: &str) -> Result<Option<u32>> {
+    let Some(v) = o.get(key) else { return Ok(None) };
+    match v.as_f64() {
+        Some(s) if s > 0.0 && s <= 86_400.0 => Ok(Some((s * 1000.0).ceil() as u32)),
+        _ => Err(error(key, "expected a number of seconds above 0 and at most 86400")),
+    }
+}
+
+/// `auth`: Buildbot's `("user", "password")` tuple, `{"user": …, "password": …}`, or
+/// `{"bearer": "token"}`.
+fn auth(value: &Value) -> Result<Auth> {
+    let expected = "expected [user, password], {\"user\": …, \"password\": …} or {\"bearer\": token}";
+    match value {
+        Value::Array(pair) => match pair.as_slice() {
+            [Value::String(user), Value::String(password)] => Ok(Auth::Basic(Credentials {
+                user: user.clone(),
+                password: password.clone(),
+            })),
+            _ => Err(error("auth", expected)),
+        },
+        Value::Object(map) => {
+            let o = Object { map, path: "auth".into() };
+            if let Some(token) = o.opt_string("bearer")? {
+                return Ok(Auth::Bearer(token));
+            }
+            match (o.opt_string("user")?, o.opt_string("password")?) {
+                (Some(user), Some(password)) => Ok(Auth::Basic(Credentials { user, password })),
+                _ => Err(error("auth", expected)),
+            }
+        }
+        _ => Err(error("auth", expected)),
+    }
+}
+
+/// `mode`: `"all"`, one mode name, or a list of them.
+fn mode(value: &Value) -> Result<Vec<ResultMode>> {
+    let one = |v: &Value| -> Result<ResultMode> {
+        Ok(match v.as_str() {
+            Some("all") => ResultMode::All,
+            Some("failing") => ResultMode::Failing,
+            Some("passing") => ResultMode::Passing,
+            Some("warnings") => ResultMode::Warnings,
+            Some("exception") => ResultMode::Exception,
+            Some("cancelled") => ResultMode::Cancelled,
+            Some("change") => ResultMode::Change,
+            Some("problem") => ResultMode::Problem,
+            _ => {
+                return Err(error(
+                    "mode",
+                    "expected all, failing, passing, warnings, exception, cancelled, change or problem (or a list of them)",
+                ))
+            }
+        })
+    };
+    match value {
+        Value::Array(items) => items.iter().map(one).collect(),
+        single => Ok(vec![one(single)?]),
+    }
+}
+
+/// Parses the data-API documents of one event; see the WIT `parse-event`.
+pub fn event_from_json(value: &Value) -> Result<BuildEvent> {
+    let o = Object::root(value, "data-API documents")?;
+    Ok(BuildEvent {
+        build: build(o.object("build")?)?,
+        properties: o
+            .opt_object("properties")?
+            .map(properties)
+            .transpose()?
+            .unwrap_or_default(),
+        buildrequest: buildrequest(o.object("buildrequest")?)?,
+        buildset: buildset(o.object("buildset")?)?,
+        parentbuild: o.opt_object("parentbuild")?.map(build).transpose()?,
+        parentbuilder: o.opt_object("parentbuilder")?.map(builder).transpose()?,
+        builder: builder(o.object("builder")?)?,
+        steps: o.list("steps", |v, path| step(as_object(v, path)?))?,
+        prev_build: o.opt_object("prev_build")?.map(build).transpose()?,
+    })
+}
+
+/// `{name: [value, source]}` into properties; values are kept as JSON text.
+fn properties(o: Object<'_>) -> Result<Vec<Property>> {
+    o.map
+        .iter()
+        .map(|(name, entry)| match entry.as_array().map(Vec::as_slice) {
+            Some([value, Value::String(source)]) => Ok(Property {
+                name: name.clone(),
+                value: value.to_string(),
+                source: source.clone(),
+            }),
+            _ => Err(error(o.key(name), "expected [value, source]")),
+        })
+        .collect()
+}
+
+fn build(o: Object<'_>) -> Result<Build> {
+    Ok(Build {
+        buildid: o.int("buildid")?,
+        number: o.int("number")?,
+        builderid: o.int("builderid")?,
+        buildrequestid: o.int("buildrequestid")?,
+        workerid: o.int("workerid")?,
+        masterid: o.int("masterid")?,
+        started_at: o.int("started_at")?,
+        complete_at: o.opt_int("complete_at")?,
+        locks_duration_s: o.opt_int("locks_duration_s")?.unwrap_or(0),
+        complete: o.boolean("complete")?,
+        state_string: o.opt_string("state_string")?.unwrap_or_default(),
+        results: o.opt_int("results")?,
+        properties: o.opt_object("properties")?.map(properties).transpose()?,
+    })
+}
+
+fn builder(o: Object<'_>) -> Result<Builder> {
+    Ok(Builder {
+        builderid: o.int("builderid")?,
+        name: o.string("name")?,
+        masterids: o.list("masterids", |v, path| expect_int(v, &path))?,
+        description: o.opt_string("description")?,
+        description_format: o.opt_string("description_format")?,
+        description_html: o.opt_string("description_html")?,
+        projectid: o.opt_int("projectid")?,
+        tags: o.list("tags", |v, path| expect_string(v, &path))?,
+    })
+}
+
+fn buildrequest(o: Object<'_>) -> Result<Buildrequest> {
+    Ok(Buildrequest {
+        buildrequestid: o.int("buildrequestid")?,
+        buildsetid: o.int("buildsetid")?,
+        builderid: o.int("builderid")?,
+        priority: o.opt_int("priority")?.unwrap_or(0),
+        claimed: o.boolean("claimed")?,
+        claimed_at: o.opt_int("claimed_at")?,
+        claimed_by_masterid: o.opt_int("claimed_by_masterid")?,
+        complete: o.boolean("complete")?,
+        results: o.opt_int("results")?,
+        submitted_at: o.int("submitted_at")?,
+        complete_at: o.opt_int("complete_at")?,
+        waited_for: o.boolean("waited_for")?,
+        properties: o.opt_object("properties")?.map(properties).transpose()?,
+    })
+}
+
+fn buildset(o: Object<'_>) -> Result<Buildset> {
+    Ok(Buildset {
+        bsid: o.int("bsid")?,
+        external_idstring: o.opt_string("external_idstring")?,
+        reason: o.opt_string("reason")?.unwrap_or_default(),
+        submitted_at: o.int("submitted_at")?,
+        complete: o.boolean("complete")?,
+        complete_at: o.opt_int("complete_at")?,
+        results: o.opt_int("results")?,
+        parent_buildid: o.opt_int("parent_buildid")?,
+        parent_relationship: o.opt_string("parent_relationship")?,
+        rebuilt_buildid: o.opt_int("rebuilt_buildid")?,
+        sourcestamps: o.list("sourcestamps", |v, path| sourcestamp(as_object(v, path)?))?,
+    })
+}
+
+fn sourcestamp(o: Object<'_>) -> Result<Sourcestamp> {
+    Ok(Sourcestamp {
+        ssid: o.int("ssid")?,
+        branch: o.opt_string("branch")?,
+        revision: o.opt_string("revision")?,
+        project: o.opt_string("project")?.unwrap_or_default(),
+        repository: o.opt_string("repository")?.unwrap_or_default(),
+        codebase: o.opt_string("codebase")?.unwrap_or_default(),
+        created_at: o.int("created_at")?,
+        patch: o.opt_object("patch")?.map(patch).transpose()?,
+    })
+}
+
+fn patch(o: Object<'_>) -> Result<Patch> {
+    Ok(Patch {
+        patchid: o.int("patchid")?,
+        body: o.opt_string("body")?.unwrap_or_default(),
+        level: o.opt_int("level")?.unwrap_or(1),
+        subdir: o.opt_string("subdir")?,
+        author: o.opt_string("author")?,
+        comment: o.opt_string("comment")?,
+    })
+}
+
+fn step(o: Object<'_>) -> Result<Step> {
+    Ok(Step {
+        stepid: o.int("stepid")?,
+        number: o.int("number")?,
+        name: o.string("name")?,
+        buildid: o.int("buildid")?,
+        started_at: o.opt_int("started_at")?,
+        locks_acquired_at: o.opt_int("locks_acquired_at")?,
+        complete: o.boolean("complete")?,
+        complete_at: o.opt_int("complete_at")?,
+        state_string: o.opt_string("state_string")?.unwrap_or_default(),
+        results: o.opt_int("results")?,
+        urls: o.list("urls", |v, path| {
+            let u = as_object(v, path)?;
+            Ok(StepUrl {
+                name: u.string("name")?,
+                url: u.string("url")?,
+            })
+        })?,
+        hidden: o.opt_bool("hidden")?.unwrap_or(false),
+        logs: o.list("logs", |v, path| log(as_object(v, path)?))?,
+    })
+}
+
+fn log(o: Object<'_>) -> Result<Log> {
+    Ok(Log {
+        logid: o.int("logid")?,
+        name: o.string("name")?,
+        slug: o.string("slug")?,
+        stepid: o.int("stepid")?,
+        complete: o.boolean("complete")?,
+        num_lines: o.opt_int("num_lines")?.unwrap_or(0),
+        type_: o.string("type")?,
+        content: o.opt_string("content")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn config_errors_name_the_key() {
+        let key = |v: Value| config_from_json(&v).map(|_| String::new()).unwrap_or_else(|e| e.key);
+        assert_eq!(key(json!({"serverUrl": "http://h/", "wantProperty": true})), "wantProperty");
+        assert_eq!(key(json!({"serverUrl": "http://h/", "wantSteps": "yes"})), "wantSteps");
+        assert_eq!(key(json!({"serverUrl": 5})), "serverUrl");
+        assert_eq!(key(json!({})), "serverUrl");
+        assert_eq!(key(json!({"serverUrl": "http://h/", "headers": {"X": 1}})), "headers");
+        assert_eq!(key(json!({"serverUrl": "http://h/", "builders": "b"})), "builders");
+        assert_eq!(key(json!({"serverUrl": "http://h/", "mode": "sometimes"})), "mode");
+        assert_eq!(key(json!({"serverUrl": "http://h/", "auth": ["only-user"]})), "auth");
+        assert_eq!(key(json!({"serverUrl": "http://h/", "timeoutSeconds": -1})), "timeoutSeconds");
+        assert_eq!(key(json!({"serverUrl": "http://h/"})), "");
+    }
+
+    #[test]
+    fn config_defaults_follow_buildbot() {
+        let c = config_from_json(&json!({"serverUrl": "http://h/"})).unwrap();
+        assert_eq!(c.buildbot_url, DEFAULT_BUILDBOT_URL);
+        assert!(!c.want_properties && !c.want_steps && !c.want_logs && !c.want_previous_build);
+        assert!(c.verify, "TLS verification is on unless switched off");
+        assert!(c.mode.is_empty() && c.builders.is_none());
+    }
+
+    #[test]
+    fn config_reads_every_option() {
+        let c = config_from_json(&json!({
+            "serverUrl": "http://h/x?y", "buildbotURL": "http://bb/", "auth": ["u", "p"],
+            "headers": {"B": "2", "A": "1"}, "format_fn": "{}", "builders": ["b1"],
+            "tags": ["t"], "branches": ["main"], "schedulers": ["s"], "mode": ["failing", "change"],
+            "wantProperties": true, "wantSteps": true, "wantLogs": true, "wantPreviousBuild": true,
+            "debug": true, "verify": false, "skipEncoding": true,
+            "connectTimeoutSeconds": 1.5, "timeoutSeconds": 2
+        }))
+        .unwrap();
+        assert_eq!(c.headers, vec![("B".into(), "2".into()), ("A".into(), "1".into())]);
+        assert!(matches!(c.auth, Some(Auth::Basic(ref cr)) if cr.user == "u" && cr.password == "p"));
+        assert_eq!(c.mode, vec![ResultMode::Failing, ResultMode::Change]);
+        assert_eq!((c.connect_timeout_ms, c.timeout_ms), (Some(1500), Some(2000)));
+        assert!(c.want_logs && c.debug && !c.verify && c.skip_encoding);
+    }
+
+    #[test]
+    fn event_errors_give_the_json_path() {
+        let mut doc = json!({
+            "build": {"buildid": 1, "number": 1, "builderid": 1, "buildrequestid": 1,
+                      "workerid": 1, "masterid": 1, "started_at": "yesterday", "complete": false},
+        });
+        let e = event_from_json(&doc).unwrap_err();
+        assert_eq!((e.key.as_str(), e.message.as_str()), ("build.started_at", "expected an integer"));
+        doc["build"]["started_at"] = json!(5);
+        assert_eq!(event_from_json(&doc).unwrap_err().key, "buildrequest");
+    }
+}

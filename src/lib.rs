@@ -1,0 +1,90 @@
+//! status-push: Buildbot's `HttpStatusPush` as a WASI 0.2 component.
+//!
+//! This file only binds the WIT contract (`wit/world.wit`) to plain modules: everything
+//! but [`transport`] is pure Rust, unit-tested natively.
+
+pub mod config;
+pub mod documents;
+pub mod encoder;
+pub mod filter;
+pub mod payload;
+pub mod template;
+pub mod transport;
+
+mod bindings {
+    wit_bindgen::generate!({
+        path: "wit",
+        world: "status-push",
+        generate_all,
+    });
+}
+
+pub use bindings::exports::status_push::reporter::reporter::{
+    Auth, Config, ConfigError, Credentials, FormatFailure, HttpFailure, Outcome, PushError,
+    ResultMode, SkipReason,
+};
+pub use bindings::exports::status_push::reporter::types::{
+    Build, BuildEvent, Builder, Buildrequest, Buildset, Log, Patch, Property, Sourcestamp, Step,
+    StepUrl,
+};
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use bindings::exports::status_push::reporter::reporter::Guest;
+use config::Settings;
+use payload::EventKind;
+
+thread_local! {
+    /// The configuration of this instance; components are single-threaded.
+    static SETTINGS: RefCell<Option<Rc<Settings>>> = const { RefCell::new(None) };
+}
+
+struct Component;
+
+impl Guest for Component {
+    fn configure(config: Config) -> Result<(), ConfigError> {
+        let settings = Settings::from_config(config)?;
+        SETTINGS.with(|cell| *cell.borrow_mut() = Some(Rc::new(settings)));
+        Ok(())
+    }
+
+    fn on_build_started(event: BuildEvent) -> Result<Outcome, PushError> {
+        report(EventKind::Started, &event)
+    }
+
+    fn on_build_finished(event: BuildEvent) -> Result<Outcome, PushError> {
+        report(EventKind::Finished, &event)
+    }
+}
+
+fn report(kind: EventKind, event: &BuildEvent) -> Result<Outcome, PushError> {
+    let settings = SETTINGS
+        .with(|cell| cell.borrow().clone())
+        .ok_or(PushError::NotConfigured)?;
+    if let Some(reason) = filter::skip_reason(&settings.selection, kind, event) {
+        return Ok(Outcome::Skipped(reason));
+    }
+    let body = payload::render(&settings, kind, event)?;
+    let status = transport::post(&settings, &body)?;
+    Ok(Outcome::Delivered(status))
+}
+
+impl bindings::exports::status_push::reporter::documents::Guest for Component {
+    fn parse_config(json: String) -> Result<Config, ConfigError> {
+        documents::config_from_json(&parse_json(&json)?)
+    }
+
+    fn parse_event(json: String) -> Result<BuildEvent, ConfigError> {
+        documents::event_from_json(&parse_json(&json)?)
+    }
+}
+
+fn parse_json(text: &str) -> Result<serde_json::Value, ConfigError> {
+    serde_json::from_str(text).map_err(|e| ConfigError {
+        key: String::new(),
+        message: format!("not JSON: {e}"),
+    })
+}
+
+bindings::export!(Component with_types_in bindings);
