@@ -116,7 +116,10 @@ impl Settings {
             ));
         }
         if config.want_logs && !config.want_steps {
-            return Err(error("wantLogs", "needs wantSteps: true, since logs belong to steps"));
+            return Err(error(
+                "wantLogs",
+                "needs wantSteps: true, since logs belong to steps",
+            ));
         }
         let authorization = authorization(&config)?;
         let headers = request_headers(&config.headers, authorization)?;
@@ -183,10 +186,14 @@ pub fn parse_server_url(url: &str) -> Result<Target, ConfigError> {
     if authority.contains('@') {
         return Err(bad("carries credentials; use user and password instead"));
     }
-    let (host, port) = split_host_port(authority).ok_or_else(|| bad("has an invalid host or port"))?;
+    let (host, port) =
+        split_host_port(authority).ok_or_else(|| bad("has an invalid host or port"))?;
     let host_ok = if let Some(v6) = host.strip_prefix('[') {
-        v6.strip_suffix(']')
-            .is_some_and(|a| !a.is_empty() && a.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.'))
+        v6.strip_suffix(']').is_some_and(|a| {
+            !a.is_empty()
+                && a.bytes()
+                    .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        })
     } else {
         !host.is_empty()
             && host
@@ -234,13 +241,15 @@ fn authorization(config: &Config) -> Result<Option<String>, ConfigError> {
         } else {
             pair.into_bytes()
         };
-        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(bytes))
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        )
     };
     match (&config.user, &config.password, &config.auth) {
-        (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => Err(error(
-            "auth",
-            "give either user/password or auth, not both",
-        )),
+        (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {
+            Err(error("auth", "give either user/password or auth, not both"))
+        }
         (Some(user), Some(password), None) => {
             if user.contains(':') {
                 return Err(error("user", "a basic-auth user name cannot contain ':'"));
@@ -257,7 +266,10 @@ fn authorization(config: &Config) -> Result<Option<String>, ConfigError> {
         }
         (None, None, Some(Auth::Bearer(token))) => {
             if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(error("auth", "a bearer token is visible ASCII, without spaces"));
+                return Err(error(
+                    "auth",
+                    "a bearer token is visible ASCII, without spaces",
+                ));
             }
             Ok(Some(format!("Bearer {token}")))
         }
@@ -289,19 +301,23 @@ fn request_headers(
     let mut headers = Vec::with_capacity(configured.len() + 2);
     for (name, value) in configured {
         let is_token = !name.is_empty()
-            && name.bytes().all(|b| {
-                b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-            });
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
         if !is_token {
             return Err(error(
                 "headers",
-                format!("header name {name:?} is not an HTTP token (letters, digits, !#$%&'*+-.^_`|~)"),
+                format!(
+                    "header name {name:?} is not an HTTP token (letters, digits, !#$%&'*+-.^_`|~)"
+                ),
             ));
         }
         if value.bytes().any(|b| (b < b' ' && b != b'\t') || b == 0x7f) {
             return Err(error(
                 "headers",
-                format!("the value of header {name:?} contains a control character (CR, LF, NUL, …)"),
+                format!(
+                    "the value of header {name:?} contains a control character (CR, LF, NUL, …)"
+                ),
             ));
         }
         let lower = name.to_ascii_lowercase();
@@ -370,7 +386,10 @@ pub(crate) mod tests {
         let t = parse_server_url("http://127.0.0.1:9").unwrap();
         assert_eq!(t.path_with_query, "/");
         let t = parse_server_url("http://[::1]:80?q").unwrap();
-        assert_eq!((t.authority.as_str(), t.path_with_query.as_str()), ("[::1]:80", "/?q"));
+        assert_eq!(
+            (t.authority.as_str(), t.path_with_query.as_str()),
+            ("[::1]:80", "/?q")
+        );
         assert_eq!(t.url(), "http://[::1]:80/?q");
     }
 

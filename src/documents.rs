@@ -27,7 +27,10 @@ struct Object<'a> {
 impl<'a> Object<'a> {
     fn root(value: &'a Value, what: &str) -> Result<Self> {
         match value {
-            Value::Object(map) => Ok(Object { map, path: String::new() }),
+            Value::Object(map) => Ok(Object {
+                map,
+                path: String::new(),
+            }),
             _ => Err(error("", format!("expected a JSON object of {what}"))),
         }
     }
@@ -46,7 +49,8 @@ impl<'a> Object<'a> {
     }
 
     fn required(&self, key: &str) -> Result<&'a Value> {
-        self.get(key).ok_or_else(|| error(self.key(key), "is missing"))
+        self.get(key)
+            .ok_or_else(|| error(self.key(key), "is missing"))
     }
 
     fn int(&self, key: &str) -> Result<i64> {
@@ -54,7 +58,9 @@ impl<'a> Object<'a> {
     }
 
     fn opt_int(&self, key: &str) -> Result<Option<i64>> {
-        self.get(key).map(|v| expect_int(v, &self.key(key))).transpose()
+        self.get(key)
+            .map(|v| expect_int(v, &self.key(key)))
+            .transpose()
     }
 
     fn string(&self, key: &str) -> Result<String> {
@@ -62,7 +68,9 @@ impl<'a> Object<'a> {
     }
 
     fn opt_string(&self, key: &str) -> Result<Option<String>> {
-        self.get(key).map(|v| expect_string(v, &self.key(key))).transpose()
+        self.get(key)
+            .map(|v| expect_string(v, &self.key(key)))
+            .transpose()
     }
 
     fn boolean(&self, key: &str) -> Result<bool> {
@@ -70,17 +78,23 @@ impl<'a> Object<'a> {
     }
 
     fn opt_bool(&self, key: &str) -> Result<Option<bool>> {
-        self.get(key).map(|v| expect_bool(v, &self.key(key))).transpose()
+        self.get(key)
+            .map(|v| expect_bool(v, &self.key(key)))
+            .transpose()
     }
 
     fn object(&self, key: &str) -> Result<Object<'a>> {
-        self.opt_object(key)?.ok_or_else(|| error(self.key(key), "is missing"))
+        self.opt_object(key)?
+            .ok_or_else(|| error(self.key(key), "is missing"))
     }
 
     fn opt_object(&self, key: &str) -> Result<Option<Object<'a>>> {
         match self.get(key) {
             None => Ok(None),
-            Some(Value::Object(map)) => Ok(Some(Object { map, path: self.key(key) })),
+            Some(Value::Object(map)) => Ok(Some(Object {
+                map,
+                path: self.key(key),
+            })),
             Some(_) => Err(error(self.key(key), "expected an object")),
         }
     }
@@ -132,7 +146,9 @@ fn expect_string(value: &Value, key: &str) -> Result<String> {
 }
 
 fn expect_bool(value: &Value, key: &str) -> Result<bool> {
-    value.as_bool().ok_or_else(|| error(key, "expected true or false"))
+    value
+        .as_bool()
+        .ok_or_else(|| error(key, "expected true or false"))
 }
 
 /// The configuration keys `parse_config` accepts, in the README's order.
@@ -169,7 +185,10 @@ pub fn config_from_json(value: &Value) -> Result<Config> {
     if let Some(unknown) = o.map.keys().find(|k| !CONFIG_KEYS.contains(&k.as_str())) {
         return Err(error(
             unknown.as_str(),
-            format!("is not an option; expected one of {}", CONFIG_KEYS.join(", ")),
+            format!(
+                "is not an option; expected one of {}",
+                CONFIG_KEYS.join(", ")
+            ),
         ));
     }
     let headers = match o.opt_object("headers")? {
@@ -179,7 +198,10 @@ pub fn config_from_json(value: &Value) -> Result<Config> {
             .iter()
             .map(|(name, v)| {
                 let value = expect_string(v, "headers").map_err(|_| {
-                    error("headers", format!("the value of header {name:?} must be a string"))
+                    error(
+                        "headers",
+                        format!("the value of header {name:?} must be a string"),
+                    )
                 })?;
                 Ok((name.clone(), value))
             })
@@ -216,14 +238,18 @@ fn seconds(o: &Object<'_>, key: &str) -> Result<Option<u32>> {
     let Some(v) = o.get(key) else { return Ok(None) };
     match v.as_f64() {
         Some(s) if s > 0.0 && s <= 86_400.0 => Ok(Some((s * 1000.0).ceil() as u32)),
-        _ => Err(error(key, "expected a number of seconds above 0 and at most 86400")),
+        _ => Err(error(
+            key,
+            "expected a number of seconds above 0 and at most 86400",
+        )),
     }
 }
 
 /// `auth`: Buildbot's `("user", "password")` tuple, `{"user": …, "password": …}`, or
 /// `{"bearer": "token"}`.
 fn auth(value: &Value) -> Result<Auth> {
-    let expected = "expected [user, password], {\"user\": …, \"password\": …} or {\"bearer\": token}";
+    let expected =
+        "expected [user, password], {\"user\": …, \"password\": …} or {\"bearer\": token}";
     match value {
         Value::Array(pair) => match pair.as_slice() {
             [Value::String(user), Value::String(password)] => Ok(Auth::Basic(Credentials {
@@ -233,7 +259,10 @@ fn auth(value: &Value) -> Result<Auth> {
             _ => Err(error("auth", expected)),
         },
         Value::Object(map) => {
-            let o = Object { map, path: "auth".into() };
+            let o = Object {
+                map,
+                path: "auth".into(),
+            };
             if let Some(token) = o.opt_string("bearer")? {
                 return Ok(Auth::Bearer(token));
             }
@@ -440,16 +469,41 @@ mod tests {
 
     #[test]
     fn config_errors_name_the_key() {
-        let key = |v: Value| config_from_json(&v).map(|_| String::new()).unwrap_or_else(|e| e.key);
-        assert_eq!(key(json!({"serverUrl": "http://h/", "wantProperty": true})), "wantProperty");
-        assert_eq!(key(json!({"serverUrl": "http://h/", "wantSteps": "yes"})), "wantSteps");
+        let key = |v: Value| {
+            config_from_json(&v)
+                .map(|_| String::new())
+                .unwrap_or_else(|e| e.key)
+        };
+        assert_eq!(
+            key(json!({"serverUrl": "http://h/", "wantProperty": true})),
+            "wantProperty"
+        );
+        assert_eq!(
+            key(json!({"serverUrl": "http://h/", "wantSteps": "yes"})),
+            "wantSteps"
+        );
         assert_eq!(key(json!({"serverUrl": 5})), "serverUrl");
         assert_eq!(key(json!({})), "serverUrl");
-        assert_eq!(key(json!({"serverUrl": "http://h/", "headers": {"X": 1}})), "headers");
-        assert_eq!(key(json!({"serverUrl": "http://h/", "builders": "b"})), "builders");
-        assert_eq!(key(json!({"serverUrl": "http://h/", "mode": "sometimes"})), "mode");
-        assert_eq!(key(json!({"serverUrl": "http://h/", "auth": ["only-user"]})), "auth");
-        assert_eq!(key(json!({"serverUrl": "http://h/", "timeoutSeconds": -1})), "timeoutSeconds");
+        assert_eq!(
+            key(json!({"serverUrl": "http://h/", "headers": {"X": 1}})),
+            "headers"
+        );
+        assert_eq!(
+            key(json!({"serverUrl": "http://h/", "builders": "b"})),
+            "builders"
+        );
+        assert_eq!(
+            key(json!({"serverUrl": "http://h/", "mode": "sometimes"})),
+            "mode"
+        );
+        assert_eq!(
+            key(json!({"serverUrl": "http://h/", "auth": ["only-user"]})),
+            "auth"
+        );
+        assert_eq!(
+            key(json!({"serverUrl": "http://h/", "timeoutSeconds": -1})),
+            "timeoutSeconds"
+        );
         assert_eq!(key(json!({"serverUrl": "http://h/"})), "");
     }
 
@@ -473,10 +527,18 @@ mod tests {
             "connectTimeoutSeconds": 1.5, "timeoutSeconds": 2
         }))
         .unwrap();
-        assert_eq!(c.headers, vec![("B".into(), "2".into()), ("A".into(), "1".into())]);
-        assert!(matches!(c.auth, Some(Auth::Basic(ref cr)) if cr.user == "u" && cr.password == "p"));
+        assert_eq!(
+            c.headers,
+            vec![("B".into(), "2".into()), ("A".into(), "1".into())]
+        );
+        assert!(
+            matches!(c.auth, Some(Auth::Basic(ref cr)) if cr.user == "u" && cr.password == "p")
+        );
         assert_eq!(c.mode, vec![ResultMode::Failing, ResultMode::Change]);
-        assert_eq!((c.connect_timeout_ms, c.timeout_ms), (Some(1500), Some(2000)));
+        assert_eq!(
+            (c.connect_timeout_ms, c.timeout_ms),
+            (Some(1500), Some(2000))
+        );
         assert!(c.want_logs && c.debug && !c.verify && c.skip_encoding);
     }
 
@@ -487,7 +549,10 @@ mod tests {
                       "workerid": 1, "masterid": 1, "started_at": "yesterday", "complete": false},
         });
         let e = event_from_json(&doc).unwrap_err();
-        assert_eq!((e.key.as_str(), e.message.as_str()), ("build.started_at", "expected an integer"));
+        assert_eq!(
+            (e.key.as_str(), e.message.as_str()),
+            ("build.started_at", "expected an integer")
+        );
         doc["build"]["started_at"] = json!(5);
         assert_eq!(event_from_json(&doc).unwrap_err().key, "buildrequest");
     }

@@ -224,10 +224,16 @@ mod tests {
             ("\"\u{1F600}\"", r#""\ud83d\ude00""#),
             ("\"\\u0000\"", r#""\u0000""#),
             ("\"\\u001f\\u007f\"", r#""\u001f\u007f""#),
-            ("\"tab\\tnl\\ncr\\rbs\\bff\\f\"", r#""tab\tnl\ncr\rbs\bff\f""#),
+            (
+                "\"tab\\tnl\\ncr\\rbs\\bff\\f\"",
+                r#""tab\tnl\ncr\rbs\bff\f""#,
+            ),
             ("\"q\\\" b\\\\ s/\"", r#""q\" b\\ s/""#),
             ("\"Grüße 日本\"", r#""Gr\u00fc\u00dfe \u65e5\u672c""#),
-            ("\"\u{80}\u{ffff}\u{10000}\u{10ffff}\"", r#""\u0080\uffff\ud800\udc00\udbff\udfff""#),
+            (
+                "\"\u{80}\u{ffff}\u{10000}\u{10ffff}\"",
+                r#""\u0080\uffff\ud800\udc00\udbff\udfff""#,
+            ),
         ];
         for (input, python) in cases {
             assert_eq!(dumps(input), python, "json.dumps(json.loads({input:?}))");

@@ -15,7 +15,11 @@ const EXCEPTION: i64 = 4;
 const CANCELLED: i64 = 6;
 
 /// Why `event` is not pushed, or `None` when it is.
-pub fn skip_reason(selection: &Selection, kind: EventKind, event: &BuildEvent) -> Option<SkipReason> {
+pub fn skip_reason(
+    selection: &Selection,
+    kind: EventKind,
+    event: &BuildEvent,
+) -> Option<SkipReason> {
     let selects = |list: &Option<Vec<String>>, value: Option<&str>| match list {
         None => true,
         Some(names) => value.is_some_and(|v| names.iter().any(|n| n == v)),
@@ -23,10 +27,16 @@ pub fn skip_reason(selection: &Selection, kind: EventKind, event: &BuildEvent) -
     if !selects(&selection.builders, Some(&event.builder.name)) {
         return Some(SkipReason::Builder);
     }
-    if !selects(&selection.schedulers, property_str(event, "scheduler").as_deref()) {
+    if !selects(
+        &selection.schedulers,
+        property_str(event, "scheduler").as_deref(),
+    ) {
         return Some(SkipReason::Scheduler);
     }
-    if !selects(&selection.branches, property_str(event, "branch").as_deref()) {
+    if !selects(
+        &selection.branches,
+        property_str(event, "branch").as_deref(),
+    ) {
         return Some(SkipReason::Branch);
     }
     if let Some(tags) = &selection.tags {
@@ -77,9 +87,11 @@ mod tests {
     use serde_json::json;
 
     fn event(results: Option<i64>, previous: Option<i64>) -> BuildEvent {
-        let build = |results: Option<i64>| json!({"buildid": 1, "number": 1, "builderid": 7,
+        let build = |results: Option<i64>| {
+            json!({"buildid": 1, "number": 1, "builderid": 7,
             "buildrequestid": 1, "workerid": 1, "masterid": 1, "started_at": 1,
-            "complete": true, "results": results});
+            "complete": true, "results": results})
+        };
         let mut doc = json!({
             "build": build(results),
             "properties": {"branch": ["main", "Build"], "scheduler": ["nightly", "Scheduler"]},
@@ -105,7 +117,14 @@ mod tests {
     #[test]
     fn default_selection_pushes_every_result() {
         for r in [0, 1, 2, 3, 4, 5, 6] {
-            assert_eq!(skip(Selection::default(), EventKind::Finished, &event(Some(r), None)), None);
+            assert_eq!(
+                skip(
+                    Selection::default(),
+                    EventKind::Finished,
+                    &event(Some(r), None)
+                ),
+                None
+            );
         }
     }
 
@@ -117,19 +136,66 @@ mod tests {
             f(&mut s);
             s
         };
-        assert_eq!(skip(sel(|s| s.builders = only(&["mac"])), EventKind::Started, &e), Some(SkipReason::Builder));
-        assert_eq!(skip(sel(|s| s.builders = only(&["linux"])), EventKind::Started, &e), None);
-        assert_eq!(skip(sel(|s| s.branches = only(&["dev"])), EventKind::Started, &e), Some(SkipReason::Branch));
-        assert_eq!(skip(sel(|s| s.branches = only(&["main"])), EventKind::Started, &e), None);
-        assert_eq!(skip(sel(|s| s.schedulers = only(&["ci"])), EventKind::Started, &e), Some(SkipReason::Scheduler));
-        assert_eq!(skip(sel(|s| s.schedulers = only(&["nightly"])), EventKind::Started, &e), None);
-        assert_eq!(skip(sel(|s| s.tags = only(&["slow"])), EventKind::Started, &e), Some(SkipReason::Tags));
-        assert_eq!(skip(sel(|s| s.tags = only(&["slow", "fast"])), EventKind::Started, &e), None);
+        assert_eq!(
+            skip(sel(|s| s.builders = only(&["mac"])), EventKind::Started, &e),
+            Some(SkipReason::Builder)
+        );
+        assert_eq!(
+            skip(
+                sel(|s| s.builders = only(&["linux"])),
+                EventKind::Started,
+                &e
+            ),
+            None
+        );
+        assert_eq!(
+            skip(sel(|s| s.branches = only(&["dev"])), EventKind::Started, &e),
+            Some(SkipReason::Branch)
+        );
+        assert_eq!(
+            skip(
+                sel(|s| s.branches = only(&["main"])),
+                EventKind::Started,
+                &e
+            ),
+            None
+        );
+        assert_eq!(
+            skip(
+                sel(|s| s.schedulers = only(&["ci"])),
+                EventKind::Started,
+                &e
+            ),
+            Some(SkipReason::Scheduler)
+        );
+        assert_eq!(
+            skip(
+                sel(|s| s.schedulers = only(&["nightly"])),
+                EventKind::Started,
+                &e
+            ),
+            None
+        );
+        assert_eq!(
+            skip(sel(|s| s.tags = only(&["slow"])), EventKind::Started, &e),
+            Some(SkipReason::Tags)
+        );
+        assert_eq!(
+            skip(
+                sel(|s| s.tags = only(&["slow", "fast"])),
+                EventKind::Started,
+                &e
+            ),
+            None
+        );
     }
 
     #[test]
     fn result_modes_follow_buildbot() {
-        let mode = |m: &[ResultMode]| Selection { mode: m.to_vec(), ..Selection::default() };
+        let mode = |m: &[ResultMode]| Selection {
+            mode: m.to_vec(),
+            ..Selection::default()
+        };
         let pushed = |m: &[ResultMode], r: i64, prev: Option<i64>| {
             skip(mode(m), EventKind::Finished, &event(Some(r), prev)).is_none()
         };
@@ -145,10 +211,18 @@ mod tests {
         assert!(!pushed(&[ResultMode::Change], SUCCESS, None));
         assert!(pushed(&[ResultMode::Problem], FAILURE, Some(SUCCESS)));
         assert!(!pushed(&[ResultMode::Problem], FAILURE, Some(FAILURE)));
-        assert!(pushed(&[ResultMode::Passing, ResultMode::Failing], FAILURE, None));
+        assert!(pushed(
+            &[ResultMode::Passing, ResultMode::Failing],
+            FAILURE,
+            None
+        ));
         assert!(pushed(&[ResultMode::All], EXCEPTION, None));
         // Started events carry no result yet, so a result mode never filters them.
-        let started = skip(mode(&[ResultMode::Failing]), EventKind::Started, &event(None, None));
+        let started = skip(
+            mode(&[ResultMode::Failing]),
+            EventKind::Started,
+            &event(None, None),
+        );
         assert_eq!(started, None);
     }
 }

@@ -40,6 +40,9 @@ thread_local! {
     static SETTINGS: RefCell<Option<Rc<Settings>>> = const { RefCell::new(None) };
 }
 
+/// The component's exports. Only a wasm build exports them: their symbol names (which
+/// contain `:` and `/`) are not valid in a native shared library's symbol table.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 struct Component;
 
 impl Guest for Component {
@@ -87,4 +90,5 @@ fn parse_json(text: &str) -> Result<serde_json::Value, ConfigError> {
     })
 }
 
+#[cfg(target_arch = "wasm32")]
 bindings::export!(Component with_types_in bindings);

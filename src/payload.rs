@@ -22,7 +22,11 @@ pub enum EventKind {
 
 /// The request body for `event`: the default payload, or the `format_fn` template's
 /// output, in Python's `json.dumps` encoding.
-pub fn render(settings: &Settings, kind: EventKind, event: &BuildEvent) -> Result<Vec<u8>, PushError> {
+pub fn render(
+    settings: &Settings,
+    kind: EventKind,
+    event: &BuildEvent,
+) -> Result<Vec<u8>, PushError> {
     let payload = build(&settings.payload, kind, event)?;
     let payload = match &settings.template {
         Some(source) => crate::template::render(source, &payload).map_err(PushError::Format)?,
@@ -32,7 +36,11 @@ pub fn render(settings: &Settings, kind: EventKind, event: &BuildEvent) -> Resul
 }
 
 /// The default payload as a JSON value.
-pub fn build(opts: &PayloadOptions, kind: EventKind, event: &BuildEvent) -> Result<Value, PushError> {
+pub fn build(
+    opts: &PayloadOptions,
+    kind: EventKind,
+    event: &BuildEvent,
+) -> Result<Value, PushError> {
     let mut doc = Map::new();
     build_fields(&mut doc, &event.build);
     let properties = if opts.want_properties {
@@ -43,8 +51,14 @@ pub fn build(opts: &PayloadOptions, kind: EventKind, event: &BuildEvent) -> Resu
     doc.insert("properties".into(), properties);
     doc.insert("buildrequest".into(), buildrequest(&event.buildrequest)?);
     doc.insert("buildset".into(), buildset(&event.buildset));
-    doc.insert("parentbuild".into(), optional(event.parentbuild.as_ref(), build_doc)?);
-    doc.insert("parentbuilder".into(), optional(event.parentbuilder.as_ref(), |b| Ok(builder(b)))?);
+    doc.insert(
+        "parentbuild".into(),
+        optional(event.parentbuild.as_ref(), build_doc)?,
+    );
+    doc.insert(
+        "parentbuilder".into(),
+        optional(event.parentbuilder.as_ref(), |b| Ok(builder(b)))?,
+    );
     doc.insert("builder".into(), builder(&event.builder));
     doc.insert(
         "url".into(),
@@ -62,12 +76,18 @@ pub fn build(opts: &PayloadOptions, kind: EventKind, event: &BuildEvent) -> Resu
         doc.insert("steps".into(), Value::Array(steps));
     }
     if opts.want_previous_build && kind == EventKind::Finished {
-        doc.insert("prev_build".into(), optional(event.prev_build.as_ref(), build_doc)?);
+        doc.insert(
+            "prev_build".into(),
+            optional(event.prev_build.as_ref(), build_doc)?,
+        );
     }
     Ok(Value::Object(doc))
 }
 
-fn optional<T>(value: Option<&T>, f: impl Fn(&T) -> Result<Value, PushError>) -> Result<Value, PushError> {
+fn optional<T>(
+    value: Option<&T>,
+    f: impl Fn(&T) -> Result<Value, PushError>,
+) -> Result<Value, PushError> {
     value.map_or(Ok(Value::Null), f)
 }
 
@@ -160,7 +180,10 @@ fn buildset(s: &Buildset) -> Value {
     doc.insert("complete_at".into(), opt_int(s.complete_at));
     doc.insert("results".into(), opt_int(s.results));
     doc.insert("parent_buildid".into(), opt_int(s.parent_buildid));
-    doc.insert("parent_relationship".into(), opt_string(&s.parent_relationship));
+    doc.insert(
+        "parent_relationship".into(),
+        opt_string(&s.parent_relationship),
+    );
     doc.insert("rebuilt_buildid".into(), opt_int(s.rebuilt_buildid));
     doc.insert(
         "sourcestamps".into(),
@@ -201,7 +224,10 @@ fn builder(b: &Builder) -> Value {
         Value::Array(b.masterids.iter().copied().map(int).collect()),
     );
     doc.insert("description".into(), opt_string(&b.description));
-    doc.insert("description_format".into(), opt_string(&b.description_format));
+    doc.insert(
+        "description_format".into(),
+        opt_string(&b.description_format),
+    );
     doc.insert("description_html".into(), opt_string(&b.description_html));
     doc.insert("projectid".into(), opt_int(b.projectid));
     doc.insert(
@@ -260,7 +286,10 @@ fn log(opts: &PayloadOptions, build: &Build, s: &Step, l: &Log) -> Value {
             build.builderid, build.number, s.number, l.slug
         )),
     );
-    doc.insert("url_raw".into(), Value::String(format!("{base}api/v2/logs/{}/raw", l.logid)));
+    doc.insert(
+        "url_raw".into(),
+        Value::String(format!("{base}api/v2/logs/{}/raw", l.logid)),
+    );
     doc.insert(
         "url_raw_inline".into(),
         Value::String(format!("{base}api/v2/logs/{}/raw_inline", l.logid)),
@@ -287,19 +316,24 @@ mod tests {
             .join("tests/fixtures/buildbot")
             .join(case)
             .join(file);
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         serde_json::from_str(&text).expect("fixture is JSON")
     }
 
     fn settings(case: &str) -> Settings {
-        let config = documents::config_from_json(&fixture(case, "config.json")).expect("fixture config");
+        let config =
+            documents::config_from_json(&fixture(case, "config.json")).expect("fixture config");
         Settings::from_config(config).expect("fixture config is valid")
     }
 
     /// The body Buildbot sent, for a case whose events each made exactly one request.
     fn expected_body(case: &str, event: &str) -> String {
         let expected = fixture(case, "expected.json");
-        expected[event][0]["body"].as_str().expect("one request with a body").to_string()
+        expected[event][0]["body"]
+            .as_str()
+            .expect("one request with a body")
+            .to_string()
     }
 
     fn rendered(case: &str, event: &str, kind: EventKind) -> String {
@@ -320,7 +354,10 @@ mod tests {
             "want_previous_build",
             "format_fn_custom",
         ] {
-            for (event, kind) in [("started", EventKind::Started), ("finished", EventKind::Finished)] {
+            for (event, kind) in [
+                ("started", EventKind::Started),
+                ("finished", EventKind::Finished),
+            ] {
                 let got = rendered(case, event, kind);
                 let want = expected_body(case, event);
                 assert!(
@@ -347,9 +384,16 @@ mod tests {
         let started = build(&opts, EventKind::Started, &event).unwrap();
         assert_eq!(started["properties"], serde_json::json!({}));
         assert!(started.get("steps").is_none());
-        assert!(started.get("prev_build").is_none(), "prev_build is for finished events only");
+        assert!(
+            started.get("prev_build").is_none(),
+            "prev_build is for finished events only"
+        );
         let finished = build(&opts, EventKind::Finished, &event).unwrap();
-        assert_eq!(finished["prev_build"], Value::Null, "no previous build gives null");
+        assert_eq!(
+            finished["prev_build"],
+            Value::Null,
+            "no previous build gives null"
+        );
         assert_eq!(finished["url"], "http://bb/#/builders/79/builds/0");
     }
 

@@ -30,13 +30,21 @@ pub fn render(source: &str, payload: &Value) -> Result<Value, FormatFailure> {
         line: u32::try_from(line).unwrap_or(u32::MAX),
         column: u32::try_from(column).unwrap_or(u32::MAX),
     };
-    let template = env
-        .template_from_str(source)
-        .map_err(|e| failure(format!("template does not parse: {e}"), e.line().unwrap_or(0), 0))?;
+    let template = env.template_from_str(source).map_err(|e| {
+        failure(
+            format!("template does not parse: {e}"),
+            e.line().unwrap_or(0),
+            0,
+        )
+    })?;
     let context = minijinja::context! { build => to_template_value(payload) };
-    let text = template
-        .render(context)
-        .map_err(|e| failure(format!("template failed to render: {e}"), e.line().unwrap_or(0), 0))?;
+    let text = template.render(context).map_err(|e| {
+        failure(
+            format!("template failed to render: {e}"),
+            e.line().unwrap_or(0),
+            0,
+        )
+    })?;
     serde_json::from_str(&text).map_err(|e| {
         let excerpt: String = text
             .lines()
@@ -96,14 +104,22 @@ mod tests {
             json!({"number": 3, "builder": {"name": "Grüße", "tags": []}}),
         )
         .unwrap();
-        assert_eq!(out, r#"{"name": "Gr\u00fc\u00dfe", "n": 3, "up": "GR\u00dcSSE", "keys": ["name", "tags"]}"#);
+        assert_eq!(
+            out,
+            r#"{"name": "Gr\u00fc\u00dfe", "n": 3, "up": "GR\u00dcSSE", "keys": ["name", "tags"]}"#
+        );
     }
 
     #[test]
     fn output_that_is_not_json_quotes_the_position() {
-        let err = render_str("{\"a\": 1,\n \"b\": {{ build.x }} }", json!({"x": "word"})).unwrap_err();
+        let err =
+            render_str("{\"a\": 1,\n \"b\": {{ build.x }} }", json!({"x": "word"})).unwrap_err();
         assert_eq!((err.line, err.column), (2, 7));
-        assert!(err.message.contains("not JSON") && err.message.contains("word"), "{}", err.message);
+        assert!(
+            err.message.contains("not JSON") && err.message.contains("word"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]
@@ -115,7 +131,11 @@ mod tests {
 
     #[test]
     fn big_integers_stay_integers() {
-        let out = render_str("[{{ build.big }}]", json!({"big": 1180591620717411303424_u128})).unwrap();
+        let out = render_str(
+            "[{{ build.big }}]",
+            json!({"big": 1180591620717411303424_u128}),
+        )
+        .unwrap();
         assert_eq!(out, "[1180591620717411303424]");
     }
 }

@@ -33,12 +33,16 @@ pub fn post(settings: &Settings, body: &[u8]) -> Result<u16, PushError> {
         .map_err(|e| PushError::Protocol(format!("the host refused a header: {e:?}")))?;
     let request = OutgoingRequest::new(fields);
     let refused = |what: &str| PushError::Protocol(format!("the host refused the request {what}"));
-    request.set_method(&Method::Post).map_err(|()| refused("method"))?;
+    request
+        .set_method(&Method::Post)
+        .map_err(|()| refused("method"))?;
     let scheme = match target.scheme {
         Scheme::Http => WasiScheme::Http,
         Scheme::Https => WasiScheme::Https,
     };
-    request.set_scheme(Some(&scheme)).map_err(|()| refused("scheme"))?;
+    request
+        .set_scheme(Some(&scheme))
+        .map_err(|()| refused("scheme"))?;
     request
         .set_authority(Some(&target.authority))
         .map_err(|()| refused("authority"))?;
@@ -88,7 +92,10 @@ pub fn post(settings: &Settings, body: &[u8]) -> Result<u16, PushError> {
     if (200..300).contains(&status) {
         Ok(status)
     } else {
-        Err(PushError::HttpStatus(HttpFailure { status, retry_after }))
+        Err(PushError::HttpStatus(HttpFailure {
+            status,
+            retry_after,
+        }))
     }
 }
 
@@ -110,7 +117,9 @@ fn header(response: &IncomingResponse, name: &str) -> Option<String> {
 /// Reads (a bounded part of) the response body so the connection can be reused.
 fn read_body(response: IncomingResponse) -> Vec<u8> {
     let mut out = Vec::new();
-    let Ok(body) = response.consume() else { return out };
+    let Ok(body) = response.consume() else {
+        return out;
+    };
     if let Ok(stream) = body.stream() {
         while (out.len() as u64) < RESPONSE_READ_LIMIT {
             match stream.blocking_read(RESPONSE_READ_LIMIT - out.len() as u64) {
@@ -159,6 +168,11 @@ fn describe(code: &ErrorCode) -> String {
             a.alert_message.as_deref().unwrap_or("")
         ),
         ErrorCode::InternalError(Some(message)) => message.clone(),
+        ErrorCode::ConnectionRefused => "connection refused".into(),
+        ErrorCode::ConnectionTerminated => "connection closed before the response".into(),
+        ErrorCode::DestinationNotFound => "host not found".into(),
+        ErrorCode::DestinationUnavailable => "host unavailable".into(),
+        ErrorCode::HttpRequestDenied => "not the configured origin".into(),
         other => format!("{other:?}"),
     }
 }
@@ -166,9 +180,18 @@ fn describe(code: &ErrorCode) -> String {
 /// Headers whose values are credentials; `debug` shows them as `<redacted>`.
 fn is_secret_header(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
-    ["authorization", "cookie", "key", "token", "secret", "signature", "password", "auth"]
-        .iter()
-        .any(|s| lower.contains(s))
+    [
+        "authorization",
+        "cookie",
+        "key",
+        "token",
+        "secret",
+        "signature",
+        "password",
+        "auth",
+    ]
+    .iter()
+    .any(|s| lower.contains(s))
 }
 
 fn debug_request(settings: &Settings, headers: &[(String, Vec<u8>)], body: &[u8]) {
@@ -209,7 +232,13 @@ mod tests {
 
     #[test]
     fn credentials_are_recognised_by_header_name() {
-        for name in ["Authorization", "X-Api-Key", "X-Auth-Token", "Cookie", "X-Hub-Signature-256"] {
+        for name in [
+            "Authorization",
+            "X-Api-Key",
+            "X-Auth-Token",
+            "Cookie",
+            "X-Hub-Signature-256",
+        ] {
             assert!(is_secret_header(name), "{name}");
         }
         for name in ["Content-Type", "X-Request-Id", "Accept"] {

@@ -55,7 +55,11 @@ pub fn describe_config_error(e: &ConfigError) -> String {
 
 impl fmt::Display for FormatFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "format_fn line {} column {}: {}", self.line, self.column, self.message)
+        write!(
+            f,
+            "format_fn line {} column {}: {}",
+            self.line, self.column, self.message
+        )
     }
 }
 
@@ -64,7 +68,10 @@ pub fn describe_push_error(e: &PushError) -> String {
     match e {
         PushError::NotConfigured => "the reporter was not configured".into(),
         PushError::InvalidConfig(e) => {
-            format!("invalid configuration or event: {}", describe_config_error(e))
+            format!(
+                "invalid configuration or event: {}",
+                describe_config_error(e)
+            )
         }
         PushError::Unreachable(why) => format!("receiver unreachable: {why}"),
         PushError::Timeout => "receiver timed out".into(),

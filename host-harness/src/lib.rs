@@ -18,6 +18,7 @@
 
 pub mod bindings;
 mod error;
+pub mod guest_log;
 pub mod receiver;
 pub mod sandbox;
 
@@ -101,7 +102,7 @@ impl Runtime {
 
     /// A fresh, unconfigured instance.
     pub async fn reporter(&self) -> Result<Reporter, HostError> {
-        let wasi = WasiCtx::builder().inherit_stderr().build();
+        let wasi = WasiCtx::builder().stderr(guest_log::GuestLog).build();
         let host = Host {
             table: ResourceTable::new(),
             wasi,
@@ -167,7 +168,11 @@ impl Reporter {
         let reporter = self.instance.status_push_reporter_reporter();
         let result = match event {
             Event::Started => reporter.call_on_build_started(&mut self.store, build).await,
-            Event::Finished => reporter.call_on_build_finished(&mut self.store, build).await,
+            Event::Finished => {
+                reporter
+                    .call_on_build_finished(&mut self.store, build)
+                    .await
+            }
         };
         result.map_err(HostError::Trap)?.map_err(HostError::Push)
     }

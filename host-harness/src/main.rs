@@ -12,6 +12,9 @@ use status_push_host::{Event, HostError, Outcome, Runtime};
 /// The component the CLI loads unless --wasm or STATUS_PUSH_WASM says otherwise.
 const DEFAULT_WASM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/status-push.wasm");
 
+/// Warnings from the host, and what the component writes to stderr (its `debug` output).
+const DEFAULT_LOG: &str = "warn,wasmtime_wasi_http=error,status_push::guest=info";
+
 #[derive(Parser)]
 #[command(
     name = "status-push",
@@ -33,7 +36,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// POST one build event, as Buildbot's HttpStatusPush would.
-    #[command(after_help = "Example:\n  status-push push --config push.json --event started --build started.json")]
+    #[command(
+        after_help = "Example:\n  status-push push --config push.json --event started --build started.json"
+    )]
     Push {
         /// JSON options with the seed's names: serverUrl, buildbotURL, user, password, auth,
         /// headers, format_fn, builders, wantProperties, wantSteps, wantLogs, …
@@ -64,9 +69,11 @@ enum Command {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
         )
         .init();
     let cli = Cli::parse();
@@ -79,7 +86,11 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Push { config, event, build } => push(&cli.wasm, &config, event, &build).await,
+            Command::Push {
+                config,
+                event,
+                build,
+            } => push(&cli.wasm, &config, event, &build).await,
             Command::Receive { port, status } => receive(port, status).await,
             Command::Demo => demo(&cli.wasm).await,
         }
@@ -123,7 +134,10 @@ async fn receive(port: u16, status: u16) -> Result<ExitCode> {
     let receiver = Receiver::start_with(port, std::sync::Arc::new(move |_: &_| status))
         .await
         .with_context(|| format!("cannot listen on 127.0.0.1:{port}"))?;
-    println!("listening on {} (answering {status}); Ctrl-C stops", receiver.origin());
+    println!(
+        "listening on {} (answering {status}); Ctrl-C stops",
+        receiver.origin()
+    );
     let mut seen = 0;
     loop {
         tokio::select! {
@@ -137,7 +151,9 @@ async fn receive(port: u16, status: u16) -> Result<ExitCode> {
 }
 
 async fn demo(wasm: &Path) -> Result<ExitCode> {
-    let receiver = Receiver::start(0).await.context("cannot start the demo receiver")?;
+    let receiver = Receiver::start(0)
+        .await
+        .context("cannot start the demo receiver")?;
     println!("receiver listening on {}", receiver.origin());
     let runtime = Runtime::load(wasm)?;
     let mut reporter = runtime.reporter().await?;

@@ -41,9 +41,17 @@ impl Recorded {
         let mut out = format!("{} {}\n", self.method, self.path);
         for (name, value) in &self.headers {
             let lower = name.to_ascii_lowercase();
-            let secret = ["authorization", "cookie", "key", "token", "secret", "signature", "password"]
-                .iter()
-                .any(|s| lower.contains(s));
+            let secret = [
+                "authorization",
+                "cookie",
+                "key",
+                "token",
+                "secret",
+                "signature",
+                "password",
+            ]
+            .iter()
+            .any(|s| lower.contains(s));
             let shown = if secret { "<redacted>" } else { value.as_str() };
             out.push_str(&format!("{name}: {shown}\n"));
         }
@@ -104,7 +112,11 @@ impl Receiver {
 
     /// Every request so far.
     pub fn requests(&self) -> Vec<Recorded> {
-        self.shared.requests.lock().map(|r| r.clone()).unwrap_or_default()
+        self.shared
+            .requests
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default()
     }
 
     /// Waits until at least `n` requests arrived, or `timeout` passed; returns them all.
@@ -147,7 +159,11 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 let shared = shared.clone();
                 async move {
                     let (parts, body) = request.into_parts();
-                    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                    let body = body
+                        .collect()
+                        .await
+                        .map(|b| b.to_bytes())
+                        .unwrap_or_default();
                     let recorded = Recorded {
                         method: parts.method.to_string(),
                         path: parts
@@ -158,7 +174,12 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                         headers: parts
                             .headers
                             .iter()
-                            .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                            .map(|(n, v)| {
+                                (
+                                    n.to_string(),
+                                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                                )
+                            })
                             .collect(),
                         body,
                     };
@@ -168,8 +189,8 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                     }
                     shared.arrived.notify_waiters();
                     let mut response = hyper::Response::new(Full::new(Bytes::from_static(b"{}")));
-                    *response.status_mut() =
-                        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+                    *response.status_mut() = hyper::StatusCode::from_u16(status)
+                        .unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
                     Ok::<_, std::convert::Infallible>(response)
                 }
             });

@@ -7,10 +7,13 @@ use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
 type Sent = Box<
     dyn std::future::Future<
-            Output = Result<(
-                http::Response<WasiBody>,
-                Box<dyn std::future::Future<Output = Result<(), Error>> + Send>,
-            ), Error>,
+            Output = Result<
+                (
+                    http::Response<WasiBody>,
+                    Box<dyn std::future::Future<Output = Result<(), Error>> + Send>,
+                ),
+                Error,
+            >,
         > + Send,
 >;
 
@@ -95,9 +98,18 @@ mod tests {
 
     #[test]
     fn default_ports_are_made_explicit() {
-        assert_eq!(Origin::of_url("http://H.example.com/x"), Origin::of_url("http://h.example.com:80/y"));
-        assert_ne!(Origin::of_url("http://h:80/"), Origin::of_url("https://h:80/"));
-        assert_ne!(Origin::of_url("http://h:8080/"), Origin::of_url("http://h/"));
+        assert_eq!(
+            Origin::of_url("http://H.example.com/x"),
+            Origin::of_url("http://h.example.com:80/y")
+        );
+        assert_ne!(
+            Origin::of_url("http://h:80/"),
+            Origin::of_url("https://h:80/")
+        );
+        assert_ne!(
+            Origin::of_url("http://h:8080/"),
+            Origin::of_url("http://h/")
+        );
         assert_eq!(Origin::of_url("ftp://h/"), None);
     }
 }

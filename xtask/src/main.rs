@@ -31,7 +31,15 @@ fn build_component() -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(&root)
-        .args(["build", "--release", "--package", "status-push", "--lib", "--target", TARGET])
+        .args([
+            "build",
+            "--release",
+            "--package",
+            "status-push",
+            "--lib",
+            "--target",
+            TARGET,
+        ])
         .status()
         .context("running cargo build for the component")?;
     if !status.success() {
@@ -40,7 +48,10 @@ fn build_component() -> Result<()> {
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
-    let core = target_dir.join(TARGET).join("release").join("status_push.wasm");
+    let core = target_dir
+        .join(TARGET)
+        .join("release")
+        .join("status_push.wasm");
     let module = std::fs::read(&core).with_context(|| format!("reading {}", core.display()))?;
     let component = wit_component::ComponentEncoder::default()
         .module(&module)

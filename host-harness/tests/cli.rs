@@ -1,0 +1,181 @@
+//! The `status-push` binary against loopback receivers: exit codes, one-line reasons and
+//! the requests that arrive.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use status_push_host::receiver::{Receiver, Recorded};
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn wasm() -> PathBuf {
+    let path = workspace().join("target/status-push.wasm");
+    assert!(path.exists(), "build the component first: cargo xtask wasm");
+    path
+}
+
+async fn run(args: &[&str]) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_status-push"))
+        .args(args)
+        .env("STATUS_PUSH_WASM", wasm())
+        .output()
+        .await
+        .expect("the CLI runs")
+}
+
+fn write_config(dir: &Path, config: &Value) -> PathBuf {
+    let path = dir.join("config.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    path
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("status-push-cli-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_sends_each_fixture_case_like_buildbot() {
+    let root = workspace().join("tests/fixtures/buildbot");
+    let mut cases: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    cases.sort();
+    let dir = temp_dir("fixtures");
+    for case in cases.iter().filter(|c| c.join("expected.json").exists()) {
+        let name = case.file_name().unwrap().to_string_lossy().into_owned();
+        let receiver = Receiver::start(0).await.unwrap();
+        let mut config: Value =
+            serde_json::from_str(&std::fs::read_to_string(case.join("config.json")).unwrap())
+                .unwrap();
+        let server_url = config["serverUrl"].as_str().unwrap();
+        let path = &server_url[server_url.find("://").unwrap() + 3..];
+        let path = &path[path.find('/').unwrap_or(path.len())..];
+        config["serverUrl"] = Value::String(format!("{}{path}", receiver.origin()));
+        let config_path = write_config(&dir, &config);
+        let expected: Value =
+            serde_json::from_str(&std::fs::read_to_string(case.join("expected.json")).unwrap())
+                .unwrap();
+        let mut total = 0;
+        for event in ["started", "finished"] {
+            let build = case.join(format!("{event}.json"));
+            let out = run(&[
+                "push",
+                "--config",
+                config_path.to_str().unwrap(),
+                "--event",
+                event,
+                "--build",
+                build.to_str().unwrap(),
+            ])
+            .await;
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success(), "{name}/{event}: {out:?}");
+            let want = expected[event].as_array().unwrap();
+            if want.is_empty() {
+                assert!(stdout.starts_with("skipped: "), "{name}/{event}: {stdout}");
+            } else {
+                assert_eq!(stdout.trim(), "delivered: HTTP 200", "{name}/{event}");
+            }
+            total += want.len();
+            let got = receiver.wait_for(total, Duration::from_secs(5)).await;
+            assert_eq!(got.len(), total, "{name}/{event}");
+            if let Some(want) = want.first() {
+                assert_eq!(got[total - 1].path, want["path"], "{name}/{event}");
+                assert_eq!(
+                    std::str::from_utf8(&got[total - 1].body).unwrap(),
+                    want["body"].as_str().unwrap(),
+                    "{name}/{event}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_500_exits_non_zero_with_a_one_line_reason() {
+    let receiver = Receiver::start_with(0, Arc::new(|_: &Recorded| 500))
+        .await
+        .unwrap();
+    let dir = temp_dir("500");
+    let config = write_config(&dir, &serde_json::json!({"serverUrl": receiver.origin()}));
+    let build = workspace().join("tests/fixtures/buildbot/default_start_finish/started.json");
+    let out = run(&[
+        "push",
+        "--config",
+        config.to_str().unwrap(),
+        "--event",
+        "started",
+        "--build",
+        build.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("HTTP 500"), "{stderr}");
+    assert_eq!(receiver.requests().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_config_exits_2_naming_the_key_and_sends_nothing() {
+    let receiver = Receiver::start(0).await.unwrap();
+    let dir = temp_dir("badconfig");
+    let config = write_config(
+        &dir,
+        &serde_json::json!({"serverUrl": receiver.origin(), "wantLogs": true}),
+    );
+    let build = workspace().join("tests/fixtures/buildbot/default_start_finish/started.json");
+    let out = run(&[
+        "push",
+        "--config",
+        config.to_str().unwrap(),
+        "--event",
+        "started",
+        "--build",
+        build.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("wantLogs") && stderr.contains("wantSteps"),
+        "{stderr}"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(receiver.requests().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_prints_both_events_as_received() {
+    let out = run(&["demo"]).await;
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("=== Started event: delivered: HTTP 200"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("=== Finished event: delivered: HTTP 200"),
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout.matches("POST /buildbot/status").count(),
+        2,
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("\"state_string\": \"build successful\""),
+        "{stdout}"
+    );
+}

@@ -1,0 +1,77 @@
+//! Shared by the end-to-end tests: the real component, compiled once per test process.
+
+#![allow(dead_code)] // each test file uses its own subset
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use status_push_host::{Reporter, Runtime};
+
+/// The release component `cargo xtask wasm` builds.
+pub fn wasm_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/status-push.wasm")
+}
+
+/// The component, compiled once for the whole test process.
+pub fn runtime() -> &'static Runtime {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        let path = wasm_path();
+        assert!(
+            path.exists(),
+            "{} is missing: build it with `cargo xtask wasm` (the README's test command does)",
+            path.display()
+        );
+        Runtime::load(&path).expect("the component loads")
+    })
+}
+
+/// A reporter configured from a JSON options object.
+pub async fn configured(config: &serde_json::Value) -> Reporter {
+    let mut reporter = runtime().reporter().await.expect("instantiates");
+    let config = reporter
+        .parse_config(&config.to_string())
+        .await
+        .expect("config parses");
+    reporter.configure(config).await.expect("config is valid");
+    reporter
+}
+
+/// The recorded Buildbot cases under tests/fixtures/buildbot.
+pub fn fixture_cases() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/buildbot");
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(&root)
+        .expect("fixtures are present")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("expected.json").exists())
+        .collect();
+    cases.sort();
+    cases
+}
+
+pub fn read_json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// `serverUrl` with its origin replaced by `origin` (`http://127.0.0.1:PORT`); path and
+/// query stay.
+pub fn with_origin(server_url: &str, origin: &str) -> String {
+    let after_scheme = server_url
+        .split_once("://")
+        .map_or(server_url, |(_, rest)| rest);
+    let path_start = after_scheme.find(['/', '?']).unwrap_or(after_scheme.len());
+    format!("{origin}{}", &after_scheme[path_start..])
+}
+
+/// The (user, password) of an `Authorization: Basic` header.
+pub fn basic_auth(header: Option<&str>) -> Option<(String, String)> {
+    use base64::Engine as _;
+    let encoded = header?.strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_string(), password.to_string()))
+}

@@ -1,0 +1,84 @@
+//! The built component imports nothing a `wasi:http/proxy` runtime does not provide.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+/// Interface names (`wasi:http/types@0.2.0`, …) the proxy world imports, from the
+/// committed WIT.
+fn proxy_imports() -> BTreeSet<String> {
+    let mut resolve = wit_parser::Resolve::default();
+    let wit = Path::new(env!("CARGO_MANIFEST_DIR")).join("wit");
+    let (pkg, _) = resolve.push_dir(&wit).expect("wit/ parses");
+    let _ = pkg;
+    let http = resolve
+        .packages
+        .iter()
+        .find(|(_, p)| p.name.namespace == "wasi" && p.name.name == "http")
+        .map(|(id, _)| id)
+        .expect("wasi:http is in wit/deps");
+    let proxy = resolve
+        .select_world(&[http], Some("proxy"))
+        .expect("proxy world");
+    resolve.worlds[proxy]
+        .imports
+        .keys()
+        .map(|key| resolve.name_world_key(key))
+        .collect()
+}
+
+/// Top-level import names of a component binary.
+fn component_imports(bytes: &[u8]) -> BTreeSet<String> {
+    let mut imports = BTreeSet::new();
+    let mut depth = 0;
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        match payload.expect("valid component") {
+            wasmparser::Payload::ModuleSection { .. }
+            | wasmparser::Payload::ComponentSection { .. } => depth += 1,
+            wasmparser::Payload::End(_) => depth -= 1,
+            wasmparser::Payload::ComponentImportSection(section) if depth == 0 => {
+                for import in section {
+                    imports.insert(import.expect("import").name.name.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    imports
+}
+
+#[test]
+fn component_imports_are_within_wasi_http_proxy() {
+    let bytes = std::fs::read(common::wasm_path()).expect("run `cargo xtask wasm` first");
+    let imports = component_imports(&bytes);
+    let allowed = proxy_imports();
+    assert!(
+        allowed.contains("wasi:http/outgoing-handler@0.2.0"),
+        "{allowed:?}"
+    );
+    assert!(
+        imports.contains("wasi:http/outgoing-handler@0.2.0"),
+        "{imports:?}"
+    );
+    let outside: Vec<_> = imports.difference(&allowed).collect();
+    assert!(
+        outside.is_empty(),
+        "imports outside wasi:http/proxy: {outside:?}"
+    );
+}
+
+#[test]
+fn the_import_check_would_catch_a_cli_import() {
+    let allowed = proxy_imports();
+    for forbidden in [
+        "wasi:cli/environment@0.2.0",
+        "wasi:cli/exit@0.2.0",
+        "wasi:filesystem/types@0.2.0",
+    ] {
+        assert!(
+            !allowed.contains(forbidden),
+            "{forbidden} must not count as proxy"
+        );
+    }
+}

@@ -1,0 +1,192 @@
+//! The walking skeleton end to end: the real `.wasm`, the real harness, a real HTTP
+//! receiver on 127.0.0.1.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use status_push_host::bindings::PushError;
+use status_push_host::receiver::{Receiver, Recorded};
+use status_push_host::{BuildEvent, Event, HostError, Outcome, Reporter};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+async fn sample_event(reporter: &mut Reporter, file: &str) -> BuildEvent {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/buildbot/default_start_finish")
+        .join(file);
+    let documents = std::fs::read_to_string(path).unwrap();
+    reporter
+        .parse_event(&documents)
+        .await
+        .expect("sample parses")
+}
+
+async fn push_once(config: Value, event: Event) -> Result<Outcome, HostError> {
+    let mut reporter = common::configured(&config).await;
+    let file = match event {
+        Event::Started => "started.json",
+        Event::Finished => "finished.json",
+    };
+    let build = sample_event(&mut reporter, file).await;
+    reporter.report(event, &build).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn started_and_finished_arrive_as_json_posts_with_path_and_query() {
+    let receiver = Receiver::start(0).await.unwrap();
+    let url = format!("{}/hooks/buildbot?token=abc&x=%20y", receiver.origin());
+    let mut reporter = common::configured(&json!({"serverUrl": url, "wantProperties": true})).await;
+    for (event, file) in [
+        (Event::Started, "started.json"),
+        (Event::Finished, "finished.json"),
+    ] {
+        let build = sample_event(&mut reporter, file).await;
+        let outcome = reporter.report(event, &build).await.expect("delivered");
+        assert!(matches!(outcome, Outcome::Delivered(200)), "{outcome:?}");
+    }
+    let got = receiver.wait_for(2, WAIT).await;
+    assert_eq!(got.len(), 2);
+    for (request, complete) in got.iter().zip([false, true]) {
+        assert_eq!(request.method, "POST");
+        assert_eq!(request.path, "/hooks/buildbot?token=abc&x=%20y");
+        assert_eq!(request.header("content-type"), Some("application/json"));
+        assert_eq!(request.header("authorization"), None);
+        let body: Value = serde_json::from_slice(&request.body).expect("JSON body");
+        assert_eq!(body["complete"], complete);
+        assert_eq!(body["builder"]["name"], "Builder0");
+        assert_eq!(body["url"], "http://localhost:8080/#/builders/79/builds/0");
+        assert_eq!(body["properties"]["branch"], json!(["master", "Build"]));
+        assert_eq!(
+            request.header("content-length"),
+            Some(request.body.len().to_string().as_str())
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_and_password_become_basic_auth() {
+    let receiver = Receiver::start(0).await.unwrap();
+    let config = json!({"serverUrl": receiver.origin(), "user": "alice", "password": "s3cr3t:pw"});
+    push_once(config, Event::Started).await.expect("delivered");
+    let got = receiver.wait_for(1, WAIT).await;
+    assert_eq!(got[0].path, "/");
+    assert_eq!(
+        common::basic_auth(got[0].header("authorization")),
+        Some(("alice".into(), "s3cr3t:pw".into()))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_headers_are_sent_and_content_type_stays_json() {
+    let receiver = Receiver::start(0).await.unwrap();
+    let config = json!({
+        "serverUrl": format!("{}/x", receiver.origin()),
+        "headers": {"X-Api-Key": "k-123", "Content-Type": "text/plain", "X-Trace": "t1"}
+    });
+    push_once(config, Event::Finished).await.expect("delivered");
+    let got = receiver.wait_for(1, WAIT).await;
+    assert_eq!(got[0].header("x-api-key"), Some("k-123"));
+    assert_eq!(got[0].header("x-trace"), Some("t1"));
+    assert_eq!(got[0].header("content-type"), Some("application/json"));
+    let content_types = got[0]
+        .headers
+        .iter()
+        .filter(|(n, _)| n == "content-type")
+        .count();
+    assert_eq!(content_types, 1, "exactly one Content-Type");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_500_is_a_typed_http_status_error() {
+    let receiver = Receiver::start_with(0, Arc::new(|_: &Recorded| 500))
+        .await
+        .unwrap();
+    let err = push_once(json!({"serverUrl": receiver.origin()}), Event::Started)
+        .await
+        .expect_err("a 500 is not delivered");
+    match &err {
+        HostError::Push(PushError::HttpStatus(failure)) => assert_eq!(failure.status, 500),
+        other => panic!("expected an HTTP status error, got {other:?}"),
+    }
+    assert!(err.is_retryable(), "5xx is worth retrying");
+    assert_eq!(
+        receiver.wait_for(1, WAIT).await.len(),
+        1,
+        "the request did arrive"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_port_is_a_typed_unreachable_error() {
+    // Bind then drop a listener so the port is known to be closed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = push_once(
+        json!({"serverUrl": format!("http://127.0.0.1:{port}/")}),
+        Event::Started,
+    )
+    .await
+    .expect_err("nothing listens there");
+    assert!(
+        matches!(err, HostError::Push(PushError::Unreachable(_))),
+        "expected unreachable, got {err:?}"
+    );
+    assert!(err.is_retryable());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_url_is_a_config_error_and_nothing_is_sent() {
+    let receiver = Receiver::start(0).await.unwrap();
+    let mut reporter = common::runtime().reporter().await.unwrap();
+    let bad = format!("{}/a b\r\nX-Injected: 1", receiver.origin());
+    let config = reporter
+        .parse_config(&json!({"serverUrl": bad}).to_string())
+        .await
+        .unwrap();
+    match reporter.configure(config).await {
+        Err(HostError::Config(e)) => assert_eq!(e.key, "serverUrl"),
+        other => panic!("expected a config error, got {other:?}"),
+    }
+    // Unconfigured, the reporter refuses to push rather than using a half-valid config.
+    let build = sample_event(&mut reporter, "started.json").await;
+    let err = reporter.report(Event::Started, &build).await.unwrap_err();
+    assert!(
+        matches!(err, HostError::Push(PushError::NotConfigured)),
+        "{err:?}"
+    );
+    assert!(receiver
+        .wait_for(1, Duration::from_millis(300))
+        .await
+        .is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_file_errors_name_the_key() {
+    let mut reporter = common::runtime().reporter().await.unwrap();
+    let err = reporter
+        .parse_config(r#"{"serverUrl": "http://127.0.0.1:9/", "wantStep": true}"#)
+        .await
+        .unwrap_err();
+    match err {
+        HostError::Config(e) => assert_eq!(e.key, "wantStep"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filtered_builder_sends_nothing() {
+    let receiver = Receiver::start(0).await.unwrap();
+    let config = json!({"serverUrl": receiver.origin(), "builders": ["Other"]});
+    let outcome = push_once(config, Event::Started).await.unwrap();
+    assert!(matches!(outcome, Outcome::Skipped(_)), "{outcome:?}");
+    assert!(receiver
+        .wait_for(1, Duration::from_millis(300))
+        .await
+        .is_empty());
+}
