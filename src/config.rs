@@ -3,12 +3,17 @@
 
 use base64::Engine as _;
 
+use crate::signature::Signer;
 use crate::{Auth, Config, ConfigError, ResultMode};
 
 /// Connect timeout when the configuration gives none.
 pub const DEFAULT_CONNECT_TIMEOUT_MS: u32 = 10_000;
 /// First-byte and between-bytes timeout when the configuration gives none.
 pub const DEFAULT_TIMEOUT_MS: u32 = 30_000;
+/// Attempts per call when the configuration gives none.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 4;
+/// Time budget of one call when the configuration gives none.
+pub const DEFAULT_RETRY_DEADLINE_MS: u32 = 30_000;
 
 /// A validated configuration. Not `Debug`: it holds the `Authorization` header.
 pub struct Settings {
@@ -26,6 +31,19 @@ pub struct Settings {
     pub debug: bool,
     /// Network timeouts.
     pub timeouts: Timeouts,
+    /// How often and how long to try.
+    pub retry: RetryPolicy,
+    /// Request signing, if configured.
+    pub signer: Option<Signer>,
+}
+
+/// Bounds on one call's attempts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Most attempts, from 1.
+    pub max_attempts: u32,
+    /// Time budget of all attempts and waits.
+    pub deadline_ms: u32,
 }
 
 /// `http` or `https`.
@@ -126,6 +144,20 @@ impl Settings {
         if let Some(source) = &config.format_fn {
             crate::template::check(source).map_err(|message| error("format_fn", message))?;
         }
+        let signer = config
+            .signing
+            .as_ref()
+            .map(|s| Signer::new(s.scheme, &s.secret))
+            .transpose()
+            .map_err(|message| error("signingSecret", message))?;
+        let retry = RetryPolicy {
+            max_attempts: match config.max_attempts {
+                Some(0) => return Err(error("maxAttempts", "expected at least 1")),
+                other => other.unwrap_or(DEFAULT_MAX_ATTEMPTS),
+            },
+            deadline_ms: positive("retryDeadlineSeconds", config.retry_deadline_ms)?
+                .unwrap_or(DEFAULT_RETRY_DEADLINE_MS),
+        };
         let timeouts = Timeouts {
             connect_ms: positive("connectTimeoutSeconds", config.connect_timeout_ms)?
                 .unwrap_or(DEFAULT_CONNECT_TIMEOUT_MS),
@@ -151,6 +183,8 @@ impl Settings {
             },
             debug: config.debug,
             timeouts,
+            retry,
+            signer,
         })
     }
 }
@@ -367,6 +401,11 @@ pub(crate) mod tests {
             skip_encoding: false,
             connect_timeout_ms: None,
             timeout_ms: None,
+            max_attempts: None,
+            retry_deadline_ms: None,
+            signing: None,
+            ca_file: None,
+            dead_letter_after_seconds: None,
         }
     }
 
@@ -451,6 +490,17 @@ pub(crate) mod tests {
         let mut c = config("http://h/");
         c.timeout_ms = Some(0);
         assert_eq!(key_of(c), "timeoutSeconds");
+
+        let mut c = config("http://h/");
+        c.max_attempts = Some(0);
+        assert_eq!(key_of(c), "maxAttempts");
+
+        let mut c = config("http://h/");
+        c.signing = Some(crate::Signing {
+            scheme: crate::SigningScheme::StandardWebhooks,
+            secret: "not-whsec".into(),
+        });
+        assert_eq!(key_of(c), "signingSecret");
 
         assert_eq!(key_of(config("http://h/")), "<accepted>");
     }

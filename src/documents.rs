@@ -6,7 +6,8 @@ use serde_json::{Map, Value};
 
 use crate::{
     Auth, Build, BuildEvent, Builder, Buildrequest, Buildset, Config, ConfigError, Credentials,
-    Log, Patch, Property, ResultMode, Sourcestamp, Step, StepUrl,
+    Log, LogContent, Patch, Property, ResultMode, Signing, SigningScheme, Sourcestamp, Step,
+    StepUrl,
 };
 
 type Result<T> = std::result::Result<T, ConfigError>;
@@ -152,7 +153,7 @@ fn expect_bool(value: &Value, key: &str) -> Result<bool> {
 }
 
 /// The configuration keys `parse_config` accepts, in the README's order.
-pub const CONFIG_KEYS: [&str; 21] = [
+pub const CONFIG_KEYS: [&str; 27] = [
     "serverUrl",
     "buildbotURL",
     "user",
@@ -174,6 +175,12 @@ pub const CONFIG_KEYS: [&str; 21] = [
     "skipEncoding",
     "connectTimeoutSeconds",
     "timeoutSeconds",
+    "maxAttempts",
+    "retryDeadlineSeconds",
+    "signingScheme",
+    "signingSecret",
+    "caFile",
+    "deadLetterAfterSeconds",
 ];
 
 /// Buildbot's default `buildbotURL`.
@@ -231,7 +238,57 @@ pub fn config_from_json(value: &Value) -> Result<Config> {
         skip_encoding: o.opt_bool("skipEncoding")?.unwrap_or(false),
         connect_timeout_ms: seconds(&o, "connectTimeoutSeconds")?,
         timeout_ms: seconds(&o, "timeoutSeconds")?,
+        max_attempts: match o.opt_int("maxAttempts")? {
+            None => None,
+            Some(n) if (1..=100).contains(&n) => Some(n as u32),
+            Some(_) => {
+                return Err(error(
+                    "maxAttempts",
+                    "expected a whole number from 1 to 100",
+                ))
+            }
+        },
+        retry_deadline_ms: seconds(&o, "retryDeadlineSeconds")?,
+        signing: signing(&o)?,
+        ca_file: o.opt_string("caFile")?,
+        dead_letter_after_seconds: match o.get("deadLetterAfterSeconds").map(Value::as_u64) {
+            None => None,
+            Some(Some(n)) if n > 0 && n <= u64::from(u32::MAX) => Some(n as u32),
+            Some(_) => {
+                return Err(error(
+                    "deadLetterAfterSeconds",
+                    "expected a whole number of seconds above 0",
+                ))
+            }
+        },
     })
+}
+
+/// `signingScheme` and `signingSecret`, which only make sense together.
+fn signing(o: &Object<'_>) -> Result<Option<Signing>> {
+    let scheme = match o.opt_string("signingScheme")?.as_deref() {
+        None => None,
+        Some("standard-webhooks") => Some(SigningScheme::StandardWebhooks),
+        Some("github") => Some(SigningScheme::Github),
+        Some(_) => {
+            return Err(error(
+                "signingScheme",
+                "expected \"standard-webhooks\" or \"github\"",
+            ))
+        }
+    };
+    match (scheme, o.opt_string("signingSecret")?) {
+        (Some(scheme), Some(secret)) => Ok(Some(Signing { scheme, secret })),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(error(
+            "signingSecret",
+            "signingScheme needs a signingSecret",
+        )),
+        (None, Some(_)) => Err(error(
+            "signingScheme",
+            "signingSecret needs a signingScheme",
+        )),
+    }
 }
 
 fn seconds(o: &Object<'_>, key: &str) -> Result<Option<u32>> {
@@ -458,7 +515,7 @@ fn log(o: Object<'_>) -> Result<Log> {
         complete: o.boolean("complete")?,
         num_lines: o.opt_int("num_lines")?.unwrap_or(0),
         type_: o.string("type")?,
-        content: o.opt_string("content")?,
+        content: o.opt_string("content")?.map(LogContent::Text),
     })
 }
 

@@ -3,13 +3,17 @@
 //! This file only binds the WIT contract (`wit/world.wit`) to plain modules: everything
 //! but [`transport`] is pure Rust, unit-tested natively.
 
+mod clock;
 pub mod config;
+mod delivery;
 pub mod documents;
 pub mod encoder;
 pub mod filter;
 pub mod payload;
+pub mod retry;
+pub mod signature;
 pub mod template;
-pub mod transport;
+mod transport;
 
 mod bindings {
     wit_bindgen::generate!({
@@ -20,12 +24,12 @@ mod bindings {
 }
 
 pub use bindings::exports::status_push::reporter::reporter::{
-    Auth, Config, ConfigError, Credentials, FormatFailure, HttpFailure, Outcome, PushError,
-    ResultMode, SkipReason,
+    Auth, Config, ConfigError, Credentials, Delivery, FormatFailure, HttpFailure, Outcome,
+    PushError, PushFailure, ResultMode, Signing, SigningScheme, SkipReason,
 };
 pub use bindings::exports::status_push::reporter::types::{
-    Build, BuildEvent, Builder, Buildrequest, Buildset, Log, Patch, Property, Sourcestamp, Step,
-    StepUrl,
+    Build, BuildEvent, Builder, Buildrequest, Buildset, Log, LogContent, Patch, Property,
+    Sourcestamp, Step, StepUrl,
 };
 
 use std::cell::RefCell;
@@ -52,25 +56,28 @@ impl Guest for Component {
         Ok(())
     }
 
-    fn on_build_started(event: BuildEvent) -> Result<Outcome, PushError> {
+    fn on_build_started(event: BuildEvent) -> Result<Outcome, PushFailure> {
         report(EventKind::Started, &event)
     }
 
-    fn on_build_finished(event: BuildEvent) -> Result<Outcome, PushError> {
+    fn on_build_finished(event: BuildEvent) -> Result<Outcome, PushFailure> {
         report(EventKind::Finished, &event)
     }
 }
 
-fn report(kind: EventKind, event: &BuildEvent) -> Result<Outcome, PushError> {
+fn report(kind: EventKind, event: &BuildEvent) -> Result<Outcome, PushFailure> {
     let settings = SETTINGS
         .with(|cell| cell.borrow().clone())
-        .ok_or(PushError::NotConfigured)?;
+        .ok_or(PushFailure {
+            error: PushError::NotConfigured,
+            retryable: false,
+            attempts: 0,
+            delivery_id: String::new(),
+        })?;
     if let Some(reason) = filter::skip_reason(&settings.selection, kind, event) {
         return Ok(Outcome::Skipped(reason));
     }
-    let body = payload::render(&settings, kind, event)?;
-    let status = transport::post(&settings, &body)?;
-    Ok(Outcome::Delivered(status))
+    delivery::deliver(&settings, kind, event).map(Outcome::Delivered)
 }
 
 impl bindings::exports::status_push::reporter::documents::Guest for Component {

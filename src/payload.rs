@@ -7,8 +7,8 @@ use serde_json::{Map, Value};
 
 use crate::config::{PayloadOptions, Settings};
 use crate::{
-    Build, BuildEvent, Builder, Buildrequest, Buildset, ConfigError, Log, Property, PushError,
-    Sourcestamp, Step,
+    Build, BuildEvent, Builder, Buildrequest, Buildset, ConfigError, Log, LogContent, Property,
+    PushError, Sourcestamp, Step,
 };
 
 /// Which of the two reporter calls produced the event.
@@ -294,7 +294,7 @@ fn log(opts: &PayloadOptions, build: &Build, s: &Step, l: &Log) -> Value {
         "url_raw_inline".into(),
         Value::String(format!("{base}api/v2/logs/{}/raw_inline", l.logid)),
     );
-    if let Some(text) = &l.content {
+    if let Some(LogContent::Text(text)) = &l.content {
         let mut content = Map::new();
         content.insert("logid".into(), int(l.logid));
         content.insert("firstline".into(), int(0));

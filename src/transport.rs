@@ -17,11 +17,16 @@ const DEBUG_BODY_LIMIT: usize = 2048;
 /// How much of a response body is read (for `debug`) before it is dropped.
 const RESPONSE_READ_LIMIT: u64 = 64 * 1024;
 
-/// POSTs `body` to the configured server; `Ok` carries the 2xx status.
-pub fn post(settings: &Settings, body: &[u8]) -> Result<u16, PushError> {
+/// POSTs `body` with `headers` to the configured server, giving up after `budget_ms`
+/// at the latest; `Ok` carries the 2xx status.
+pub fn post(
+    settings: &Settings,
+    headers: &[(String, String)],
+    body: &[u8],
+    budget_ms: u64,
+) -> Result<u16, PushError> {
     let target = &settings.target;
-    let mut headers: Vec<(String, Vec<u8>)> = settings
-        .headers
+    let mut headers: Vec<(String, Vec<u8>)> = headers
         .iter()
         .map(|(n, v)| (n.clone(), v.clone().into_bytes()))
         .collect();
@@ -51,11 +56,11 @@ pub fn post(settings: &Settings, body: &[u8]) -> Result<u16, PushError> {
         .map_err(|()| refused("path"))?;
 
     let options = RequestOptions::new();
-    let ms_to_ns = |ms: u32| u64::from(ms) * 1_000_000;
+    let ns = |ms: u32| u64::from(ms).min(budget_ms) * 1_000_000;
     // A host that cannot honour a timeout keeps its own; that is not worth failing over.
-    let _ = options.set_connect_timeout(Some(ms_to_ns(settings.timeouts.connect_ms)));
-    let _ = options.set_first_byte_timeout(Some(ms_to_ns(settings.timeouts.io_ms)));
-    let _ = options.set_between_bytes_timeout(Some(ms_to_ns(settings.timeouts.io_ms)));
+    let _ = options.set_connect_timeout(Some(ns(settings.timeouts.connect_ms)));
+    let _ = options.set_first_byte_timeout(Some(ns(settings.timeouts.io_ms)));
+    let _ = options.set_between_bytes_timeout(Some(ns(settings.timeouts.io_ms)));
 
     let outgoing_body = request.body().map_err(|()| refused("body"))?;
     let future = outgoing_handler::handle(request, Some(options)).map_err(classify)?;

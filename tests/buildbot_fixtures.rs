@@ -38,7 +38,7 @@ async fn every_fixture_case_sends_what_buildbot_sent() {
                     "{name}/{file}: Buildbot sent nothing, we got {outcome:?}"
                 ),
                 1 => assert!(
-                    matches!(outcome, Ok(Outcome::Delivered(200))),
+                    matches!(&outcome, Ok(Outcome::Delivered(d)) if d.status == 200),
                     "{name}/{file}: {outcome:?}"
                 ),
                 n => panic!("{name}/{file}: {n} requests per event is not a recorded shape"),

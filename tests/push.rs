@@ -45,7 +45,10 @@ async fn started_and_finished_arrive_as_json_posts_with_path_and_query() {
     ] {
         let build = sample_event(&mut reporter, file).await;
         let outcome = reporter.report(event, &build).await.expect("delivered");
-        assert!(matches!(outcome, Outcome::Delivered(200)), "{outcome:?}");
+        assert!(
+            matches!(&outcome, Outcome::Delivered(d) if d.status == 200 && d.attempts == 1),
+            "{outcome:?}"
+        );
     }
     let got = receiver.wait_for(2, WAIT).await;
     assert_eq!(got.len(), 2);
@@ -100,23 +103,32 @@ async fn custom_headers_are_sent_and_content_type_stays_json() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_500_is_a_typed_http_status_error() {
+async fn a_500_is_a_typed_http_status_error_after_the_configured_attempts() {
     let receiver = Receiver::start_with(0, Arc::new(|_: &Recorded| 500))
         .await
         .unwrap();
-    let err = push_once(json!({"serverUrl": receiver.origin()}), Event::Started)
+    let config = json!({"serverUrl": receiver.origin(), "maxAttempts": 2});
+    let err = push_once(config, Event::Started)
         .await
         .expect_err("a 500 is not delivered");
-    match &err {
-        HostError::Push(PushError::HttpStatus(failure)) => assert_eq!(failure.status, 500),
-        other => panic!("expected an HTTP status error, got {other:?}"),
-    }
-    assert!(err.is_retryable(), "5xx is worth retrying");
-    assert_eq!(
-        receiver.wait_for(1, WAIT).await.len(),
-        1,
-        "the request did arrive"
+    let HostError::Push(failure) = &err else {
+        panic!("expected an HTTP status error, got {err:?}");
+    };
+    assert!(
+        matches!(&failure.error, PushError::HttpStatus(h) if h.status == 500),
+        "{err:?}"
     );
+    assert_eq!(failure.attempts, 2);
+    assert!(err.is_retryable(), "5xx is worth retrying later");
+    let got = receiver.wait_for(2, WAIT).await;
+    assert_eq!(got.len(), 2, "both attempts arrived");
+    let key = got[0].header("idempotency-key").expect("a delivery id");
+    assert_eq!(
+        got[1].header("idempotency-key"),
+        Some(key),
+        "same id on every attempt"
+    );
+    assert_eq!(key, failure.delivery_id);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,14 +139,12 @@ async fn a_closed_port_is_a_typed_unreachable_error() {
         .local_addr()
         .unwrap()
         .port();
-    let err = push_once(
-        json!({"serverUrl": format!("http://127.0.0.1:{port}/")}),
-        Event::Started,
-    )
-    .await
-    .expect_err("nothing listens there");
+    let config = json!({"serverUrl": format!("http://127.0.0.1:{port}/"), "maxAttempts": 1});
+    let err = push_once(config, Event::Started)
+        .await
+        .expect_err("nothing listens there");
     assert!(
-        matches!(err, HostError::Push(PushError::Unreachable(_))),
+        matches!(&err, HostError::Push(f) if matches!(f.error, PushError::Unreachable(_))),
         "expected unreachable, got {err:?}"
     );
     assert!(err.is_retryable());
@@ -157,7 +167,7 @@ async fn an_invalid_url_is_a_config_error_and_nothing_is_sent() {
     let build = sample_event(&mut reporter, "started.json").await;
     let err = reporter.report(Event::Started, &build).await.unwrap_err();
     assert!(
-        matches!(err, HostError::Push(PushError::NotConfigured)),
+        matches!(&err, HostError::Push(f) if matches!(f.error, PushError::NotConfigured) && f.attempts == 0),
         "{err:?}"
     );
     assert!(receiver

@@ -14,13 +14,14 @@ wasmtime::component::bindgen!({
     ",
     world: "status-push:host/reporter-exports",
     exports: { default: async },
+    with: { "wasi:io": wasmtime_wasi::p2::bindings::io },
 });
 
 pub use exports::status_push::reporter::reporter::{
-    Auth, Config, ConfigError, Credentials, FormatFailure, HttpFailure, Outcome, PushError,
-    ResultMode, SkipReason,
+    Auth, Config, ConfigError, Credentials, Delivery, FormatFailure, HttpFailure, Outcome,
+    PushError, PushFailure, ResultMode, Signing, SigningScheme, SkipReason,
 };
 pub use exports::status_push::reporter::types::{
-    Build, BuildEvent, Builder, Buildrequest, Buildset, Log, Patch, Property, Sourcestamp, Step,
-    StepUrl,
+    Build, BuildEvent, Builder, Buildrequest, Buildset, Log, LogContent, Patch, Property,
+    Sourcestamp, Step, StepUrl,
 };

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::bindings::{ConfigError, FormatFailure, Outcome, PushError, SkipReason};
+use crate::bindings::{ConfigError, FormatFailure, Outcome, PushError, PushFailure, SkipReason};
 
 /// Everything that can go wrong between loading the component and a pushed event.
 #[derive(Debug, thiserror::Error)]
@@ -26,21 +26,14 @@ pub enum HostError {
     #[error("invalid configuration: {}", describe_config_error(.0))]
     Config(ConfigError),
     /// The event could not be delivered.
-    #[error("push failed: {}", describe_push_error(.0))]
-    Push(PushError),
+    #[error("push failed after {} attempt(s){}: {}", .0.attempts, if .0.retryable { " (retryable)" } else { "" }, describe_push_error(&.0.error))]
+    Push(PushFailure),
 }
 
 impl HostError {
     /// Whether trying the same event again later may succeed.
     pub fn is_retryable(&self) -> bool {
-        match self {
-            HostError::Push(e) => match e {
-                PushError::Unreachable(_) | PushError::Timeout => true,
-                PushError::HttpStatus(f) => matches!(f.status, 408 | 425 | 429 | 500..=599),
-                _ => false,
-            },
-            _ => false,
-        }
+        matches!(self, HostError::Push(failure) if failure.retryable)
     }
 }
 
@@ -101,7 +94,7 @@ impl fmt::Display for SkipReason {
 impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Outcome::Delivered(status) => write!(f, "delivered: HTTP {status}"),
+            Outcome::Delivered(d) => write!(f, "delivered: HTTP {}", d.status),
             Outcome::Skipped(reason) => write!(f, "skipped: {reason}"),
         }
     }

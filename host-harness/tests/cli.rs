@@ -108,7 +108,10 @@ async fn a_500_exits_non_zero_with_a_one_line_reason() {
         .await
         .unwrap();
     let dir = temp_dir("500");
-    let config = write_config(&dir, &serde_json::json!({"serverUrl": receiver.origin()}));
+    let config = write_config(
+        &dir,
+        &serde_json::json!({"serverUrl": receiver.origin(), "maxAttempts": 1}),
+    );
     let build = workspace().join("tests/fixtures/buildbot/default_start_finish/started.json");
     let out = run(&[
         "push",

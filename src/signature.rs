@@ -1,0 +1,150 @@
+//! Request signing (Standard Webhooks, GitHub) and the delivery id receivers deduplicate
+//! on. Pure: the timestamp is an argument.
+
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+
+use crate::payload::EventKind;
+use crate::SigningScheme;
+
+/// A signing key, checked at `configure`. Not `Debug`: it is a secret.
+pub struct Signer {
+    scheme: SigningScheme,
+    key: Vec<u8>,
+}
+
+impl Signer {
+    /// Checks `secret` for `scheme`: Standard Webhooks secrets are `whsec_` + base64.
+    pub fn new(scheme: SigningScheme, secret: &str) -> Result<Signer, String> {
+        let key = match scheme {
+            SigningScheme::StandardWebhooks => {
+                let encoded = secret
+                    .strip_prefix("whsec_")
+                    .ok_or("a Standard Webhooks secret starts with whsec_")?;
+                base64::engine::general_purpose::STANDARD
+                    .decode(encoded)
+                    .map_err(|_| "the part after whsec_ is not base64")?
+            }
+            SigningScheme::Github => secret.as_bytes().to_vec(),
+        };
+        if key.is_empty() {
+            return Err("the signing secret is empty".into());
+        }
+        Ok(Signer { scheme, key })
+    }
+
+    /// The headers that sign `body`, sent as delivery `id` at unix time `timestamp`.
+    pub fn headers(&self, id: &str, timestamp: u64, body: &[u8]) -> Vec<(String, String)> {
+        match self.scheme {
+            SigningScheme::StandardWebhooks => {
+                let mut mac = self.mac();
+                mac.update(format!("{id}.{timestamp}.").as_bytes());
+                mac.update(body);
+                let signature =
+                    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+                vec![
+                    ("webhook-id".into(), id.into()),
+                    ("webhook-timestamp".into(), timestamp.to_string()),
+                    ("webhook-signature".into(), format!("v1,{signature}")),
+                ]
+            }
+            SigningScheme::Github => {
+                let mut mac = self.mac();
+                mac.update(body);
+                vec![
+                    ("X-GitHub-Delivery".into(), id.into()),
+                    (
+                        "X-Hub-Signature-256".into(),
+                        format!("sha256={}", hex(&mac.finalize().into_bytes())),
+                    ),
+                ]
+            }
+        }
+    }
+
+    fn mac(&self) -> Hmac<Sha256> {
+        // HMAC takes keys of any length, so this cannot fail.
+        <Hmac<Sha256> as Mac>::new_from_slice(&self.key).expect("HMAC accepts any key length")
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The delivery id of one event: the same for every attempt, every call and every
+/// process, for the same master (`buildbot_url`), build and event.
+pub fn delivery_id(buildbot_url: &str, buildid: i64, kind: EventKind) -> String {
+    let event = match kind {
+        EventKind::Started => "started",
+        EventKind::Finished => "finished",
+    };
+    let digest = Sha256::digest(format!("{buildbot_url}\n{buildid}\n{event}").as_bytes());
+    format!("sp_{}", hex(&digest[..16]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn github_published_test_vector() {
+        let signer = Signer::new(SigningScheme::Github, "It's a Secret to Everybody").unwrap();
+        let headers = signer.headers("id-1", 0, b"Hello, World!");
+        assert_eq!(
+            headers,
+            vec![
+                ("X-GitHub-Delivery".to_string(), "id-1".to_string()),
+                (
+                    "X-Hub-Signature-256".into(),
+                    "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
+                        .into()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn standard_webhooks_published_test_vector() {
+        let signer = Signer::new(
+            SigningScheme::StandardWebhooks,
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        )
+        .unwrap();
+        let headers = signer.headers(
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            1614265330,
+            br#"{"test": 2432232314}"#,
+        );
+        assert_eq!(
+            headers[2].1,
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+        );
+        assert_eq!(
+            headers[1],
+            ("webhook-timestamp".into(), "1614265330".into())
+        );
+    }
+
+    #[test]
+    fn bad_secrets_are_refused() {
+        assert!(Signer::new(
+            SigningScheme::StandardWebhooks,
+            "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+        )
+        .is_err());
+        assert!(Signer::new(SigningScheme::StandardWebhooks, "whsec_***").is_err());
+        assert!(Signer::new(SigningScheme::Github, "").is_err());
+    }
+
+    #[test]
+    fn delivery_ids_are_stable_per_master_build_and_event() {
+        let a = delivery_id("http://bb/", 20, EventKind::Started);
+        assert_eq!(a, delivery_id("http://bb/", 20, EventKind::Started));
+        assert_ne!(a, delivery_id("http://bb/", 20, EventKind::Finished));
+        assert_ne!(a, delivery_id("http://bb/", 21, EventKind::Started));
+        assert_ne!(a, delivery_id("http://other/", 20, EventKind::Started));
+        assert!(a.starts_with("sp_") && a.len() == 35, "{a}");
+    }
+}
