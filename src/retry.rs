@@ -14,7 +14,7 @@ pub const MAX_RETRY_AFTER_MS: u64 = 60_000;
 /// Whether a later attempt may succeed.
 pub fn is_retryable(error: &PushError) -> bool {
     match error {
-        PushError::Unreachable(_) | PushError::Timeout => true,
+        PushError::Unreachable(_) | PushError::ConnectionLost(_) | PushError::Timeout => true,
         PushError::HttpStatus(f) => matches!(f.status, 408 | 425 | 429 | 500..=599),
         _ => false,
     }
@@ -102,6 +102,7 @@ mod tests {
         }
         assert!(is_retryable(&PushError::Timeout));
         assert!(is_retryable(&PushError::Unreachable("refused".into())));
+        assert!(is_retryable(&PushError::ConnectionLost("reset".into())));
         assert!(!is_retryable(&PushError::Tls("bad certificate".into())));
         assert!(!is_retryable(&PushError::Denied("elsewhere".into())));
         assert!(!is_retryable(&PushError::NotConfigured));

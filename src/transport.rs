@@ -150,8 +150,10 @@ fn classify(code: ErrorCode) -> PushError {
         | ErrorCode::DestinationIpProhibited
         | ErrorCode::DestinationIpUnroutable
         | ErrorCode::ConnectionRefused
-        | ErrorCode::ConnectionTerminated
         | ErrorCode::ConnectionLimitReached => PushError::Unreachable(describe(&code)),
+        ErrorCode::ConnectionTerminated
+        | ErrorCode::HttpResponseIncomplete
+        | ErrorCode::HttpProtocolError => PushError::ConnectionLost(describe(&code)),
         ErrorCode::TlsProtocolError
         | ErrorCode::TlsCertificateError
         | ErrorCode::TlsAlertReceived(_) => PushError::Tls(describe(&code)),
@@ -175,6 +177,8 @@ fn describe(code: &ErrorCode) -> String {
         ErrorCode::InternalError(Some(message)) => message.clone(),
         ErrorCode::ConnectionRefused => "connection refused".into(),
         ErrorCode::ConnectionTerminated => "connection closed before the response".into(),
+        ErrorCode::HttpResponseIncomplete => "connection closed mid-response".into(),
+        ErrorCode::HttpProtocolError => "connection reset, or HTTP that could not be read".into(),
         ErrorCode::DestinationNotFound => "host not found".into(),
         ErrorCode::DestinationUnavailable => "host unavailable".into(),
         ErrorCode::HttpRequestDenied => "not the configured origin".into(),
@@ -246,7 +250,13 @@ mod tests {
         ] {
             assert!(is_secret_header(name), "{name}");
         }
-        for name in ["Content-Type", "X-Request-Id", "Accept"] {
+        for name in [
+            "Content-Type",
+            "X-Request-Id",
+            "Accept",
+            "Idempotency-Key",
+            "webhook-id",
+        ] {
             assert!(!is_secret_header(name), "{name}");
         }
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use status_push_host::bindings::PushError;
-use status_push_host::receiver::{Receiver, Recorded};
+use status_push_host::receiver::{Receiver, Recorded, Reply};
 use status_push_host::{BuildEvent, Event, HostError, Outcome, Reporter};
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -104,7 +104,7 @@ async fn custom_headers_are_sent_and_content_type_stays_json() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_500_is_a_typed_http_status_error_after_the_configured_attempts() {
-    let receiver = Receiver::start_with(0, Arc::new(|_: &Recorded| 500))
+    let receiver = Receiver::start_with(0, Arc::new(|_: &Recorded| Reply::from(500)))
         .await
         .unwrap();
     let config = json!({"serverUrl": receiver.origin(), "maxAttempts": 2});

@@ -67,6 +67,7 @@ pub fn describe_push_error(e: &PushError) -> String {
             )
         }
         PushError::Unreachable(why) => format!("receiver unreachable: {why}"),
+        PushError::ConnectionLost(why) => format!("connection lost: {why}"),
         PushError::Timeout => "receiver timed out".into(),
         PushError::HttpStatus(h) => match &h.retry_after {
             Some(after) => format!("receiver answered HTTP {} (Retry-After: {after})", h.status),

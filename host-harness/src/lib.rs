@@ -19,6 +19,7 @@
 pub mod bindings;
 mod error;
 pub mod guest_log;
+pub mod outbox;
 pub mod receiver;
 pub mod sandbox;
 

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use status_push_host::receiver::Receiver;
+use status_push_host::outbox::{Outbox, OutboxError, PushResult};
+use status_push_host::receiver::{Receiver, Reply};
 use status_push_host::{Event, HostError, Outcome, Runtime};
 
 /// The component the CLI loads unless --wasm or STATUS_PUSH_WASM says otherwise.
@@ -51,6 +52,27 @@ enum Command {
         /// buildset, builder, steps, … (as in tests/fixtures/buildbot/*/started.json).
         #[arg(long)]
         build: PathBuf,
+        /// Write the event to this outbox (SQLite) before the first attempt; it stays
+        /// there until delivered or dead (see `deliver`, `dead-letters`).
+        #[arg(long)]
+        outbox: Option<PathBuf>,
+    },
+    /// Deliver everything pending in an outbox, in per-build order (after a crash or an
+    /// outage). Exits 0 once nothing is pending, 1 if events are still pending when the
+    /// budget is spent.
+    Deliver {
+        /// The outbox file.
+        #[arg(long)]
+        outbox: PathBuf,
+        /// How long to keep trying, in seconds.
+        #[arg(long, default_value_t = 60)]
+        budget_seconds: u64,
+    },
+    /// List an outbox's dead letters: events that failed permanently or expired.
+    DeadLetters {
+        /// The outbox file.
+        #[arg(long)]
+        outbox: PathBuf,
     },
     /// Run a receiver on 127.0.0.1 that prints every request it gets.
     Receive {
@@ -90,7 +112,19 @@ fn main() -> ExitCode {
                 config,
                 event,
                 build,
+                outbox: None,
             } => push(&cli.wasm, &config, event, &build).await,
+            Command::Push {
+                config,
+                event,
+                build,
+                outbox: Some(outbox),
+            } => push_via_outbox(&cli.wasm, &config, event, &build, &outbox).await,
+            Command::Deliver {
+                outbox,
+                budget_seconds,
+            } => deliver(&cli.wasm, &outbox, Duration::from_secs(budget_seconds)).await,
+            Command::DeadLetters { outbox } => dead_letters(&outbox),
             Command::Receive { port, status } => receive(port, status).await,
             Command::Demo => demo(&cli.wasm).await,
         }
@@ -105,10 +139,18 @@ fn main() -> ExitCode {
 }
 
 fn exit_code(error: &anyhow::Error) -> u8 {
-    match error.downcast_ref::<HostError>() {
+    let host =
+        error
+            .downcast_ref::<HostError>()
+            .or_else(|| match error.downcast_ref::<OutboxError>() {
+                Some(OutboxError::Host(e)) => Some(e),
+                _ => None,
+            });
+    match host {
         Some(HostError::Push(_)) => 1,
         Some(HostError::Config(_)) => 2,
         Some(_) => 3,
+        None if error.downcast_ref::<OutboxError>().is_some() => 3,
         None => 2,
     }
 }
@@ -130,10 +172,72 @@ async fn push(wasm: &Path, config: &Path, event: Event, build: &Path) -> Result<
     Ok(ExitCode::SUCCESS)
 }
 
+async fn push_via_outbox(
+    wasm: &Path,
+    config: &Path,
+    event: Event,
+    build: &Path,
+    outbox_path: &Path,
+) -> Result<ExitCode> {
+    let config = read(config)?;
+    let build = read(build)?;
+    let runtime = Runtime::load(wasm)?;
+    let outbox = Outbox::open(outbox_path)?;
+    match outbox.push(&runtime, &config, event, &build).await? {
+        PushResult::Done(outcome) => {
+            println!("{outcome}");
+            Ok(ExitCode::SUCCESS)
+        }
+        PushResult::Pending(reason) => {
+            println!("pending: {reason} (kept in {})", outbox_path.display());
+            Ok(ExitCode::from(1))
+        }
+        PushResult::Dead(reason) => {
+            println!("dead letter: {reason}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+async fn deliver(wasm: &Path, outbox_path: &Path, budget: Duration) -> Result<ExitCode> {
+    let runtime = Runtime::load(wasm)?;
+    let outbox = Outbox::open(outbox_path)?;
+    let summary = outbox.deliver(&runtime, budget).await?;
+    println!(
+        "delivered: {}, dead letters: {}, pending: {}",
+        summary.delivered, summary.dead, summary.pending
+    );
+    Ok(if summary.pending == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn dead_letters(outbox_path: &Path) -> Result<ExitCode> {
+    let outbox = Outbox::open(outbox_path)?;
+    let letters = outbox.dead_letters()?;
+    println!("seq\tevent\tbuild\tdelivery_id\tattempts\tqueued_at\treason");
+    for e in &letters {
+        println!(
+            "{}\t{:?}\t{}\t{}\t{}\t{}\t{}",
+            e.seq,
+            e.event,
+            e.build_key,
+            e.delivery_id,
+            e.attempts,
+            e.created_at,
+            e.last_error.as_deref().unwrap_or("")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn receive(port: u16, status: u16) -> Result<ExitCode> {
-    let receiver = Receiver::start_with(port, std::sync::Arc::new(move |_: &_| status))
-        .await
-        .with_context(|| format!("cannot listen on 127.0.0.1:{port}"))?;
+    let receiver =
+        Receiver::start_with(port, std::sync::Arc::new(move |_: &_| Reply::from(status)))
+            .await
+            .with_context(|| format!("cannot listen on 127.0.0.1:{port}"))?;
     println!(
         "listening on {} (answering {status}); Ctrl-C stops",
         receiver.origin()

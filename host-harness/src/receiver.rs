@@ -24,6 +24,8 @@ pub struct Recorded {
     pub headers: Vec<(String, String)>,
     /// The exact body bytes.
     pub body: Bytes,
+    /// When it had fully arrived.
+    pub at: std::time::Instant,
 }
 
 impl Recorded {
@@ -65,8 +67,43 @@ impl Recorded {
     }
 }
 
-/// How the receiver answers.
-pub type Responder = Arc<dyn Fn(&Recorded) -> u16 + Send + Sync>;
+/// Whether a header carries a credential, so that printing it would leak a secret.
+pub fn is_secret_header(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    [
+        "authorization",
+        "cookie",
+        "token",
+        "secret",
+        "password",
+        "signature",
+        "api-key",
+        "apikey",
+    ]
+    .iter()
+    .any(|s| lower.contains(s))
+}
+
+/// The receiver's answer to one request.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// Extra response headers, e.g. `Retry-After`.
+    pub headers: Vec<(String, String)>,
+}
+
+impl From<u16> for Reply {
+    fn from(status: u16) -> Reply {
+        Reply {
+            status,
+            headers: vec![],
+        }
+    }
+}
+
+/// How the receiver answers each request.
+pub type Responder = Arc<dyn Fn(&Recorded) -> Reply + Send + Sync>;
 
 struct Shared {
     requests: Mutex<Vec<Recorded>>,
@@ -84,7 +121,7 @@ pub struct Receiver {
 impl Receiver {
     /// Starts a receiver on `127.0.0.1:port` (0 picks a free port) answering 200.
     pub async fn start(port: u16) -> std::io::Result<Receiver> {
-        Receiver::start_with(port, Arc::new(|_: &Recorded| 200)).await
+        Receiver::start_with(port, Arc::new(|_: &Recorded| Reply::from(200))).await
     }
 
     /// Starts a receiver whose status code for each request comes from `respond`.
@@ -182,15 +219,24 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                             })
                             .collect(),
                         body,
+                        at: std::time::Instant::now(),
                     };
-                    let status = (shared.respond)(&recorded);
+                    let reply = (shared.respond)(&recorded);
                     if let Ok(mut requests) = shared.requests.lock() {
                         requests.push(recorded);
                     }
                     shared.arrived.notify_waiters();
                     let mut response = hyper::Response::new(Full::new(Bytes::from_static(b"{}")));
-                    *response.status_mut() = hyper::StatusCode::from_u16(status)
+                    *response.status_mut() = hyper::StatusCode::from_u16(reply.status)
                         .unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+                    for (name, value) in &reply.headers {
+                        if let (Ok(name), Ok(value)) = (
+                            hyper::header::HeaderName::from_bytes(name.as_bytes()),
+                            hyper::header::HeaderValue::from_str(value),
+                        ) {
+                            response.headers_mut().append(name, value);
+                        }
+                    }
                     Ok::<_, std::convert::Infallible>(response)
                 }
             });

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use status_push_host::receiver::{Receiver, Recorded};
+use status_push_host::receiver::{Receiver, Recorded, Reply};
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -104,7 +104,7 @@ async fn push_sends_each_fixture_case_like_buildbot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_500_exits_non_zero_with_a_one_line_reason() {
-    let receiver = Receiver::start_with(0, Arc::new(|_: &Recorded| 500))
+    let receiver = Receiver::start_with(0, Arc::new(|_: &Recorded| Reply::from(500)))
         .await
         .unwrap();
     let dir = temp_dir("500");

@@ -75,3 +75,23 @@ pub fn basic_auth(header: Option<&str>) -> Option<(String, String)> {
     let (user, password) = text.split_once(':')?;
     Some((user.to_string(), password.to_string()))
 }
+
+/// The sample build's data-API documents for `event` ("started" or "finished"), with
+/// its buildid (and number) set to `buildid`.
+pub fn sample_documents(event: &str, buildid: i64) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/buildbot/default_start_finish")
+        .join(format!("{event}.json"));
+    let mut doc = read_json(&path);
+    doc["build"]["buildid"] = buildid.into();
+    doc["build"]["number"] = buildid.into();
+    doc.to_string()
+}
+
+/// A free port on 127.0.0.1 with nothing listening on it (bound, then released).
+pub fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
