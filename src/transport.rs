@@ -192,12 +192,12 @@ fn is_secret_header(name: &str) -> bool {
     [
         "authorization",
         "cookie",
-        "key",
         "token",
         "secret",
-        "signature",
         "password",
-        "auth",
+        "signature",
+        "api-key",
+        "apikey",
     ]
     .iter()
     .any(|s| lower.contains(s))

@@ -17,13 +17,15 @@
 //! ```
 
 pub mod bindings;
+pub mod client;
 mod error;
 pub mod guest_log;
 pub mod outbox;
 pub mod receiver;
 pub mod sandbox;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config as EngineConfig, Engine, Store};
@@ -31,6 +33,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 pub use bindings::{BuildEvent, Config, ConfigError, Outcome, PushError};
+use client::{Client, TlsPolicy};
 pub use error::HostError;
 use sandbox::{Origin, OriginGuard};
 
@@ -74,6 +77,7 @@ impl WasiHttpView for Host {
 /// A compiled component, ready to instantiate many times. Cheap to share (`Sync`).
 pub struct Runtime {
     pre: bindings::ReporterExportsPre<Host>,
+    client: Arc<Client>,
 }
 
 impl Runtime {
@@ -98,7 +102,10 @@ impl Runtime {
             .instantiate_pre(component)
             .and_then(bindings::ReporterExportsPre::new)
             .map_err(HostError::Instantiate)?;
-        Ok(Runtime { pre })
+        Ok(Runtime {
+            pre,
+            client: Arc::new(Client::default()),
+        })
     }
 
     /// A fresh, unconfigured instance.
@@ -108,7 +115,11 @@ impl Runtime {
             table: ResourceTable::new(),
             wasi,
             http: WasiHttpCtx::new(),
-            guard: OriginGuard::default(),
+            guard: OriginGuard {
+                allowed: None,
+                tls: TlsPolicy::Verify { ca_file: None },
+                client: self.client.clone(),
+            },
         };
         let mut store = Store::new(self.pre.engine(), host);
         let instance = self
@@ -151,16 +162,34 @@ impl Reporter {
             .map_err(HostError::Config)
     }
 
-    /// Configures the instance and opens the sandbox to the origin of `server-url` only.
+    /// Configures the instance and opens the sandbox to the origin of `server-url` only,
+    /// with the TLS policy of `verify` and `ca-file`.
     pub async fn configure(&mut self, config: Config) -> Result<(), HostError> {
         let origin = Origin::of_url(&config.server_url);
+        let tls = if config.verify {
+            TlsPolicy::Verify {
+                ca_file: config.ca_file.as_ref().map(PathBuf::from),
+            }
+        } else {
+            TlsPolicy::Insecure
+        };
+        // Check the CA file now, so a bad one is a configuration error, not a failed push.
+        let client = self.store.data().guard.client.clone();
+        client.tls_config(&tls).map_err(|e| {
+            HostError::Config(bindings::ConfigError {
+                key: "caFile".into(),
+                message: e.to_string(),
+            })
+        })?;
         let reporter = self.instance.status_push_reporter_reporter();
         reporter
             .call_configure(&mut self.store, &config)
             .await
             .map_err(HostError::Trap)?
             .map_err(HostError::Config)?;
-        self.store.data_mut().guard.allowed = origin;
+        let guard = &mut self.store.data_mut().guard;
+        guard.allowed = origin;
+        guard.tls = tls;
         Ok(())
     }
 

@@ -1,9 +1,14 @@
 //! The component's network sandbox: it may reach only the origin (scheme, host, port) of
 //! its configured `server-url`. Anything else is refused with `HttpRequestDenied`, which
-//! the component reports as a typed `denied` error.
+//! the component reports as a typed `denied` error. What passes goes through the shared
+//! [`Client`] with the instance's TLS policy.
+
+use std::sync::Arc;
 
 use http::uri::{Authority, Scheme};
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
+
+use crate::client::{Client, TlsPolicy};
 
 type Sent = Box<
     dyn std::future::Future<
@@ -54,10 +59,13 @@ impl std::fmt::Display for Origin {
 }
 
 /// `wasi:http` hooks that let requests through only to one origin.
-#[derive(Debug, Default)]
 pub struct OriginGuard {
     /// The one origin allowed; `None` (before `configure`) allows nothing.
     pub allowed: Option<Origin>,
+    /// How that origin's certificate is checked.
+    pub tls: TlsPolicy,
+    /// Connections shared with the other instances.
+    pub client: Arc<Client>,
 }
 
 impl WasiHttpHooks for OriginGuard {
@@ -81,13 +89,10 @@ impl WasiHttpHooks for OriginGuard {
             );
             return Box::new(async { Err(Error::HttpRequestDenied) });
         }
+        let (client, tls) = (self.client.clone(), self.tls.clone());
         Box::new(async move {
-            use http_body_util::BodyExt;
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((
-                response.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn std::future::Future<Output = _> + Send>,
-            ))
+            let response = client.send(request, options, tls).await?;
+            Ok((response, crate::client::no_worker()))
         })
     }
 }

@@ -1,0 +1,373 @@
+//! The HTTP client behind the component's `wasi:http/outgoing-handler`: a pool of
+//! keep-alive HTTP/1.1 connections shared by every instance of a [`crate::Runtime`]
+//! (stock wasmtime opens a connection per request), TLS by rustls with the policy the
+//! configuration asks for, and the request's connect, first-byte and between-bytes
+//! timeouts.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::uri::Scheme;
+use http_body_util::BodyExt;
+use hyper::client::conn::http1::SendRequest;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::net::TcpStream;
+use wasmtime_wasi_http::io::TokioIo;
+use wasmtime_wasi_http::{Error, RequestOptions, WasiBody};
+
+/// Idle connections kept per destination.
+const MAX_IDLE_PER_KEY: usize = 32;
+/// Used when the guest sets no timeout.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// How a destination's TLS certificate is checked.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum TlsPolicy {
+    /// The system's roots, plus those of an optional PEM file.
+    Verify {
+        /// Extra CA certificates (`caFile`).
+        ca_file: Option<PathBuf>,
+    },
+    /// No verification at all (`verify: false`); only ever by explicit configuration.
+    Insecure,
+}
+
+/// Why a TLS policy could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    /// The CA file could not be read or holds no certificate.
+    #[error("cannot use CA file {path}: {why}")]
+    CaFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
+    /// rustls refused the configuration.
+    #[error("TLS setup failed: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct PoolKey {
+    scheme: String,
+    authority: String,
+    tls: TlsPolicy,
+}
+
+/// Shared connections and TLS configurations.
+#[derive(Default)]
+pub struct Client {
+    idle: Mutex<HashMap<PoolKey, Vec<SendRequest<WasiBody>>>>,
+    tls: Mutex<HashMap<TlsPolicy, Arc<rustls::ClientConfig>>>,
+}
+
+fn system_roots() -> &'static [CertificateDer<'static>] {
+    static ROOTS: OnceLock<Vec<CertificateDer<'static>>> = OnceLock::new();
+    ROOTS.get_or_init(|| rustls_native_certs::load_native_certs().certs)
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+impl Client {
+    /// The rustls configuration for `policy`, built once and shared.
+    pub fn tls_config(
+        &self,
+        policy: &TlsPolicy,
+    ) -> Result<Arc<rustls::ClientConfig>, TlsSetupError> {
+        if let Some(config) = self.tls.lock().ok().and_then(|m| m.get(policy).cloned()) {
+            return Ok(config);
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?;
+        let config = match policy {
+            TlsPolicy::Verify { ca_file } => {
+                let mut roots = rustls::RootCertStore::empty();
+                roots.add_parsable_certificates(system_roots().iter().cloned());
+                if let Some(path) = ca_file {
+                    for cert in read_pem_certificates(path)? {
+                        roots.add(cert).map_err(|e| TlsSetupError::CaFile {
+                            path: path.clone(),
+                            why: e.to_string(),
+                        })?;
+                    }
+                }
+                builder.with_root_certificates(roots).with_no_client_auth()
+            }
+            TlsPolicy::Insecure => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider())))
+                .with_no_client_auth(),
+        };
+        let config = Arc::new(config);
+        if let Ok(mut map) = self.tls.lock() {
+            map.insert(policy.clone(), config.clone());
+        }
+        Ok(config)
+    }
+
+    /// Sends `request`, reusing an idle connection to the same destination when there is
+    /// one.
+    pub async fn send(
+        self: Arc<Self>,
+        mut request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        tls: TlsPolicy,
+    ) -> Result<http::Response<WasiBody>, Error> {
+        let uri = request.uri().clone();
+        let scheme = uri.scheme().cloned().unwrap_or(Scheme::HTTP);
+        let authority = uri.authority().ok_or(Error::HttpRequestUriInvalid)?.clone();
+        let use_tls = scheme == Scheme::HTTPS;
+        let key = PoolKey {
+            scheme: scheme.to_string(),
+            authority: authority.to_string(),
+            tls: tls.clone(),
+        };
+        let connect_timeout = options
+            .and_then(|o| o.connect_timeout)
+            .unwrap_or(DEFAULT_TIMEOUT);
+        let first_byte = options
+            .and_then(|o| o.first_byte_timeout)
+            .unwrap_or(DEFAULT_TIMEOUT);
+        let between_bytes = options
+            .and_then(|o| o.between_bytes_timeout)
+            .unwrap_or(DEFAULT_TIMEOUT)
+            .max(Duration::from_nanos(1));
+
+        // The request line carries only the path: the authority goes in `Host`.
+        *request.uri_mut() = http::Uri::builder()
+            .path_and_query(uri.path_and_query().map_or("/", |p| p.as_str()))
+            .build()
+            .map_err(|_| Error::HttpRequestUriInvalid)?;
+
+        let port = authority
+            .port_u16()
+            .unwrap_or(if use_tls { 443 } else { 80 });
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let tls = use_tls.then_some(&tls);
+        let (mut sender, response) = match self.take_idle(&key) {
+            Some(mut pooled) => {
+                match tokio::time::timeout(first_byte, pooled.try_send_request(request))
+                    .await
+                    .map_err(|_| Error::ConnectionReadTimeout)?
+                {
+                    Ok(response) => (pooled, response),
+                    // The peer closed the idle connection before it took the request:
+                    // the request is intact, so send it on a fresh connection.
+                    Err(mut failed) => match failed.take_message() {
+                        Some(request) => {
+                            let mut fresh =
+                                connect(host, port, tls, &self, connect_timeout).await?;
+                            let response = send(&mut fresh, request, first_byte).await?;
+                            (fresh, response)
+                        }
+                        None => return Err(Error::from(failed.into_error())),
+                    },
+                }
+            }
+            None => {
+                let mut fresh = connect(host, port, tls, &self, connect_timeout).await?;
+                let response = send(&mut fresh, request, first_byte).await?;
+                (fresh, response)
+            }
+        };
+        // Back in the pool now: hyper marks the connection ready again once this response
+        // body has been read, and `take_idle` only hands out ready connections.
+        let _ = &mut sender;
+        self.put_idle(key, sender);
+        let mut timer = tokio::time::interval(between_bytes);
+        timer.reset();
+        Ok(response.map(|incoming| TimedBody { incoming, timer }.boxed_unsync()))
+    }
+
+    fn take_idle(&self, key: &PoolKey) -> Option<SendRequest<WasiBody>> {
+        let mut idle = self.idle.lock().ok()?;
+        let senders = idle.get_mut(key)?;
+        senders.retain(|s| !s.is_closed());
+        let ready = senders.iter().position(|s| s.is_ready())?;
+        Some(senders.swap_remove(ready))
+    }
+
+    fn put_idle(&self, key: PoolKey, sender: SendRequest<WasiBody>) {
+        if let Ok(mut idle) = self.idle.lock() {
+            let senders = idle.entry(key).or_default();
+            if senders.len() < MAX_IDLE_PER_KEY {
+                senders.push(sender);
+            }
+        }
+    }
+}
+
+async fn send(
+    sender: &mut SendRequest<WasiBody>,
+    request: http::Request<WasiBody>,
+    first_byte: Duration,
+) -> Result<http::Response<hyper::body::Incoming>, Error> {
+    tokio::time::timeout(first_byte, sender.send_request(request))
+        .await
+        .map_err(|_| Error::ConnectionReadTimeout)?
+        .map_err(Error::from)
+}
+
+async fn connect(
+    host: &str,
+    port: u16,
+    tls: Option<&TlsPolicy>,
+    client: &Client,
+    timeout: Duration,
+) -> Result<SendRequest<WasiBody>, Error> {
+    let setup = async {
+        let tcp = TcpStream::connect((host, port))
+            .await
+            .map_err(Error::Connect)?;
+        let _ = tcp.set_nodelay(true);
+        match tls {
+            None => handshake(tcp).await,
+            Some(policy) => {
+                let config = client
+                    .tls_config(policy)
+                    .map_err(|e| Error::Tls(std::io::Error::other(e.to_string())))?;
+                let name =
+                    ServerName::try_from(host.to_string()).map_err(Error::InvalidDnsNameError)?;
+                let stream = tokio_rustls::TlsConnector::from(config)
+                    .connect(name, tcp)
+                    .await
+                    .map_err(Error::Tls)?;
+                handshake(stream).await
+            }
+        }
+    };
+    tokio::time::timeout(timeout, setup)
+        .await
+        .map_err(|_| Error::ConnectionTimeout)?
+}
+
+async fn handshake<S>(stream: S) -> Result<SendRequest<WasiBody>, Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, connection) = hyper::client::conn::http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(Error::from)?;
+    // The connection lives as long as the peer keeps it open, so it can be reused.
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(sender)
+}
+
+/// A response body that fails when no byte arrives for the between-bytes timeout.
+struct TimedBody {
+    incoming: hyper::body::Incoming,
+    timer: tokio::time::Interval,
+}
+
+impl http_body::Body for TimedBody {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Error>>> {
+        match Pin::new(&mut self.incoming).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                self.timer.reset();
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Error::from(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                ready!(self.timer.poll_tick(cx));
+                Poll::Ready(Some(Err(Error::ConnectionReadTimeout)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.incoming.is_end_stream()
+    }
+}
+
+fn read_pem_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
+    use rustls::pki_types::pem::PemObject;
+    let error = |why: String| TlsSetupError::CaFile {
+        path: path.to_path_buf(),
+        why,
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| error(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| error(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(error("no PEM certificate in it".into()));
+    }
+    Ok(certs)
+}
+
+/// `verify: false`: every certificate is accepted; signatures are still checked so the
+/// handshake itself stays sound.
+#[derive(Debug)]
+struct AcceptAnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A future that does nothing: the pooled connection is driven by its own task.
+pub fn no_worker() -> Box<dyn Future<Output = Result<(), Error>> + Send> {
+    Box::new(async { Ok(()) })
+}
