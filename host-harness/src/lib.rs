@@ -26,9 +26,10 @@ pub mod sandbox;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Config as EngineConfig, Engine, Store};
+use wasmtime::{Config as EngineConfig, Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
@@ -36,6 +37,9 @@ pub use bindings::{BuildEvent, Config, ConfigError, Outcome, PushError};
 use client::{Client, TlsPolicy};
 pub use error::HostError;
 use sandbox::{Origin, OriginGuard};
+
+/// The component's retry deadline when the configuration gives none (see the WIT).
+const DEFAULT_RETRY_DEADLINE_MS: u32 = 30_000;
 
 /// Which reporter call an event goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -53,6 +57,51 @@ struct Host {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     guard: OriginGuard,
+    limits: StoreLimits,
+}
+
+/// What one instance may use. A component that exceeds them traps, and the call ends in
+/// [`HostError::Trap`]; the host and its other instances carry on.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Linear memory per instance, in bytes.
+    pub memory_bytes: usize,
+    /// Wall time for `parse-*` and `configure` calls.
+    pub parse_budget: Duration,
+    /// Wall time a report call may take beyond the configuration's own retry deadline.
+    pub report_margin: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            memory_bytes: 128 << 20,
+            parse_budget: Duration::from_secs(10),
+            report_margin: Duration::from_secs(10),
+        }
+    }
+}
+
+/// How often the engine's epoch advances; call budgets are counted in these ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+fn ticks(budget: Duration) -> u64 {
+    (budget.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
+}
+
+/// Advances `engine`'s epoch every [`EPOCH_TICK`] until the engine is dropped.
+fn start_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("status-push-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .ok();
 }
 
 impl WasiView for Host {
@@ -78,11 +127,17 @@ impl WasiHttpView for Host {
 pub struct Runtime {
     pre: bindings::ReporterExportsPre<Host>,
     client: Arc<Client>,
+    limits: Limits,
 }
 
 impl Runtime {
-    /// Compiles the component at `path`.
+    /// Compiles the component at `path`, with the default [`Limits`].
     pub fn load(path: &Path) -> Result<Runtime, HostError> {
+        Runtime::load_with(path, Limits::default())
+    }
+
+    /// Compiles the component at `path`; its instances get `limits`.
+    pub fn load_with(path: &Path, limits: Limits) -> Result<Runtime, HostError> {
         let load = |source| HostError::Load {
             path: path.to_path_buf(),
             source,
@@ -90,10 +145,15 @@ impl Runtime {
         let bytes = std::fs::read(path).map_err(|e| load(e.into()))?;
         let engine = engine().map_err(load)?;
         let component = Component::new(&engine, &bytes).map_err(load)?;
-        Runtime::from_component(&engine, &component)
+        start_epoch_ticker(&engine);
+        Runtime::from_component(&engine, &component, limits)
     }
 
-    fn from_component(engine: &Engine, component: &Component) -> Result<Runtime, HostError> {
+    fn from_component(
+        engine: &Engine,
+        component: &Component,
+        limits: Limits,
+    ) -> Result<Runtime, HostError> {
         let mut linker = Linker::new(engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(HostError::Instantiate)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
@@ -105,6 +165,7 @@ impl Runtime {
         Ok(Runtime {
             pre,
             client: Arc::new(Client::default()),
+            limits,
         })
     }
 
@@ -120,30 +181,51 @@ impl Runtime {
                 tls: TlsPolicy::Verify { ca_file: None },
                 client: self.client.clone(),
             },
+            limits: StoreLimitsBuilder::new()
+                .memory_size(self.limits.memory_bytes)
+                .build(),
         };
         let mut store = Store::new(self.pre.engine(), host);
+        store.limiter(|host| &mut host.limits);
+        store.set_epoch_deadline(ticks(self.limits.parse_budget));
         let instance = self
             .pre
             .instantiate_async(&mut store)
             .await
             .map_err(HostError::Instantiate)?;
-        Ok(Reporter { store, instance })
+        Ok(Reporter {
+            store,
+            instance,
+            limits: self.limits,
+            report_budget: self.limits.parse_budget,
+        })
     }
 }
 
 fn engine() -> wasmtime::Result<Engine> {
-    Engine::new(&EngineConfig::new())
+    let mut config = EngineConfig::new();
+    // Lets the host stop a component that loops, whatever it is doing.
+    config.epoch_interruption(true);
+    Engine::new(&config)
 }
 
 /// One component instance with its own configuration.
 pub struct Reporter {
     store: Store<Host>,
     instance: bindings::ReporterExports,
+    limits: Limits,
+    /// Wall time a report call may take, from the configuration's retry deadline.
+    report_budget: Duration,
 }
 
 impl Reporter {
+    fn budget(&mut self, budget: Duration) {
+        self.store.set_epoch_deadline(ticks(budget));
+    }
+
     /// Parses a configuration object with the seed's option names, in the component.
     pub async fn parse_config(&mut self, json: &str) -> Result<Config, HostError> {
+        self.budget(self.limits.parse_budget);
         let documents = self.instance.status_push_reporter_documents();
         documents
             .call_parse_config(&mut self.store, json)
@@ -154,6 +236,7 @@ impl Reporter {
 
     /// Parses an event's data-API documents, in the component.
     pub async fn parse_event(&mut self, json: &str) -> Result<BuildEvent, HostError> {
+        self.budget(self.limits.parse_budget);
         let documents = self.instance.status_push_reporter_documents();
         documents
             .call_parse_event(&mut self.store, json)
@@ -181,6 +264,10 @@ impl Reporter {
                 message: e.to_string(),
             })
         })?;
+        let deadline_ms = config
+            .retry_deadline_ms
+            .unwrap_or(DEFAULT_RETRY_DEADLINE_MS);
+        self.budget(self.limits.parse_budget);
         let reporter = self.instance.status_push_reporter_reporter();
         reporter
             .call_configure(&mut self.store, &config)
@@ -190,11 +277,14 @@ impl Reporter {
         let guard = &mut self.store.data_mut().guard;
         guard.allowed = origin;
         guard.tls = tls;
+        self.report_budget =
+            Duration::from_millis(u64::from(deadline_ms)) + self.limits.report_margin;
         Ok(())
     }
 
     /// Reports one event; `Ok` is delivered or deliberately skipped.
     pub async fn report(&mut self, event: Event, build: &BuildEvent) -> Result<Outcome, HostError> {
+        self.budget(self.report_budget);
         let reporter = self.instance.status_push_reporter_reporter();
         let result = match event {
             Event::Started => reporter.call_on_build_started(&mut self.store, build).await,

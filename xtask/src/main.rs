@@ -1,4 +1,5 @@
-//! `cargo xtask wasm`: builds the release component at `target/status-push.wasm`.
+//! `cargo xtask wasm`: builds the release component at `target/status-push.wasm`, and the
+//! sandbox tests' hostile component at `target/test-components/misbehaving.wasm`.
 //!
 //! The core module is compiled for `wasm32-unknown-unknown`, whose std links no wasi-libc,
 //! so the module imports exactly what the WIT world names; `wit-component` then wraps it
@@ -14,7 +15,14 @@ const TARGET: &str = "wasm32-unknown-unknown";
 fn main() -> Result<()> {
     let task = std::env::args().nth(1).unwrap_or_default();
     match task.as_str() {
-        "wasm" => build_component(),
+        "wasm" => {
+            build_component("status-push", "status_push", "status-push.wasm")?;
+            build_component(
+                "misbehaving-component",
+                "misbehaving_component",
+                "test-components/misbehaving.wasm",
+            )
+        }
         _ => bail!("usage: cargo xtask wasm   (builds target/status-push.wasm)"),
     }
 }
@@ -26,7 +34,8 @@ fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-fn build_component() -> Result<()> {
+/// Builds `package` for the wasm target and wraps its module into `target/<output>`.
+fn build_component(package: &str, module: &str, output: &str) -> Result<()> {
     let root = workspace_root();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
@@ -35,7 +44,7 @@ fn build_component() -> Result<()> {
             "build",
             "--release",
             "--package",
-            "status-push",
+            package,
             "--lib",
             "--target",
             TARGET,
@@ -51,7 +60,7 @@ fn build_component() -> Result<()> {
     let core = target_dir
         .join(TARGET)
         .join("release")
-        .join("status_push.wasm");
+        .join(format!("{module}.wasm"));
     let module = std::fs::read(&core).with_context(|| format!("reading {}", core.display()))?;
     let component = wit_component::ComponentEncoder::default()
         .module(&module)
@@ -59,7 +68,10 @@ fn build_component() -> Result<()> {
         .validate(true)
         .encode()
         .context("encoding the component")?;
-    let out = target_dir.join("status-push.wasm");
+    let out = target_dir.join(output);
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
     std::fs::write(&out, &component).with_context(|| format!("writing {}", out.display()))?;
     println!("{} ({} bytes)", out.display(), component.len());
     Ok(())

@@ -5,7 +5,7 @@ from __future__ import annotations
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Optional, Sequence, TypeVar
+from typing import Any, Callable, ClassVar, Generator, Optional, Sequence, TypeVar
 
 from buildbot import config, interfaces, util
 from buildbot.reporters import utils
@@ -21,6 +21,7 @@ from .component import (
     Delivered,
     Outcome,
     PushFailure,
+    Skipped,
     Trapped,
     default_wasm_path,
 )
@@ -115,7 +116,9 @@ class BuildEvents(util.ComparableMixin):
         return "BuildEvents"
 
     @defer.inlineCallbacks
-    def generate(self, master: Any, reporter: Any, key: tuple[str, ...], msg: dict[str, Any]):
+    def generate(
+        self, master: Any, reporter: Any, key: tuple[str, ...], msg: dict[str, Any]
+    ) -> Generator[Any, Any, dict[str, Any]]:
         finished = key[2] == "finished"
         # Every consumer of this mq message gets the same dict, and getDetailsForBuild
         # writes into it; start from the build's own fields so that neither this reporter
@@ -197,7 +200,7 @@ class _ComponentThread:
 class WasmStatusPush(ReporterBase):
     """Buildbot's HttpStatusPush, with the request built and sent by status-push.wasm."""
 
-    name: Optional[str] = "WasmStatusPush"  # type: ignore[assignment]
+    name: Optional[str] = "WasmStatusPush"
     secrets: ClassVar[list[str]] = [
         "serverUrl",
         "user",
@@ -209,6 +212,7 @@ class WasmStatusPush(ReporterBase):
 
     def __init__(self, *args: Any, **kwargs: Any):
         self._thread: Optional[_ComponentThread] = None
+        self._debug = False
         self._in_flight: set[defer.Deferred[None]] = set()
         super().__init__(*args, **kwargs)
 
@@ -219,7 +223,7 @@ class WasmStatusPush(ReporterBase):
         except TypeError as e:  # an unknown or misspelt option
             raise TypeError(f"WasmStatusPush: {e}") from None
 
-    def checkConfig(self, serverUrl: Any = None, **kwargs: Any) -> None:  # type: ignore[override]
+    def checkConfig(self, serverUrl: Any = None, **kwargs: Any) -> None:
         opts = self._options(serverUrl, kwargs)
         if opts.format_fn is not None and not isinstance(opts.format_fn, str):
             config.error(
@@ -250,8 +254,9 @@ class WasmStatusPush(ReporterBase):
         return BuildEvents(opts.wantSteps, opts.wantLogs, opts.wants_previous_build())
 
     @defer.inlineCallbacks
-    def reconfigService(self, serverUrl: Any = None, **kwargs: Any):  # type: ignore[override]
+    def reconfigService(self, serverUrl: Any = None, **kwargs: Any) -> Generator[Any, Any, None]:
         opts = self._options(serverUrl, kwargs)
+        self._debug = bool(opts.debug)
         options = opts.component_options()
         if options["buildbotURL"] is None:
             options["buildbotURL"] = self.master.config.buildbotURL
@@ -267,38 +272,49 @@ class WasmStatusPush(ReporterBase):
         yield super().reconfigService(generators=[self._generator(opts)])
 
     def sendMessage(self, reports: list[dict[str, Any]]) -> "defer.Deferred[None]":
-        assert self._thread is not None
+        if self._thread is None:  # stopped: Buildbot stops the consumers first, so unlikely
+            log.msg(f"{self.name}: stopped, dropping {len(reports)} event(s)")
+            return defer.succeed(None)
         for report in reports:
             event: str = report["event"]
             build: dict[str, Any] = report["build"]
 
-            def push(host: ComponentHost, event: str = event, build: dict[str, Any] = build) -> Outcome:
+            def push(
+                host: ComponentHost, event: str = event, build: dict[str, Any] = build
+            ) -> Outcome:
                 # Serialising a build with its logs can be large: keep it off the reactor.
                 return host.report(event, dumps(event_documents(build)))
 
-            d = self._thread.submit(push)
-            d.addCallbacks(self._reported, self._failed, (event, build), None, (event, build))
-            self._in_flight.add(d)
-            d.addBoth(self._forget, d)
+            done: defer.Deferred[None] = self._thread.submit(push).addCallbacks(
+                self._reported,
+                self._failed,
+                callbackArgs=(event, build),
+                errbackArgs=(event, build),
+            )
+            self._in_flight.add(done)
+            done.addBoth(self._forget, done)
         # Return at once: the reactor and Buildbot's per-build event chain go on while the
         # component delivers (and retries) on its own thread.
         return defer.succeed(None)
 
-    def _forget(self, _: Any, d: "defer.Deferred[None]") -> None:
-        self._in_flight.discard(d)
+    def _forget(self, _: None, done: "defer.Deferred[None]") -> None:
+        self._in_flight.discard(done)
 
     def _describe(self, event: str, build: dict[str, Any]) -> str:
         builder = build.get("builder", {}).get("name", build["builderid"])
-        return f"{self.name}: {event} of build {builder}#{build['number']} (buildid {build['buildid']})"
+        number, buildid = build["number"], build["buildid"]
+        return f"{self.name}: {event} of build {builder}#{number} (buildid {buildid})"
 
     def _reported(self, outcome: Outcome, event: str, build: dict[str, Any]) -> None:
         # Quiet on the common path, like HttpStatusPush; a delivery that needed retries is
-        # worth a line. A Skipped outcome is a filter doing its job.
-        if isinstance(outcome, Delivered) and outcome.attempts > 1:
+        # worth a line, and `debug` tells everything.
+        if isinstance(outcome, Delivered) and (outcome.attempts > 1 or self._debug):
             log.msg(
                 f"{self._describe(event, build)} delivered: HTTP {outcome.status} after "
-                f"{outcome.attempts} attempts (delivery {outcome.delivery_id})"
+                f"{outcome.attempts} attempt(s) (delivery {outcome.delivery_id})"
             )
+        elif isinstance(outcome, Skipped) and self._debug:
+            log.msg(f"{self._describe(event, build)} skipped: filtered out by {outcome.reason}")
 
     def _failed(self, why: failure.Failure, event: str, build: dict[str, Any]) -> None:
         what = self._describe(event, build)
@@ -312,7 +328,7 @@ class WasmStatusPush(ReporterBase):
             log.err(why, f"{what}: unexpected error")
 
     @defer.inlineCallbacks
-    def _drain_and_close(self):
+    def _drain_and_close(self) -> Generator[Any, Any, None]:
         # Each pending event is bounded by the component's retry deadline.
         if self._in_flight:
             yield defer.DeferredList(list(self._in_flight))
@@ -321,6 +337,6 @@ class WasmStatusPush(ReporterBase):
             yield thread.close()
 
     @defer.inlineCallbacks
-    def stopService(self):
+    def stopService(self) -> Generator[Any, Any, None]:
         yield super().stopService()
         yield self._drain_and_close()

@@ -54,17 +54,18 @@ class Receiver:
 
     name: str
     port: int = 0
+    status: int = 200  # what it answers; read per request, so it can change while running
     requests: list[Request] = field(default_factory=list)
     _server: Optional[ThreadingHTTPServer] = None
 
     def start(self) -> None:
-        received = self.requests
+        receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                received.append(Request(self.path, list(self.headers.items()), body))
-                self.send_response(200)
+                receiver.requests.append(Request(self.path, list(self.headers.items()), body))
+                self.send_response(receiver.status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 

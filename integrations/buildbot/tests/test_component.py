@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 
 import pytest
 from buildbot.config.errors import ConfigErrors
+from support import Receiver, free_port
+
 from buildbot_status_push import WasmStatusPush
 from buildbot_status_push.component import (
     ComponentHost,
@@ -21,7 +23,6 @@ from buildbot_status_push.component import (
     PushFailure,
     Skipped,
 )
-from support import Receiver, free_port
 
 REPO = Path(__file__).resolve().parents[3]
 WASM = Path(os.environ.get("STATUS_PUSH_WASM", REPO / "target" / "status-push.wasm"))
@@ -78,7 +79,9 @@ def test_config_error_names_the_key() -> None:
 
 def test_unreachable_is_a_typed_retryable_failure() -> None:
     host = ComponentHost(WASM)
-    host.configure_json(json.dumps({"serverUrl": f"http://127.0.0.1:{free_port()}/", "maxAttempts": 2}))
+    host.configure_json(
+        json.dumps({"serverUrl": f"http://127.0.0.1:{free_port()}/", "maxAttempts": 2})
+    )
     event = (FIXTURES / "default_start_finish" / "started.json").read_text()
     with pytest.raises(PushFailure) as e:
         host.report("started", event)

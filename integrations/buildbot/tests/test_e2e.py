@@ -34,8 +34,7 @@ WASM = Path(os.environ.get("STATUS_PUSH_WASM", REPO / "target" / "status-push.wa
 
 # Non-ASCII on purpose: both reporters must escape it the same way (\u00fc, surrogate pairs).
 COMMAND = (
-    "echo 'hello from the e2e build'; echo 'Grüße 🚀'; "
-    "echo 'a line on stderr' >&2; echo 'done'"
+    "echo 'hello from the e2e build'; echo 'Grüße 🚀'; echo 'a line on stderr' >&2; echo 'done'"
 )
 
 
@@ -95,27 +94,45 @@ class Cluster:
         return proc
 
     def start(self, phase: str) -> None:
-        self._run(str(BIN / "buildbot"), "create-master", "--db", "sqlite:///state.sqlite",
-                  str(self.master_dir))
+        self._run(
+            str(BIN / "buildbot"),
+            "create-master",
+            "--db",
+            "sqlite:///state.sqlite",
+            str(self.master_dir),
+        )
         shutil.copy(HERE / "master.cfg", self.master_dir / "master.cfg")
         self._settings(phase)
         self.master = self._spawn(
             [str(BIN / "buildbot"), "start", "--nodaemon", str(self.master_dir)], "master.out"
         )
-        wait_for("the master to start",
-                 lambda: self._alive() and "BuildMaster is running" in self.master_log(), 90)
-        self._run(str(BIN / "buildbot-worker"), "create-worker", str(self.worker_dir),
-                  f"127.0.0.1:{self.pb_port}", "w1", "pass")
+        wait_for(
+            "the master to start",
+            lambda: self._alive() and "BuildMaster is running" in self.master_log(),
+            90,
+        )
+        self._run(
+            str(BIN / "buildbot-worker"),
+            "create-worker",
+            str(self.worker_dir),
+            f"127.0.0.1:{self.pb_port}",
+            "w1",
+            "pass",
+        )
         self._spawn(
             [str(BIN / "buildbot-worker"), "start", "--nodaemon", str(self.worker_dir)],
             "worker.out",
         )
-        wait_for("the worker to connect", lambda: self._get("workers")["workers"][0]["connected_to"], 60)
+        wait_for(
+            "the worker to connect", lambda: self._get("workers")["workers"][0]["connected_to"], 60
+        )
         self.builderid = self._get("builders", params={"name": "greet"})["builders"][0]["builderid"]
 
     def _alive(self) -> bool:
         if self.master.poll() is not None:
-            pytest.fail(f"the master exited ({self.master.returncode}); see {WORK}/master/twistd.log")
+            pytest.fail(
+                f"the master exited ({self.master.returncode}); see {WORK}/master/twistd.log"
+            )
         return True
 
     def _get(self, path: str, **kwargs: Any) -> Any:
@@ -130,8 +147,11 @@ class Cluster:
         before = len(outcome.findall(self.master_log()))
         self._settings(phase)
         self.master.send_signal(signal.SIGHUP)
-        wait_for(f"the master to reconfigure to {phase}",
-                 lambda: self._alive() and len(outcome.findall(self.master_log())) > before, 60)
+        wait_for(
+            f"the master to reconfigure to {phase}",
+            lambda: self._alive() and len(outcome.findall(self.master_log())) > before,
+            60,
+        )
         last = outcome.findall(self.master_log())[-1]
         assert last == "complete", f"reconfiguration {last}; see {WORK}/master/twistd.log"
 
@@ -139,8 +159,12 @@ class Cluster:
         """Forces a build through the REST API (the force scheduler) and waits for its end."""
         r = requests.post(
             f"{self.api}/forceschedulers/force",
-            json={"jsonrpc": "2.0", "method": "force", "id": 1,
-                  "params": {"builderid": str(self.builderid), "reason": "e2e", "owner": "e2e"}},
+            json={
+                "jsonrpc": "2.0",
+                "method": "force",
+                "id": 1,
+                "params": {"builderid": str(self.builderid), "reason": "e2e", "owner": "e2e"},
+            },
             timeout=10,
         )
         r.raise_for_status()
@@ -215,9 +239,13 @@ def side_by_side(cluster: Cluster, phase: str) -> dict[str, Any]:
         stock, wasm = seen["stock"][event], seen["wasm"][event]
         assert len(stock) == 1 and len(wasm) == 1, (event, len(stock), len(wasm))
         for who, got in (("stock", stock[0]), ("wasm", wasm[0])):
-            (WORK / f"{phase}-build{build['number']}-{event}-{who}.json").write_bytes(got.body)
+            stem = WORK / f"{phase}-build{build['number']}-{event}-{who}"
+            stem.with_suffix(".json").write_bytes(got.body)
+            stem.with_suffix(".headers").write_text("".join(f"{k}: {v}\n" for k, v in got.headers))
         assert stock[0].path == wasm[0].path == f"/{phase}"
-        assert dict((k.lower(), v) for k, v in wasm[0].headers)["content-type"] == "application/json"
+        assert (
+            dict((k.lower(), v) for k, v in wasm[0].headers)["content-type"] == "application/json"
+        )
         assert stock[0].body == wasm[0].body, (
             f"{phase} {event} bodies differ:\nstock: {stock[0].body!r}\nwasm:  {wasm[0].body!r}"
         )
@@ -225,15 +253,28 @@ def side_by_side(cluster: Cluster, phase: str) -> dict[str, Any]:
             f"{phase:5} build #{build['number']} {event:8}: bodies identical, "
             f"{len(wasm[0].body)} bytes; headers {header_diff(stock[0], wasm[0])}"
         )
-    return {"build": build, "finished": json.loads(seen["wasm"]["finished"][0].body),
-            "finished_bytes": seen["wasm"]["finished"][0].body}
+    return {
+        "build": build,
+        "finished": json.loads(seen["wasm"]["finished"][0].body),
+        "finished_bytes": seen["wasm"]["finished"][0].body,
+    }
+
+
+def wasm_url(cluster: Cluster, phase: str) -> str:
+    return f"http://127.0.0.1:{cluster.wasm.port}/{phase}"
 
 
 def test_plain_side_by_side(cluster: Cluster) -> None:
     got = side_by_side(cluster, "plain")
     doc = got["finished"]
     assert doc["properties"] == {} and "steps" not in doc and "prev_build" not in doc
-    assert doc["url"] == f"http://127.0.0.1:{cluster.www_port}/#/builders/{cluster.builderid}/builds/{doc['number']}"
+    www = f"http://127.0.0.1:{cluster.www_port}/"
+    assert doc["url"] == f"{www}#/builders/{cluster.builderid}/builds/{doc['number']}"
+    # debug=True: the component's stderr reached the master's log, credentials redacted.
+    assert (
+        f"wasm-plain (component): status-push: -> POST http://127.0.0.1:{cluster.wasm.port}/plain"
+        in cluster.master_log()
+    )
 
 
 def test_full_side_by_side(cluster: Cluster) -> None:
@@ -259,8 +300,10 @@ def test_outage_wasm_retries_stock_loses(cluster: Cluster) -> None:
     # The stock reporter tries each event once: wait until both attempts have failed.
     wait_for(
         "HttpStatusPush to fail on the started and finished events",
-        lambda: cluster.master_log().count("Got exception when handling reporter events")
-        >= failures_before + 2,
+        lambda: (
+            cluster.master_log().count("Got exception when handling reporter events")
+            >= failures_before + 2
+        ),
         30,
     )
     time.sleep(3)  # a real outage, not a blip: the component keeps retrying meanwhile
@@ -286,7 +329,7 @@ def test_outage_wasm_retries_stock_loses(cluster: Cluster) -> None:
     assert wasm["finished"][0].doc()["results"] == 0
     retried = re.findall(
         rf"wasm-full: (\w+) of build greet#{build['number']} \(buildid {buildid}\) "
-        r"delivered: HTTP 200 after (\d+) attempts",
+        r"delivered: HTTP 200 after (\d+) attempt\(s\)",
         cluster.master_log(),
     )
     assert retried, "no retried delivery was logged"
@@ -296,4 +339,29 @@ def test_outage_wasm_retries_stock_loses(cluster: Cluster) -> None:
         f"the last {back_after:.1f}s after the outage began; retried: "
         + ", ".join(f"{ev} after {n} attempts" for ev, n in retried)
         + f"; REST API answered in {api_ms:.0f} ms during the outage"
+    )
+
+
+def test_permanent_failure_is_logged_not_raised(cluster: Cluster) -> None:
+    cluster.reconfigure("full")
+    cluster.wasm.status = 400  # not retryable: one attempt, then a typed failure in the log
+    try:
+        build = cluster.force_build()
+        line = re.compile(
+            rf"wasm-full: (started|finished) of build greet#{build['number']} "
+            rf"\(buildid {build['buildid']}\) not delivered: push-failure http-status: HTTP 400 "
+            r"\(permanent, 1 attempt\(s\), delivery sp_\w+\)"
+        )
+        logged = wait_for(
+            "the typed failures in twistd.log",
+            lambda: sorted(set(line.findall(cluster.master_log()))) == ["finished", "started"],
+            30,
+        )
+        assert logged
+        assert len(cluster.wasm.for_build(build["buildid"])["started"]) == 1  # no retry of a 400
+    finally:
+        cluster.wasm.status = 200
+    report(
+        f"400 from the receiver: build #{build['number']}'s started and finished logged as "
+        "'push-failure http-status: HTTP 400 (permanent, 1 attempt(s), ...)', no traceback"
     )
