@@ -1,9 +1,19 @@
 #!/usr/bin/env bash
-# Every check CI runs: formatting, clippy (native and wasm), unit and end-to-end tests.
+# Every check CI runs: formatting, clippy (native and wasm), unit and end-to-end tests,
+# and the second runtime (Node.js + jco).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+
+# The independent signature verifier the signing tests call (pinned, from PyPI).
+if [ ! -x target/verifier-venv/bin/python ]; then
+  python3 -m venv target/verifier-venv
+fi
+target/verifier-venv/bin/pip install --quiet --disable-pip-version-check -r tests/verifier/requirements.txt
+
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
-cargo clippy --package status-push --lib --target wasm32-unknown-unknown --quiet -- -D warnings
+cargo clippy --package status-push --package misbehaving-component --lib \
+  --target wasm32-unknown-unknown --quiet -- -D warnings
 cargo test --workspace
+integrations/node/test.sh
