@@ -1,11 +1,18 @@
-//! One event's delivery: render the body once, then attempt, sign each attempt, and retry
-//! retryable failures within the attempt limit and the call's deadline.
+//! One event's delivery: render the payload once, then attempt, sign each attempt, and
+//! retry retryable failures within the attempt limit and the call's deadline. A payload
+//! with streamed log texts is sent in one attempt, written as it is read; with signing
+//! it is read into memory first, since the signature header precedes the body.
 
 use crate::bindings::wasi::random::random;
+use crate::body::{self, TextSource};
 use crate::config::Settings;
 use crate::payload::{self, EventKind};
-use crate::{clock, retry, signature, transport};
-use crate::{BuildEvent, Delivery, PushError, PushFailure};
+use crate::transport::{self, Body, StreamSource};
+use crate::{clock, encoder, retry, signature};
+use crate::{BuildEvent, ConfigError, Delivery, PushError, PushFailure};
+
+/// The largest streamed payload read into memory to be signed.
+pub const MAX_SIGNED_STREAMED_BODY: usize = 32 << 20;
 
 /// Delivers `event`, retrying as configured.
 pub fn deliver(
@@ -13,15 +20,44 @@ pub fn deliver(
     kind: EventKind,
     event: &BuildEvent,
 ) -> Result<Delivery, PushFailure> {
-    let delivery_id =
-        signature::delivery_id(&settings.payload.buildbot_url, event.build.buildid, kind);
+    let delivery_id = signature::delivery_id(
+        &settings.target.url(),
+        &settings.payload.buildbot_url,
+        event.build.buildid,
+        kind,
+    );
     let failure = |error: PushError, attempts: u32| PushFailure {
         retryable: retry::is_retryable(&error),
         error,
         attempts,
         delivery_id: delivery_id.clone(),
     };
-    let body = payload::render(settings, kind, event).map_err(|e| failure(e, 0))?;
+    let nonce = random::get_random_u64();
+    let payload = payload::render(settings, kind, event, nonce).map_err(|e| failure(e, 0))?;
+    let streams = payload::streams(event);
+    let body = if streams.is_empty() {
+        encoder::to_vec(&payload)
+    } else if settings.signer.is_some() {
+        read_whole(&payload, nonce, streams).map_err(|e| failure(e, 0))?
+    } else {
+        let mut headers = settings.headers.clone();
+        headers.push(("Idempotency-Key".into(), delivery_id.clone()));
+        let budget = u64::from(settings.retry.deadline_ms);
+        let streamed = Body::Streamed {
+            payload: &payload,
+            nonce,
+            streams,
+        };
+        return match transport::post(settings, &headers, streamed, budget) {
+            Ok(status) => Ok(Delivery {
+                status,
+                attempts: 1,
+                delivery_id,
+            }),
+            Err(error) => Err(failure(error, 1)),
+        };
+    };
+
     let deadline = clock::monotonic_ms() + u64::from(settings.retry.deadline_ms);
     let mut attempt = 0;
     loop {
@@ -32,7 +68,7 @@ pub fn deliver(
             None => headers.push(("Idempotency-Key".into(), delivery_id.clone())),
         }
         let remaining = deadline.saturating_sub(clock::monotonic_ms()).max(1);
-        let error = match transport::post(settings, &headers, &body, remaining) {
+        let error = match transport::post(settings, &headers, Body::Bytes(&body), remaining) {
             Ok(status) => {
                 return Ok(Delivery {
                     status,
@@ -57,5 +93,45 @@ pub fn deliver(
             return Err(failure(error, attempt));
         }
         clock::sleep_ms(wait);
+    }
+}
+
+/// The payload with its streamed texts read in, for signing.
+fn read_whole(
+    payload: &serde_json::Value,
+    nonce: u64,
+    streams: Vec<(i64, &crate::bindings::wasi::io::streams::InputStream)>,
+) -> Result<Vec<u8>, PushError> {
+    let mut readers: Vec<(i64, StreamSource)> = streams
+        .into_iter()
+        .map(|(logid, stream)| (logid, StreamSource(stream)))
+        .collect();
+    let mut sources: Vec<(i64, &mut dyn TextSource)> = readers
+        .iter_mut()
+        .map(|(logid, reader)| (*logid, reader as &mut dyn TextSource))
+        .collect();
+    let mut whole = Vec::new();
+    let too_large = || {
+        PushError::InvalidConfig(ConfigError {
+            key: "signingScheme".into(),
+            message: format!(
+                "a payload with streamed logs over {} MiB cannot be signed: the signature header precedes the body",
+                MAX_SIGNED_STREAMED_BODY >> 20
+            ),
+        })
+    };
+    let result = body::write_streamed(payload, nonce, &mut sources, &mut |piece| {
+        if whole.len() + piece.len() > MAX_SIGNED_STREAMED_BODY {
+            return Err(());
+        }
+        whole.extend_from_slice(piece);
+        Ok(())
+    });
+    match result {
+        Ok(()) => Ok(whole),
+        Err(body::BodyError::Sink) => Err(too_large()),
+        Err(body::BodyError::Source(why)) => Err(PushError::Protocol(format!(
+            "reading a streamed log failed: {why}"
+        ))),
     }
 }

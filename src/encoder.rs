@@ -7,19 +7,33 @@ use serde_json::{Number, Value};
 
 /// Writes `value` to `out` in Python's `json.dumps` encoding.
 pub fn write_value(out: &mut Vec<u8>, value: &Value) {
+    write_value_spliced(out, value, &mut |_, _| false);
+}
+
+/// Like [`write_value`], but every string is first offered to `splice`, which may write
+/// it (quotes included) itself and return `true`; `out` is then written on from there.
+pub fn write_value_spliced(
+    out: &mut Vec<u8>,
+    value: &Value,
+    splice: &mut dyn FnMut(&str, &mut Vec<u8>) -> bool,
+) {
     match value {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(true) => out.extend_from_slice(b"true"),
         Value::Bool(false) => out.extend_from_slice(b"false"),
         Value::Number(n) => write_number(out, n),
-        Value::String(s) => write_str(out, s),
+        Value::String(s) => {
+            if !splice(s, out) {
+                write_str(out, s)
+            }
+        }
         Value::Array(items) => {
             out.push(b'[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
                     out.extend_from_slice(b", ");
                 }
-                write_value(out, item);
+                write_value_spliced(out, item, splice);
             }
             out.push(b']');
         }
@@ -31,7 +45,7 @@ pub fn write_value(out: &mut Vec<u8>, value: &Value) {
                 }
                 write_str(out, key);
                 out.extend_from_slice(b": ");
-                write_value(out, item);
+                write_value_spliced(out, item, splice);
             }
             out.push(b'}');
         }

@@ -3,6 +3,7 @@
 //! This file only binds the WIT contract (`wit/world.wit`) to plain modules: everything
 //! but [`transport`] is pure Rust, unit-tested natively.
 
+pub mod body;
 mod clock;
 pub mod config;
 mod delivery;

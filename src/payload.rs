@@ -5,6 +5,8 @@
 
 use serde_json::{Map, Value};
 
+use crate::bindings::wasi::io::streams::InputStream;
+use crate::body::placeholder;
 use crate::config::{PayloadOptions, Settings};
 use crate::{
     Build, BuildEvent, Builder, Buildrequest, Buildset, ConfigError, Log, LogContent, Property,
@@ -20,19 +22,32 @@ pub enum EventKind {
     Finished,
 }
 
-/// The request body for `event`: the default payload, or the `format_fn` template's
-/// output, in Python's `json.dumps` encoding.
+/// The payload for `event`: the default payload, or the `format_fn` template's output.
+/// A streamed log text stands as `body::placeholder(nonce, logid)`.
 pub fn render(
     settings: &Settings,
     kind: EventKind,
     event: &BuildEvent,
-) -> Result<Vec<u8>, PushError> {
-    let payload = build(&settings.payload, kind, event)?;
-    let payload = match &settings.template {
-        Some(source) => crate::template::render(source, &payload).map_err(PushError::Format)?,
-        None => payload,
-    };
-    Ok(crate::encoder::to_vec(&payload))
+    nonce: u64,
+) -> Result<Value, PushError> {
+    let payload = build(&settings.payload, kind, event, nonce)?;
+    match &settings.template {
+        Some(source) => crate::template::render(source, &payload).map_err(PushError::Format),
+        None => Ok(payload),
+    }
+}
+
+/// The logs whose text is streamed, by logid, in event order.
+pub fn streams(event: &BuildEvent) -> Vec<(i64, &InputStream)> {
+    event
+        .steps
+        .iter()
+        .flat_map(|s| &s.logs)
+        .filter_map(|l| match &l.content {
+            Some(LogContent::Stream(stream)) => Some((l.logid, stream)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The default payload as a JSON value.
@@ -40,6 +55,7 @@ pub fn build(
     opts: &PayloadOptions,
     kind: EventKind,
     event: &BuildEvent,
+    nonce: u64,
 ) -> Result<Value, PushError> {
     let mut doc = Map::new();
     build_fields(&mut doc, &event.build);
@@ -71,7 +87,7 @@ pub fn build(
         let steps = event
             .steps
             .iter()
-            .map(|s| step(opts, &event.build, s))
+            .map(|s| step(opts, &event.build, s, nonce))
             .collect();
         doc.insert("steps".into(), Value::Array(steps));
     }
@@ -237,7 +253,7 @@ fn builder(b: &Builder) -> Value {
     Value::Object(doc)
 }
 
-fn step(opts: &PayloadOptions, build: &Build, s: &Step) -> Value {
+fn step(opts: &PayloadOptions, build: &Build, s: &Step, nonce: u64) -> Value {
     let mut doc = Map::new();
     doc.insert("stepid".into(), int(s.stepid));
     doc.insert("number".into(), int(s.number));
@@ -262,13 +278,17 @@ fn step(opts: &PayloadOptions, build: &Build, s: &Step) -> Value {
     doc.insert("urls".into(), Value::Array(urls));
     doc.insert("hidden".into(), Value::Bool(s.hidden));
     if opts.want_logs {
-        let logs = s.logs.iter().map(|l| log(opts, build, s, l)).collect();
+        let logs = s
+            .logs
+            .iter()
+            .map(|l| log(opts, build, s, l, nonce))
+            .collect();
         doc.insert("logs".into(), Value::Array(logs));
     }
     Value::Object(doc)
 }
 
-fn log(opts: &PayloadOptions, build: &Build, s: &Step, l: &Log) -> Value {
+fn log(opts: &PayloadOptions, build: &Build, s: &Step, l: &Log, nonce: u64) -> Value {
     let base = &opts.buildbot_url;
     let mut doc = Map::new();
     doc.insert("logid".into(), int(l.logid));
@@ -294,11 +314,16 @@ fn log(opts: &PayloadOptions, build: &Build, s: &Step, l: &Log) -> Value {
         "url_raw_inline".into(),
         Value::String(format!("{base}api/v2/logs/{}/raw_inline", l.logid)),
     );
-    if let Some(LogContent::Text(text)) = &l.content {
+    let text = match &l.content {
+        Some(LogContent::Text(text)) => Some(string(text)),
+        Some(LogContent::Stream(_)) => Some(Value::String(placeholder(nonce, l.logid))),
+        None => None,
+    };
+    if let Some(text) = text {
         let mut content = Map::new();
         content.insert("logid".into(), int(l.logid));
         content.insert("firstline".into(), int(0));
-        content.insert("content".into(), string(text));
+        content.insert("content".into(), text);
         doc.insert("content".into(), Value::Object(content));
     }
     Value::Object(doc)
@@ -339,7 +364,8 @@ mod tests {
     fn rendered(case: &str, event: &str, kind: EventKind) -> String {
         let doc = fixture(case, &format!("{event}.json"));
         let event = documents::event_from_json(&doc).expect("fixture event");
-        String::from_utf8(render(&settings(case), kind, &event).expect("renders")).unwrap()
+        let payload = render(&settings(case), kind, &event, 1).expect("renders");
+        String::from_utf8(crate::encoder::to_vec(&payload)).unwrap()
     }
 
     #[test]
@@ -381,14 +407,14 @@ mod tests {
             want_logs: false,
             want_previous_build: true,
         };
-        let started = build(&opts, EventKind::Started, &event).unwrap();
+        let started = build(&opts, EventKind::Started, &event, 1).unwrap();
         assert_eq!(started["properties"], serde_json::json!({}));
         assert!(started.get("steps").is_none());
         assert!(
             started.get("prev_build").is_none(),
             "prev_build is for finished events only"
         );
-        let finished = build(&opts, EventKind::Finished, &event).unwrap();
+        let finished = build(&opts, EventKind::Finished, &event, 1).unwrap();
         assert_eq!(
             finished["prev_build"],
             Value::Null,

@@ -74,13 +74,15 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// The delivery id of one event: the same for every attempt, every call and every
-/// process, for the same master (`buildbot_url`), build and event.
-pub fn delivery_id(buildbot_url: &str, buildid: i64, kind: EventKind) -> String {
+/// process, for the same destination (`server_url`), master (`buildbot_url`), build and
+/// event. Two reporters pushing the same build to one receiver get different ids.
+pub fn delivery_id(server_url: &str, buildbot_url: &str, buildid: i64, kind: EventKind) -> String {
     let event = match kind {
         EventKind::Started => "started",
         EventKind::Finished => "finished",
     };
-    let digest = Sha256::digest(format!("{buildbot_url}\n{buildid}\n{event}").as_bytes());
+    let digest =
+        Sha256::digest(format!("{server_url}\n{buildbot_url}\n{buildid}\n{event}").as_bytes());
     format!("sp_{}", hex(&digest[..16]))
 }
 
@@ -139,12 +141,18 @@ mod tests {
     }
 
     #[test]
-    fn delivery_ids_are_stable_per_master_build_and_event() {
-        let a = delivery_id("http://bb/", 20, EventKind::Started);
-        assert_eq!(a, delivery_id("http://bb/", 20, EventKind::Started));
-        assert_ne!(a, delivery_id("http://bb/", 20, EventKind::Finished));
-        assert_ne!(a, delivery_id("http://bb/", 21, EventKind::Started));
-        assert_ne!(a, delivery_id("http://other/", 20, EventKind::Started));
+    fn delivery_ids_are_stable_per_destination_master_build_and_event() {
+        let id =
+            |server: &str, master: &str, build: i64, kind| delivery_id(server, master, build, kind);
+        let a = id("http://r/", "http://bb/", 20, EventKind::Started);
+        assert_eq!(a, id("http://r/", "http://bb/", 20, EventKind::Started));
+        assert_ne!(a, id("http://r/", "http://bb/", 20, EventKind::Finished));
+        assert_ne!(a, id("http://r/", "http://bb/", 21, EventKind::Started));
+        assert_ne!(a, id("http://r/", "http://other/", 20, EventKind::Started));
+        assert_ne!(
+            a,
+            id("http://r/other", "http://bb/", 20, EventKind::Started)
+        );
         assert!(a.starts_with("sp_") && a.len() == 35, "{a}");
     }
 }

@@ -7,8 +7,11 @@ use crate::bindings::wasi::http::types::{
     ErrorCode, Fields, IncomingResponse, Method, OutgoingBody, OutgoingRequest, RequestOptions,
     Scheme as WasiScheme,
 };
+use crate::bindings::wasi::io::streams::{InputStream, StreamError};
+use crate::body::{write_streamed, BodyError, TextSource};
 use crate::config::{Scheme, Settings};
 use crate::{HttpFailure, PushError};
+use serde_json::Value;
 
 /// The most a single body write hands to the host, as `wasi:io` streams advise.
 const CHUNK: usize = 4096;
@@ -22,7 +25,7 @@ const RESPONSE_READ_LIMIT: u64 = 64 * 1024;
 pub fn post(
     settings: &Settings,
     headers: &[(String, String)],
-    body: &[u8],
+    body: Body<'_>,
     budget_ms: u64,
 ) -> Result<u16, PushError> {
     let target = &settings.target;
@@ -30,9 +33,21 @@ pub fn post(
         .iter()
         .map(|(n, v)| (n.clone(), v.clone().into_bytes()))
         .collect();
-    headers.push(("Content-Length".into(), body.len().to_string().into_bytes()));
+    // A streamed body's length is not known up front: it goes out chunked.
+    if let Body::Bytes(bytes) = &body {
+        headers.push((
+            "Content-Length".into(),
+            bytes.len().to_string().into_bytes(),
+        ));
+    }
     if settings.debug {
-        debug_request(settings, &headers, body);
+        let shown = match &body {
+            Body::Bytes(bytes) => excerpt(bytes),
+            Body::Streamed { streams, .. } => {
+                format!("(streamed body with {} log text(s))", streams.len())
+            }
+        };
+        debug_request(settings, &headers, &shown);
     }
     let fields = Fields::from_list(&headers)
         .map_err(|e| PushError::Protocol(format!("the host refused a header: {e:?}")))?;
@@ -65,12 +80,19 @@ pub fn post(
     let outgoing_body = request.body().map_err(|()| refused("body"))?;
     let future = outgoing_handler::handle(request, Some(options)).map_err(classify)?;
 
-    // A failed write means the connection is gone; the response future says why.
-    let written = write_body(&outgoing_body, body);
-    if written.is_ok() {
-        let _ = OutgoingBody::finish(outgoing_body, None);
-    } else {
-        drop(outgoing_body);
+    // A failed write means the connection is gone; the response future says why. A failed
+    // log source aborts the request: an unfinished body is never taken as complete.
+    match write_body(&outgoing_body, body) {
+        Ok(()) => {
+            let _ = OutgoingBody::finish(outgoing_body, None);
+        }
+        Err(BodyError::Sink) => drop(outgoing_body),
+        Err(BodyError::Source(why)) => {
+            drop(outgoing_body);
+            return Err(PushError::Protocol(format!(
+                "reading a streamed log failed: {why}"
+            )));
+        }
     }
 
     let response = loop {
@@ -104,12 +126,60 @@ pub fn post(
     }
 }
 
-fn write_body(outgoing: &OutgoingBody, body: &[u8]) -> Result<(), ()> {
-    let stream = outgoing.write()?;
-    for chunk in body.chunks(CHUNK) {
-        stream.blocking_write_and_flush(chunk).map_err(|_| ())?;
+/// What a request carries.
+pub enum Body<'a> {
+    /// A body already in memory.
+    Bytes(&'a [u8]),
+    /// A payload whose streamed log texts are read while it is written.
+    Streamed {
+        /// The payload, with `body::placeholder(nonce, logid)` for each streamed text.
+        payload: &'a Value,
+        /// The render's nonce.
+        nonce: u64,
+        /// The streams, by logid.
+        streams: Vec<(i64, &'a InputStream)>,
+    },
+}
+
+/// A log text read from a `wasi:io` input stream.
+pub struct StreamSource<'a>(pub &'a InputStream);
+
+impl TextSource for StreamSource<'_> {
+    fn read(&mut self, max: u64) -> Result<Option<Vec<u8>>, String> {
+        match self.0.blocking_read(max) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(StreamError::Closed) => Ok(None),
+            Err(StreamError::LastOperationFailed(e)) => Err(e.to_debug_string()),
+        }
     }
-    Ok(())
+}
+
+fn write_body(outgoing: &OutgoingBody, body: Body<'_>) -> Result<(), BodyError> {
+    let stream = outgoing.write().map_err(|()| BodyError::Sink)?;
+    let mut sink = |bytes: &[u8]| -> Result<(), ()> {
+        for chunk in bytes.chunks(CHUNK) {
+            stream.blocking_write_and_flush(chunk).map_err(|_| ())?;
+        }
+        Ok(())
+    };
+    match body {
+        Body::Bytes(bytes) => sink(bytes).map_err(|()| BodyError::Sink),
+        Body::Streamed {
+            payload,
+            nonce,
+            streams,
+        } => {
+            let mut readers: Vec<(i64, StreamSource)> = streams
+                .into_iter()
+                .map(|(logid, s)| (logid, StreamSource(s)))
+                .collect();
+            let mut sources: Vec<(i64, &mut dyn TextSource)> = readers
+                .iter_mut()
+                .map(|(logid, r)| (*logid, r as &mut dyn TextSource))
+                .collect();
+            write_streamed(payload, nonce, &mut sources, &mut sink)
+        }
+    }
 }
 
 fn header(response: &IncomingResponse, name: &str) -> Option<String> {
@@ -203,7 +273,7 @@ fn is_secret_header(name: &str) -> bool {
     .any(|s| lower.contains(s))
 }
 
-fn debug_request(settings: &Settings, headers: &[(String, Vec<u8>)], body: &[u8]) {
+fn debug_request(settings: &Settings, headers: &[(String, Vec<u8>)], body: &str) {
     let mut text = format!("status-push: -> POST {}\n", settings.target.url());
     for (name, value) in headers {
         let shown = if is_secret_header(name) {
@@ -213,7 +283,7 @@ fn debug_request(settings: &Settings, headers: &[(String, Vec<u8>)], body: &[u8]
         };
         text.push_str(&format!("status-push:    {name}: {shown}\n"));
     }
-    text.push_str(&format!("status-push:    {}", excerpt(body)));
+    text.push_str(&format!("status-push:    {body}"));
     debug_line(&text);
 }
 
