@@ -10,17 +10,20 @@ use std::time::{Duration, Instant};
 
 use status_push_host::bindings::{Config, PushError};
 use status_push_host::receiver::Receiver;
-use status_push_host::{Event, HostError, Limits, Runtime};
+use status_push_host::{Event, HostError, Limits, Runtime, RuntimeOptions};
 
 fn hostile() -> Runtime {
     let path =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-components/misbehaving.wasm");
-    let limits = Limits {
-        memory_bytes: 32 << 20,
-        parse_budget: Duration::from_secs(2),
-        report_margin: Duration::from_secs(1),
+    let options = RuntimeOptions {
+        limits: Limits {
+            memory_bytes: 32 << 20,
+            parse_budget: Duration::from_secs(2),
+            report_margin: Duration::from_secs(1),
+        },
+        ..RuntimeOptions::default()
     };
-    Runtime::load_with(&path, limits).expect("run `cargo xtask wasm` to build the test component")
+    Runtime::load_with(&path, &options).expect("run `cargo xtask wasm` to build the test component")
 }
 
 fn config(server_url: &str, behaviour: &str, target: &str) -> Config {

@@ -17,9 +17,11 @@
 //! ```
 
 pub mod bindings;
+pub mod cache;
 pub mod client;
 mod error;
 pub mod guest_log;
+pub mod meter;
 pub mod outbox;
 pub mod receiver;
 pub mod sandbox;
@@ -29,12 +31,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Config as EngineConfig, Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{
+    Config as EngineConfig, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
+};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 pub use bindings::{BuildEvent, Config, ConfigError, Outcome, PushError};
 use client::{Client, TlsPolicy};
+use meter::MemoryMeter;
 pub use error::HostError;
 use sandbox::{Origin, OriginGuard};
 
@@ -57,7 +62,7 @@ struct Host {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     guard: OriginGuard,
-    limits: StoreLimits,
+    meter: MemoryMeter,
 }
 
 /// What one instance may use. A component that exceeds them traps, and the call ends in
@@ -81,6 +86,31 @@ impl Default for Limits {
         }
     }
 }
+
+/// How a [`Runtime`] is set up.
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    /// What each instance may use.
+    pub limits: Limits,
+    /// Where compiled components are cached; `None` compiles every time.
+    pub cache_dir: Option<PathBuf>,
+    /// Reuse pre-reserved instance slots (wasmtime's pooling allocator): cheaper
+    /// instantiation, at the cost of reserving address space up front.
+    pub pooling: bool,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> RuntimeOptions {
+        RuntimeOptions {
+            limits: Limits::default(),
+            cache_dir: None,
+            pooling: true,
+        }
+    }
+}
+
+/// Concurrent instances a pooling runtime holds slots for.
+const POOLED_INSTANCES: u32 = 256;
 
 /// How often the engine's epoch advances; call budgets are counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -131,22 +161,26 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Compiles the component at `path`, with the default [`Limits`].
+    /// Compiles the component at `path`, with the default [`RuntimeOptions`].
     pub fn load(path: &Path) -> Result<Runtime, HostError> {
-        Runtime::load_with(path, Limits::default())
+        Runtime::load_with(path, &RuntimeOptions::default())
     }
 
-    /// Compiles the component at `path`; its instances get `limits`.
-    pub fn load_with(path: &Path, limits: Limits) -> Result<Runtime, HostError> {
+    /// Compiles (or loads from the cache) the component at `path`.
+    pub fn load_with(path: &Path, options: &RuntimeOptions) -> Result<Runtime, HostError> {
         let load = |source| HostError::Load {
             path: path.to_path_buf(),
             source,
         };
         let bytes = std::fs::read(path).map_err(|e| load(e.into()))?;
-        let engine = engine().map_err(load)?;
-        let component = Component::new(&engine, &bytes).map_err(load)?;
+        let engine = engine(options).map_err(load)?;
+        let component = match &options.cache_dir {
+            Some(dir) => cache::load_or_compile(dir, &engine, &bytes),
+            None => Component::new(&engine, &bytes),
+        }
+        .map_err(load)?;
         start_epoch_ticker(&engine);
-        Runtime::from_component(&engine, &component, limits)
+        Runtime::from_component(&engine, &component, options.limits)
     }
 
     fn from_component(
@@ -181,12 +215,10 @@ impl Runtime {
                 tls: TlsPolicy::Verify { ca_file: None },
                 client: self.client.clone(),
             },
-            limits: StoreLimitsBuilder::new()
-                .memory_size(self.limits.memory_bytes)
-                .build(),
+            meter: MemoryMeter::new(self.limits.memory_bytes),
         };
         let mut store = Store::new(self.pre.engine(), host);
-        store.limiter(|host| &mut host.limits);
+        store.limiter(|host| &mut host.meter);
         store.set_epoch_deadline(ticks(self.limits.parse_budget));
         let instance = self
             .pre
@@ -202,11 +234,45 @@ impl Runtime {
     }
 }
 
-fn engine() -> wasmtime::Result<Engine> {
+fn engine(options: &RuntimeOptions) -> wasmtime::Result<Engine> {
     let mut config = EngineConfig::new();
     // Lets the host stop a component that loops, whatever it is doing.
     config.epoch_interruption(true);
+    if options.pooling {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(POOLED_INSTANCES)
+            .total_core_instances(POOLED_INSTANCES * 4)
+            .total_memories(POOLED_INSTANCES * 2)
+            .total_tables(POOLED_INSTANCES * 4)
+            .total_stacks(POOLED_INSTANCES)
+            .max_core_instances_per_component(16)
+            .max_memories_per_component(2)
+            .max_tables_per_component(8)
+            .max_memory_size(options.limits.memory_bytes);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
     Engine::new(&config)
+}
+
+/// `(step, log, path)` of every log that names a `content_file` and has no `content`.
+fn content_files(json: &str) -> Vec<(usize, usize, PathBuf)> {
+    if !json.contains("\"content_file\"") {
+        return vec![];
+    }
+    let Ok(doc) = serde_json::from_str::<serde_json::Value>(json) else {
+        return vec![];
+    };
+    let steps = doc["steps"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let mut files = Vec::new();
+    for (i, step) in steps.iter().enumerate() {
+        let logs = step["logs"].as_array().map(Vec::as_slice).unwrap_or_default();
+        for (j, log) in logs.iter().enumerate() {
+            if let (Some(path), None) = (log["content_file"].as_str(), log.get("content")) {
+                files.push((i, j, PathBuf::from(path)));
+            }
+        }
+    }
+    files
 }
 
 /// One component instance with its own configuration.
@@ -234,15 +300,43 @@ impl Reporter {
             .map_err(HostError::Config)
     }
 
-    /// Parses an event's data-API documents, in the component.
+    /// Parses an event's data-API documents, in the component. A log may give
+    /// `content_file: PATH` instead of `content`: its text is then streamed from that
+    /// file while the request is written, never held whole in memory.
     pub async fn parse_event(&mut self, json: &str) -> Result<BuildEvent, HostError> {
         self.budget(self.limits.parse_budget);
         let documents = self.instance.status_push_reporter_documents();
-        documents
+        let mut event = documents
             .call_parse_event(&mut self.store, json)
             .await
             .map_err(HostError::Trap)?
-            .map_err(HostError::Config)
+            .map_err(HostError::Config)?;
+        for (step, log, path) in content_files(json) {
+            let file = std::fs::File::open(&path).map_err(|e| {
+                HostError::Config(bindings::ConfigError {
+                    key: format!("steps[{step}].logs[{log}].content_file"),
+                    message: format!("cannot open {}: {e}", path.display()),
+                })
+            })?;
+            let stream: wasmtime_wasi::p2::DynInputStream = Box::new(
+                wasmtime_wasi::p2::pipe::AsyncReadStream::new(tokio::fs::File::from_std(file)),
+            );
+            let handle = self
+                .store
+                .data_mut()
+                .table
+                .push(stream)
+                .map_err(|e| HostError::Instantiate(e.into()))?;
+            if let Some(entry) = event.steps.get_mut(step).and_then(|s| s.logs.get_mut(log)) {
+                entry.content = Some(bindings::LogContent::Stream(handle));
+            }
+        }
+        Ok(event)
+    }
+
+    /// The most linear memory this instance has used so far, in bytes.
+    pub fn peak_memory(&self) -> usize {
+        self.store.data().meter.peak()
     }
 
     /// Configures the instance and opens the sandbox to the origin of `server-url` only,

@@ -8,7 +8,9 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use status_push_host::outbox::{Outbox, OutboxError, PushResult};
 use status_push_host::receiver::{Receiver, Reply};
-use status_push_host::{Event, HostError, Outcome, Runtime};
+use status_push_host::{cache, Event, HostError, Outcome, Runtime, RuntimeOptions};
+
+mod bench;
 
 /// The component the CLI loads unless --wasm or STATUS_PUSH_WASM says otherwise.
 const DEFAULT_WASM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/status-push.wasm");
@@ -30,8 +32,27 @@ struct Cli {
     /// The component to run (built by `cargo xtask wasm`).
     #[arg(long, global = true, env = "STATUS_PUSH_WASM", default_value = DEFAULT_WASM)]
     wasm: PathBuf,
+    /// Where compiled components are cached (default: $XDG_CACHE_HOME/status-push).
+    #[arg(long, global = true, env = "STATUS_PUSH_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Compile the component every time instead of using the cache.
+    #[arg(long, global = true)]
+    no_cache: bool,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The component file and how to load it.
+pub struct Loader {
+    wasm: PathBuf,
+    options: RuntimeOptions,
+}
+
+impl Loader {
+    /// The component, compiled or from the cache.
+    pub fn load(&self) -> Result<Runtime, HostError> {
+        Runtime::load_with(&self.wasm, &self.options)
+    }
 }
 
 #[derive(Subcommand)]
@@ -56,6 +77,9 @@ enum Command {
         /// there until delivered or dead (see `deliver`, `dead-letters`).
         #[arg(long)]
         outbox: Option<PathBuf>,
+        /// Print `stats:` with this process's peak RSS and the component's peak memory.
+        #[arg(long)]
+        stats: bool,
     },
     /// Deliver everything pending in an outbox, in per-build order (after a crash or an
     /// outage). Exits 0 once nothing is pending, 1 if events are still pending when the
@@ -86,6 +110,10 @@ enum Command {
     /// Push a sample build's started and finished events to a local receiver and show
     /// what arrived.
     Demo,
+    /// Measure the component against a native client on one loopback receiver: events
+    /// per second, latency, cold start, memory, size. The last line is
+    /// `throughput ratio component/native: X.XX`.
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -99,6 +127,17 @@ fn main() -> ExitCode {
         )
         .init();
     let cli = Cli::parse();
+    let loader = Loader {
+        wasm: cli.wasm.clone(),
+        options: RuntimeOptions {
+            cache_dir: if cli.no_cache {
+                None
+            } else {
+                cli.cache_dir.clone().or_else(cache::default_dir)
+            },
+            ..RuntimeOptions::default()
+        },
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -113,20 +152,23 @@ fn main() -> ExitCode {
                 event,
                 build,
                 outbox: None,
-            } => push(&cli.wasm, &config, event, &build).await,
+                stats,
+            } => push(&loader, &config, event, &build, stats).await,
             Command::Push {
                 config,
                 event,
                 build,
                 outbox: Some(outbox),
-            } => push_via_outbox(&cli.wasm, &config, event, &build, &outbox).await,
+                ..
+            } => push_via_outbox(&loader, &config, event, &build, &outbox).await,
             Command::Deliver {
                 outbox,
                 budget_seconds,
-            } => deliver(&cli.wasm, &outbox, Duration::from_secs(budget_seconds)).await,
+            } => deliver(&loader, &outbox, Duration::from_secs(budget_seconds)).await,
             Command::DeadLetters { outbox } => dead_letters(&outbox),
             Command::Receive { port, status } => receive(port, status).await,
-            Command::Demo => demo(&cli.wasm).await,
+            Command::Demo => demo(&loader).await,
+            Command::Bench(args) => bench::run(&loader, &args).await,
         }
     });
     match result {
@@ -159,21 +201,34 @@ fn read(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
-async fn push(wasm: &Path, config: &Path, event: Event, build: &Path) -> Result<ExitCode> {
+async fn push(
+    loader: &Loader,
+    config: &Path,
+    event: Event,
+    build: &Path,
+    stats: bool,
+) -> Result<ExitCode> {
     let config = read(config)?;
     let build = read(build)?;
-    let runtime = Runtime::load(wasm)?;
+    let runtime = loader.load()?;
     let mut reporter = runtime.reporter().await?;
     let config = reporter.parse_config(&config).await?;
     reporter.configure(config).await?;
     let documents = reporter.parse_event(&build).await?;
-    let outcome = reporter.report(event, &documents).await?;
-    println!("{outcome}");
+    let outcome = reporter.report(event, &documents).await;
+    if stats {
+        println!(
+            "stats: peak RSS {} KiB, component memory {} KiB",
+            bench::peak_rss_kib().unwrap_or(0),
+            reporter.peak_memory() / 1024
+        );
+    }
+    println!("{}", outcome?);
     Ok(ExitCode::SUCCESS)
 }
 
 async fn push_via_outbox(
-    wasm: &Path,
+    loader: &Loader,
     config: &Path,
     event: Event,
     build: &Path,
@@ -181,7 +236,7 @@ async fn push_via_outbox(
 ) -> Result<ExitCode> {
     let config = read(config)?;
     let build = read(build)?;
-    let runtime = Runtime::load(wasm)?;
+    let runtime = loader.load()?;
     let outbox = Outbox::open(outbox_path)?;
     match outbox.push(&runtime, &config, event, &build).await? {
         PushResult::Done(outcome) => {
@@ -199,8 +254,8 @@ async fn push_via_outbox(
     }
 }
 
-async fn deliver(wasm: &Path, outbox_path: &Path, budget: Duration) -> Result<ExitCode> {
-    let runtime = Runtime::load(wasm)?;
+async fn deliver(loader: &Loader, outbox_path: &Path, budget: Duration) -> Result<ExitCode> {
+    let runtime = loader.load()?;
     let outbox = Outbox::open(outbox_path)?;
     let summary = outbox.deliver(&runtime, budget).await?;
     println!(
@@ -254,12 +309,12 @@ async fn receive(port: u16, status: u16) -> Result<ExitCode> {
     }
 }
 
-async fn demo(wasm: &Path) -> Result<ExitCode> {
+async fn demo(loader: &Loader) -> Result<ExitCode> {
     let receiver = Receiver::start(0)
         .await
         .context("cannot start the demo receiver")?;
     println!("receiver listening on {}", receiver.origin());
-    let runtime = Runtime::load(wasm)?;
+    let runtime = loader.load()?;
     let mut reporter = runtime.reporter().await?;
     let config = format!(
         r#"{{"serverUrl": "{}/buildbot/status", "buildbotURL": "http://buildbot.example.org/",

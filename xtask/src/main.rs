@@ -11,6 +11,8 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 const TARGET: &str = "wasm32-unknown-unknown";
+/// The size-tuned profile in the workspace's Cargo.toml.
+const PROFILE: &str = "wasm-release";
 
 fn main() -> Result<()> {
     let task = std::env::args().nth(1).unwrap_or_default();
@@ -42,7 +44,8 @@ fn build_component(package: &str, module: &str, output: &str) -> Result<()> {
         .current_dir(&root)
         .args([
             "build",
-            "--release",
+            "--profile",
+            PROFILE,
             "--package",
             package,
             "--lib",
@@ -59,7 +62,7 @@ fn build_component(package: &str, module: &str, output: &str) -> Result<()> {
         .unwrap_or_else(|| root.join("target"));
     let core = target_dir
         .join(TARGET)
-        .join("release")
+        .join(PROFILE)
         .join(format!("{module}.wasm"));
     let module = std::fs::read(&core).with_context(|| format!("reading {}", core.display()))?;
     let component = wit_component::ComponentEncoder::default()
