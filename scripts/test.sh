@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every check CI runs: formatting, clippy (native and wasm), unit and end-to-end tests,
-# and the second runtime (Node.js + jco).
+# the second runtime (Node.js + jco) and the Buildbot plugin with a real master.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -15,5 +15,8 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo clippy --package status-push --package misbehaving-component --lib \
   --target wasm32-unknown-unknown --quiet -- -D warnings
+cargo clippy --package status-push --features relay --lib \
+  --target wasm32-unknown-unknown --quiet -- -D warnings
 cargo test --workspace
 integrations/node/test.sh
+integrations/buildbot/test.sh

@@ -16,10 +16,22 @@ pub mod signature;
 pub mod template;
 mod transport;
 
+#[cfg(feature = "relay")]
+mod relay;
+
+/// The `status-push` world, or with the `relay` feature the `relay` world (the same
+/// exports plus `wasi:http/incoming-handler`).
 mod bindings {
+    #[cfg(not(feature = "relay"))]
     wit_bindgen::generate!({
         path: "wit",
         world: "status-push",
+        generate_all,
+    });
+    #[cfg(feature = "relay")]
+    wit_bindgen::generate!({
+        path: "wit",
+        world: "relay",
         generate_all,
     });
 }
@@ -58,15 +70,15 @@ impl Guest for Component {
     }
 
     fn on_build_started(event: BuildEvent) -> Result<Outcome, PushFailure> {
-        report(EventKind::Started, &event)
+        report_configured(EventKind::Started, &event)
     }
 
     fn on_build_finished(event: BuildEvent) -> Result<Outcome, PushFailure> {
-        report(EventKind::Finished, &event)
+        report_configured(EventKind::Finished, &event)
     }
 }
 
-fn report(kind: EventKind, event: &BuildEvent) -> Result<Outcome, PushFailure> {
+fn report_configured(kind: EventKind, event: &BuildEvent) -> Result<Outcome, PushFailure> {
     let settings = SETTINGS
         .with(|cell| cell.borrow().clone())
         .ok_or(PushFailure {
@@ -75,10 +87,19 @@ fn report(kind: EventKind, event: &BuildEvent) -> Result<Outcome, PushFailure> {
             attempts: 0,
             delivery_id: String::new(),
         })?;
+    report(&settings, kind, event)
+}
+
+/// Filters, then delivers, one event.
+fn report(
+    settings: &Settings,
+    kind: EventKind,
+    event: &BuildEvent,
+) -> Result<Outcome, PushFailure> {
     if let Some(reason) = filter::skip_reason(&settings.selection, kind, event) {
         return Ok(Outcome::Skipped(reason));
     }
-    delivery::deliver(&settings, kind, event).map(Outcome::Delivered)
+    delivery::deliver(settings, kind, event).map(Outcome::Delivered)
 }
 
 impl bindings::exports::status_push::reporter::documents::Guest for Component {

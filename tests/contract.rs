@@ -68,6 +68,63 @@ fn component_imports_are_within_wasi_http_proxy() {
     );
 }
 
+fn exports(bytes: &[u8]) -> BTreeSet<String> {
+    let mut exports = BTreeSet::new();
+    let mut depth = 0;
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        match payload.expect("valid component") {
+            wasmparser::Payload::ModuleSection { .. }
+            | wasmparser::Payload::ComponentSection { .. } => depth += 1,
+            wasmparser::Payload::End(_) => depth -= 1,
+            wasmparser::Payload::ComponentExportSection(section) if depth == 0 => {
+                for export in section {
+                    exports.insert(export.expect("export").name.name.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    exports
+}
+
+#[test]
+fn each_world_imports_only_what_it_may_and_exports_what_it_promises() {
+    let target = common::wasm_path().parent().unwrap().to_path_buf();
+    let reporter =
+        std::fs::read(target.join("status-push.wasm")).expect("run `cargo xtask wasm` first");
+    let relay =
+        std::fs::read(target.join("status-push-relay.wasm")).expect("run `cargo xtask wasm` first");
+    let proxy = proxy_imports();
+    let mut relay_allowed = proxy.clone();
+    relay_allowed.insert("wasi:cli/environment@0.2.0".into());
+    for (name, bytes, allowed) in [
+        ("status-push", &reporter, &proxy),
+        ("relay", &relay, &relay_allowed),
+    ] {
+        let imports = component_imports(bytes);
+        let exports = exports(bytes);
+        eprintln!("{name}: imports {imports:?}\n{name}: exports {exports:?}");
+        let outside: Vec<_> = imports.difference(allowed).collect();
+        assert!(
+            outside.is_empty(),
+            "{name} imports outside its allowed set: {outside:?}"
+        );
+        for export in [
+            "status-push:reporter/types@0.1.0",
+            "status-push:reporter/reporter@0.1.0",
+            "status-push:reporter/documents@0.1.0",
+        ] {
+            assert!(
+                exports.contains(export),
+                "{name} lacks {export}: {exports:?}"
+            );
+        }
+    }
+    assert!(exports(&relay).contains("wasi:http/incoming-handler@0.2.0"));
+    assert!(!exports(&reporter).contains("wasi:http/incoming-handler@0.2.0"));
+    assert!(!component_imports(&reporter).contains("wasi:cli/environment@0.2.0"));
+}
+
 #[test]
 fn the_import_check_would_catch_a_cli_import() {
     let allowed = proxy_imports();

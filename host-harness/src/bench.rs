@@ -54,37 +54,71 @@ pub async fn run(loader: &Loader, args: &Args) -> Result<ExitCode> {
     let wasm_size = std::fs::metadata(&loader.wasm)
         .with_context(|| format!("cannot read {}", loader.wasm.display()))?
         .len();
-    println!("status-push bench: {} events per run, {} in flight, receiver {origin}", args.events, args.concurrency);
-    println!("component: {} ({} KiB)", loader.wasm.display(), wasm_size / 1024);
+    println!(
+        "status-push bench: {} events per run, {} in flight, receiver {origin}",
+        args.events, args.concurrency
+    );
+    println!(
+        "component: {} ({} KiB)",
+        loader.wasm.display(),
+        wasm_size / 1024
+    );
 
     // Cold start: a fresh runtime to the first delivered event, compiling, then from a
     // warm compile cache.
-    let cache = std::env::temp_dir().join(format!("status-push-bench-cache-{}", std::process::id()));
+    let cache =
+        std::env::temp_dir().join(format!("status-push-bench-cache-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&cache);
-    let cold = |cache_dir| RuntimeOptions { cache_dir, ..loader.options.clone() };
+    let cold = |cache_dir| RuntimeOptions {
+        cache_dir,
+        ..loader.options.clone()
+    };
     let uncached = first_event(&loader.wasm, &cold(None), &origin).await?;
     first_event(&loader.wasm, &cold(Some(cache.clone())), &origin).await?; // fills the cache
     let cached = first_event(&loader.wasm, &cold(Some(cache.clone())), &origin).await?;
     let _ = std::fs::remove_dir_all(&cache);
-    println!("cold start to first event: {:.1} ms compiling, {:.1} ms from the compile cache", ms(uncached), ms(cached));
+    println!(
+        "cold start to first event: {:.1} ms compiling, {:.1} ms from the compile cache",
+        ms(uncached),
+        ms(cached)
+    );
 
     let runtime = Arc::new(loader.load()?);
     let overhead = instantiate_overhead(&runtime, &origin, 200).await?;
-    println!("per-event instantiate + configure: {:.0} µs (fresh instance, no request)", overhead.as_secs_f64() * 1e6);
+    println!(
+        "per-event instantiate + configure: {:.0} µs (fresh instance, no request)",
+        overhead.as_secs_f64() * 1e6
+    );
 
     let mut ratio = None;
     for (label, options) in [
         ("default options", r#""wantProperties": false"#),
-        ("wantSteps+wantProperties", r#""wantProperties": true, "wantSteps": true"#),
+        (
+            "wantSteps+wantProperties",
+            r#""wantProperties": true, "wantSteps": true"#,
+        ),
     ] {
         let config = format!(r#"{{"serverUrl": "{origin}/hook", {options}}}"#);
         let requests = capture(&runtime, &config).await?;
         let component = component_run(&runtime, &config, args).await?;
         let native = native_run(&origin, requests.clone(), args).await?;
-        println!("\n{label}: request bodies {} and {} bytes", requests[0].body.len(), requests[1].body.len());
-        println!("  component (reused instances):  {:>8.0} events/s  p50 {:>6.0} µs  p99 {:>6.0} µs", component.rate, component.p50, component.p99);
-        println!("  native hyper client, keep-alive:{:>8.0} events/s  p50 {:>6.0} µs  p99 {:>6.0} µs", native.rate, native.p50, native.p99);
-        println!("  ratio component/native: {:.2}", component.rate / native.rate);
+        println!(
+            "\n{label}: request bodies {} and {} bytes",
+            requests[0].body.len(),
+            requests[1].body.len()
+        );
+        println!(
+            "  component (reused instances):  {:>8.0} events/s  p50 {:>6.0} µs  p99 {:>6.0} µs",
+            component.rate, component.p50, component.p99
+        );
+        println!(
+            "  native hyper client, keep-alive:{:>8.0} events/s  p50 {:>6.0} µs  p99 {:>6.0} µs",
+            native.rate, native.p50, native.p99
+        );
+        println!(
+            "  ratio component/native: {:.2}",
+            component.rate / native.rate
+        );
         ratio.get_or_insert(component.rate / native.rate);
     }
     let fresh = fresh_instance_run(&runtime, &origin, args).await?;
@@ -93,7 +127,10 @@ pub async fn run(loader: &Loader, args: &Args) -> Result<ExitCode> {
     println!("peak RSS: {} MiB", peak_rss_kib().unwrap_or(0) / 1024);
     println!("release .wasm size: {wasm_size} bytes");
     server.abort();
-    println!("throughput ratio component/native: {:.2}", ratio.unwrap_or(0.0));
+    println!(
+        "throughput ratio component/native: {:.2}",
+        ratio.unwrap_or(0.0)
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -102,7 +139,9 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// A receiver that only counts and answers 200, so it costs both clients the same.
-async fn counting_receiver(counter: Arc<AtomicU64>) -> Result<(String, tokio::task::JoinHandle<()>)> {
+async fn counting_receiver(
+    counter: Arc<AtomicU64>,
+) -> Result<(String, tokio::task::JoinHandle<()>)> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let origin = format!("http://{}", listener.local_addr()?);
     let task = tokio::spawn(async move {
@@ -115,10 +154,14 @@ async fn counting_receiver(counter: Arc<AtomicU64>) -> Result<(String, tokio::ta
                     async move {
                         let _ = request.into_body().collect().await;
                         counter.fetch_add(1, Ordering::Relaxed);
-                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(b"{}"))))
+                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(
+                            b"{}",
+                        ))))
                     }
                 });
-                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
             });
         }
     });
@@ -140,10 +183,15 @@ async fn events(reporter: &mut Reporter) -> Result<Vec<(Event, BuildEvent)>> {
     Ok(parsed)
 }
 
-async fn first_event(wasm: &std::path::Path, options: &RuntimeOptions, origin: &str) -> Result<Duration> {
+async fn first_event(
+    wasm: &std::path::Path,
+    options: &RuntimeOptions,
+    origin: &str,
+) -> Result<Duration> {
     let started = Instant::now();
     let runtime = Runtime::load_with(wasm, options)?;
-    let mut reporter = configured(&runtime, &format!(r#"{{"serverUrl": "{origin}/hook"}}"#)).await?;
+    let mut reporter =
+        configured(&runtime, &format!(r#"{{"serverUrl": "{origin}/hook"}}"#)).await?;
     let (event, build) = events(&mut reporter).await?.remove(0);
     expect_delivered(reporter.report(event, &build).await?)?;
     Ok(started.elapsed())
@@ -272,7 +320,8 @@ async fn native_run(origin: &str, requests: Vec<Recorded>, args: &Args) -> Resul
         tasks.spawn(async move {
             let stream = TcpStream::connect(&addr).await?;
             stream.set_nodelay(true)?;
-            let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
             tokio::spawn(connection);
             let mut latencies = Vec::with_capacity(per_task);
             for i in 0..per_task {

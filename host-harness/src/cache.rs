@@ -19,7 +19,10 @@ pub fn entry(dir: &Path, engine: &Engine, bytes: &[u8]) -> PathBuf {
     engine.precompile_compatibility_hash().hash(&mut hasher);
     let digest = Sha256::digest(bytes);
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    dir.join(format!("{hex}-wasmtime{WASMTIME_VERSION}-{:016x}.cwasm", hasher.finish()))
+    dir.join(format!(
+        "{hex}-wasmtime{WASMTIME_VERSION}-{:016x}.cwasm",
+        hasher.finish()
+    ))
 }
 
 /// The component from the cache, else compiled and stored there. A cache that cannot
@@ -32,7 +35,9 @@ pub fn load_or_compile(dir: &Path, engine: &Engine, bytes: &[u8]) -> wasmtime::R
         // only by atomic rename, never modified in place.
         match unsafe { Component::deserialize_file(engine, &path) } {
             Ok(component) => return Ok(component),
-            Err(e) => tracing::warn!(path = %path.display(), "ignoring an unusable cache entry: {e:#}"),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "ignoring an unusable cache entry: {e:#}")
+            }
         }
     }
     let compiled = engine.precompile_component(bytes)?;

@@ -25,6 +25,7 @@ pub mod meter;
 pub mod outbox;
 pub mod receiver;
 pub mod sandbox;
+pub mod serve;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -39,8 +40,8 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 pub use bindings::{BuildEvent, Config, ConfigError, Outcome, PushError};
 use client::{Client, TlsPolicy};
-use meter::MemoryMeter;
 pub use error::HostError;
+use meter::MemoryMeter;
 use sandbox::{Origin, OriginGuard};
 
 /// The component's retry deadline when the configuration gives none (see the WIT).
@@ -168,18 +169,7 @@ impl Runtime {
 
     /// Compiles (or loads from the cache) the component at `path`.
     pub fn load_with(path: &Path, options: &RuntimeOptions) -> Result<Runtime, HostError> {
-        let load = |source| HostError::Load {
-            path: path.to_path_buf(),
-            source,
-        };
-        let bytes = std::fs::read(path).map_err(|e| load(e.into()))?;
-        let engine = engine(options).map_err(load)?;
-        let component = match &options.cache_dir {
-            Some(dir) => cache::load_or_compile(dir, &engine, &bytes),
-            None => Component::new(&engine, &bytes),
-        }
-        .map_err(load)?;
-        start_epoch_ticker(&engine);
+        let (engine, component) = compile(path, options)?;
         Runtime::from_component(&engine, &component, options.limits)
     }
 
@@ -234,6 +224,24 @@ impl Runtime {
     }
 }
 
+/// An engine for `options` (its epoch ticking) and the component at `path`, compiled or
+/// from the cache.
+fn compile(path: &Path, options: &RuntimeOptions) -> Result<(Engine, Component), HostError> {
+    let load = |source| HostError::Load {
+        path: path.to_path_buf(),
+        source,
+    };
+    let bytes = std::fs::read(path).map_err(|e| load(e.into()))?;
+    let engine = engine(options).map_err(load)?;
+    let component = match &options.cache_dir {
+        Some(dir) => cache::load_or_compile(dir, &engine, &bytes),
+        None => Component::new(&engine, &bytes),
+    }
+    .map_err(load)?;
+    start_epoch_ticker(&engine);
+    Ok((engine, component))
+}
+
 fn engine(options: &RuntimeOptions) -> wasmtime::Result<Engine> {
     let mut config = EngineConfig::new();
     // Lets the host stop a component that loops, whatever it is doing.
@@ -262,10 +270,16 @@ fn content_files(json: &str) -> Vec<(usize, usize, PathBuf)> {
     let Ok(doc) = serde_json::from_str::<serde_json::Value>(json) else {
         return vec![];
     };
-    let steps = doc["steps"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let steps = doc["steps"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
     let mut files = Vec::new();
     for (i, step) in steps.iter().enumerate() {
-        let logs = step["logs"].as_array().map(Vec::as_slice).unwrap_or_default();
+        let logs = step["logs"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         for (j, log) in logs.iter().enumerate() {
             if let (Some(path), None) = (log["content_file"].as_str(), log.get("content")) {
                 files.push((i, j, PathBuf::from(path)));

@@ -8,12 +8,19 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use status_push_host::outbox::{Outbox, OutboxError, PushResult};
 use status_push_host::receiver::{Receiver, Reply};
+use status_push_host::serve::Relay;
 use status_push_host::{cache, Event, HostError, Outcome, Runtime, RuntimeOptions};
 
 mod bench;
 
 /// The component the CLI loads unless --wasm or STATUS_PUSH_WASM says otherwise.
 const DEFAULT_WASM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/status-push.wasm");
+
+/// The relay component `serve` hosts.
+const DEFAULT_RELAY_WASM: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../target/status-push-relay.wasm"
+);
 
 /// Warnings from the host, and what the component writes to stderr (its `debug` output).
 const DEFAULT_LOG: &str = "warn,wasmtime_wasi_http=error,status_push::guest=info";
@@ -110,6 +117,19 @@ enum Command {
     /// Push a sample build's started and finished events to a local receiver and show
     /// what arrived.
     Demo,
+    /// Host the relay world (target/status-push-relay.wasm) as an HTTP service:
+    /// POST a build's data-API documents to /started or /finished and it pushes them.
+    Serve {
+        /// JSON options, the same keys as for `push`.
+        #[arg(long)]
+        config: PathBuf,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// The relay component.
+        #[arg(long, env = "STATUS_PUSH_RELAY_WASM", default_value = DEFAULT_RELAY_WASM)]
+        relay: PathBuf,
+    },
     /// Measure the component against a native client on one loopback receiver: events
     /// per second, latency, cold start, memory, size. The last line is
     /// `throughput ratio component/native: X.XX`.
@@ -168,6 +188,11 @@ fn main() -> ExitCode {
             Command::DeadLetters { outbox } => dead_letters(&outbox),
             Command::Receive { port, status } => receive(port, status).await,
             Command::Demo => demo(&loader).await,
+            Command::Serve {
+                config,
+                listen,
+                relay,
+            } => serve(&loader, &config, &listen, &relay).await,
             Command::Bench(args) => bench::run(&loader, &args).await,
         }
     });
@@ -307,6 +332,23 @@ async fn receive(port: u16, status: u16) -> Result<ExitCode> {
             _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
         }
     }
+}
+
+async fn serve(loader: &Loader, config: &Path, listen: &str, relay: &Path) -> Result<ExitCode> {
+    let config = read(config)?;
+    let relay = std::sync::Arc::new(Relay::load(relay, &loader.options, &config)?);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    println!(
+        "relay listening on http://{}: POST build documents to /started or /finished",
+        listener.local_addr()?
+    );
+    tokio::select! {
+        served = relay.serve(listener) => served.context("the relay listener failed")?,
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn demo(loader: &Loader) -> Result<ExitCode> {

@@ -1,5 +1,6 @@
-//! `cargo xtask wasm`: builds the release component at `target/status-push.wasm`, and the
-//! sandbox tests' hostile component at `target/test-components/misbehaving.wasm`.
+//! `cargo xtask wasm`: builds the release component at `target/status-push.wasm`, its relay
+//! world at `target/status-push-relay.wasm`, and the sandbox tests' hostile component at
+//! `target/test-components/misbehaving.wasm`.
 //!
 //! The core module is compiled for `wasm32-unknown-unknown`, whose std links no wasi-libc,
 //! so the module imports exactly what the WIT world names; `wit-component` then wraps it
@@ -18,9 +19,16 @@ fn main() -> Result<()> {
     let task = std::env::args().nth(1).unwrap_or_default();
     match task.as_str() {
         "wasm" => {
-            build_component("status-push", "status_push", "status-push.wasm")?;
+            build_component("status-push", &[], "status_push", "status-push.wasm")?;
+            build_component(
+                "status-push",
+                &["--features", "relay"],
+                "status_push",
+                "status-push-relay.wasm",
+            )?;
             build_component(
                 "misbehaving-component",
+                &[],
                 "misbehaving_component",
                 "test-components/misbehaving.wasm",
             )
@@ -37,7 +45,7 @@ fn workspace_root() -> PathBuf {
 }
 
 /// Builds `package` for the wasm target and wraps its module into `target/<output>`.
-fn build_component(package: &str, module: &str, output: &str) -> Result<()> {
+fn build_component(package: &str, features: &[&str], module: &str, output: &str) -> Result<()> {
     let root = workspace_root();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
@@ -52,6 +60,7 @@ fn build_component(package: &str, module: &str, output: &str) -> Result<()> {
             "--target",
             TARGET,
         ])
+        .args(features)
         .status()
         .context("running cargo build for the component")?;
     if !status.success() {

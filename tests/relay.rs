@@ -1,0 +1,116 @@
+//! The relay world under the harness's `serve` host: a build event POSTed to it as
+//! data-API documents reaches the receiver as Buildbot's payload, and the caller learns
+//! from the status whether it was delivered.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use serde_json::{json, Value};
+use status_push_host::receiver::{Receiver, Recorded, Reply};
+use status_push_host::serve::Relay;
+use status_push_host::RuntimeOptions;
+use tokio::net::{TcpListener, TcpStream};
+
+fn relay_wasm() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/status-push-relay.wasm")
+}
+
+/// Starts the relay with `config` on 127.0.0.1:0; returns its address.
+async fn start_relay(config: Value) -> (String, tokio::task::JoinHandle<std::io::Result<()>>) {
+    let relay = Relay::load(
+        &relay_wasm(),
+        &RuntimeOptions::default(),
+        &config.to_string(),
+    )
+    .expect("run `cargo xtask wasm` to build the relay");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    (addr, tokio::spawn(Arc::new(relay).serve(listener)))
+}
+
+async fn post(addr: &str, path: &str, body: String) -> (u16, Value) {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let request = hyper::Request::post(path)
+        .header("host", addr)
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+fn fixture(case: &str, file: &str) -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("tests/fixtures/buildbot/{case}/{file}")),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posted_events_arrive_as_buildbot_sent_them() {
+    let receiver = Receiver::start(0).await.unwrap();
+    let mut config: Value = serde_json::from_str(&fixture("want_steps", "config.json")).unwrap();
+    config["serverUrl"] = json!(format!("{}/buildbot/status", receiver.origin()));
+    let (addr, server) = start_relay(config).await;
+    let expected: Value = serde_json::from_str(&fixture("want_steps", "expected.json")).unwrap();
+    for (n, event) in ["started", "finished"].into_iter().enumerate() {
+        let (status, answer) = post(
+            &addr,
+            &format!("/{event}"),
+            fixture("want_steps", &format!("{event}.json")),
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["outcome"], "delivered");
+        let got = receiver.wait_for(n + 1, Duration::from_secs(5)).await;
+        assert_eq!(
+            std::str::from_utf8(&got[n].body).unwrap(),
+            expected[event][0]["body"].as_str().unwrap(),
+            "{event}"
+        );
+        assert_eq!(
+            answer["delivery_id"],
+            got[n].header("idempotency-key").unwrap()
+        );
+    }
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_tell_the_caller_whether_to_retry() {
+    let receiver = Receiver::start_with(0, Arc::new(|_: &Recorded| Reply::from(503)))
+        .await
+        .unwrap();
+    let (addr, server) =
+        start_relay(json!({"serverUrl": receiver.origin(), "maxAttempts": 1})).await;
+    let (status, answer) = post(
+        &addr,
+        "/started",
+        fixture("default_start_finish", "started.json"),
+    )
+    .await;
+    assert_eq!(
+        (status, answer["retryable"].as_bool()),
+        (503, Some(true)),
+        "{answer}"
+    );
+    assert_eq!(answer["upstream_status"], 503);
+
+    let (status, answer) = post(&addr, "/started", "{not json".into()).await;
+    assert_eq!(status, 400, "{answer}");
+    let (status, _) = post(&addr, "/elsewhere", "{}".into()).await;
+    assert_eq!(status, 404);
+    server.abort();
+}
