@@ -50,7 +50,8 @@ pub async fn run(loader: &Loader, args: &Args) -> Result<ExitCode> {
         bail!("--events and --concurrency must be at least 1");
     }
     let counter = Arc::new(AtomicU64::new(0));
-    let (origin, server) = counting_receiver(counter.clone()).await?;
+    let connections = Arc::new(AtomicU64::new(0));
+    let (origin, server) = counting_receiver(counter.clone(), connections.clone()).await?;
     let wasm_size = std::fs::metadata(&loader.wasm)
         .with_context(|| format!("cannot read {}", loader.wasm.display()))?
         .len();
@@ -123,7 +124,11 @@ pub async fn run(loader: &Loader, args: &Args) -> Result<ExitCode> {
     }
     let fresh = fresh_instance_run(&runtime, &origin, args).await?;
     println!("\nfresh instance per event (default options): {:>8.0} events/s  p50 {:>6.0} µs  p99 {:>6.0} µs", fresh.rate, fresh.p50, fresh.p99);
-    println!("requests received: {}", counter.load(Ordering::Relaxed));
+    println!(
+        "requests received: {} over {} connections",
+        counter.load(Ordering::Relaxed),
+        connections.load(Ordering::Relaxed)
+    );
     println!("peak RSS: {} MiB", peak_rss_kib().unwrap_or(0) / 1024);
     println!("release .wasm size: {wasm_size} bytes");
     server.abort();
@@ -141,11 +146,13 @@ fn ms(d: Duration) -> f64 {
 /// A receiver that only counts and answers 200, so it costs both clients the same.
 async fn counting_receiver(
     counter: Arc<AtomicU64>,
+    connections: Arc<AtomicU64>,
 ) -> Result<(String, tokio::task::JoinHandle<()>)> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let origin = format!("http://{}", listener.local_addr()?);
     let task = tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
+            connections.fetch_add(1, Ordering::Relaxed);
             let _ = stream.set_nodelay(true);
             let counter = counter.clone();
             tokio::spawn(async move {
