@@ -33,7 +33,11 @@ fn main() -> Result<()> {
                 "test-components/misbehaving.wasm",
             )
         }
-        _ => bail!("usage: cargo xtask wasm   (builds target/status-push.wasm)"),
+        "sizes" => sizes(),
+        _ => bail!(
+            "usage: cargo xtask wasm    builds target/status-push.wasm (and the relay, test component)\n       \
+             cargo xtask sizes   the component's code size per crate"
+        ),
     }
 }
 
@@ -87,4 +91,108 @@ fn build_component(package: &str, features: &[&str], module: &str, output: &str)
     std::fs::write(&out, &component).with_context(|| format!("writing {}", out.display()))?;
     println!("{} ({} bytes)", out.display(), component.len());
     Ok(())
+}
+
+/// Builds the component with symbol names kept and prints its code size per crate (from
+/// the `name` section), largest first, with the stripped release size for reference.
+fn sizes() -> Result<()> {
+    let root = workspace_root();
+    let target_dir = root.join("target/sizes");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(&root)
+        .env("CARGO_PROFILE_WASM_RELEASE_STRIP", "false")
+        .env("CARGO_PROFILE_WASM_RELEASE_DEBUG", "false")
+        .args([
+            "build",
+            "--profile",
+            PROFILE,
+            "--package",
+            "status-push",
+            "--lib",
+            "--target",
+            TARGET,
+        ])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .status()?;
+    if !status.success() {
+        bail!("cargo build failed");
+    }
+    let module = std::fs::read(
+        target_dir
+            .join(TARGET)
+            .join(PROFILE)
+            .join("status_push.wasm"),
+    )?;
+    let mut bodies = Vec::new();
+    let mut names = std::collections::HashMap::new();
+    let mut imported = 0u32;
+    for payload in wasmparser::Parser::new(0).parse_all(&module) {
+        match payload? {
+            wasmparser::Payload::ImportSection(section) => {
+                for import in section.into_imports() {
+                    if matches!(import?.ty, wasmparser::TypeRef::Func(_)) {
+                        imported += 1;
+                    }
+                }
+            }
+            wasmparser::Payload::CodeSectionEntry(body) => {
+                bodies.push((body.range().end - body.range().start) as usize)
+            }
+            wasmparser::Payload::CustomSection(section) if section.name() == "name" => {
+                if let wasmparser::KnownCustom::Name(reader) = section.as_known() {
+                    for name in reader {
+                        if let wasmparser::Name::Function(map) = name? {
+                            for naming in map {
+                                let naming = naming?;
+                                names.insert(naming.index, naming.name.to_string());
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut per_crate: std::collections::BTreeMap<String, usize> = Default::default();
+    for (i, size) in bodies.iter().enumerate() {
+        let name = names
+            .get(&(i as u32 + imported))
+            .cloned()
+            .unwrap_or_default();
+        let demangled = format!("{:#}", rustc_demangle::demangle(&name));
+        let krate = crate_of(&demangled);
+        *per_crate.entry(krate).or_default() += size;
+    }
+    let mut rows: Vec<_> = per_crate.into_iter().collect();
+    rows.sort_by(|a, b| b.1.cmp(&a.1));
+    let code: usize = bodies.iter().sum();
+    println!("code section: {code} bytes in {} functions", bodies.len());
+    for (krate, size) in rows {
+        println!(
+            "{size:>9}  {:>5.1}%  {krate}",
+            size as f64 * 100.0 / code as f64
+        );
+    }
+    Ok(())
+}
+
+/// The crate a demangled symbol belongs to: its first path segment, looking inside
+/// `<T as Trait>` to the implementing type.
+fn crate_of(symbol: &str) -> String {
+    let symbol = symbol
+        .trim_start_matches('<')
+        .trim_start_matches('&')
+        .trim_start_matches("mut ");
+    let first = symbol.split("::").next().unwrap_or(symbol);
+    let first = first
+        .split([' ', '<', '>', '(', '['])
+        .next()
+        .unwrap_or(first);
+    if first.is_empty() {
+        "(other)".into()
+    } else {
+        first.to_string()
+    }
 }
