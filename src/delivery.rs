@@ -4,10 +4,10 @@
 //! it is read into memory first, since the signature header precedes the body.
 
 use crate::bindings::wasi::random::random;
-use crate::body::{self, TextSource};
+use crate::body;
 use crate::config::Settings;
 use crate::payload::{self, EventKind};
-use crate::transport::{self, Body, StreamSource};
+use crate::transport::{self, Body};
 use crate::{clock, encoder, retry, signature};
 use crate::{BuildEvent, ConfigError, Delivery, PushError, PushFailure};
 
@@ -102,14 +102,6 @@ fn read_whole(
     nonce: u64,
     streams: Vec<(i64, &crate::bindings::wasi::io::streams::InputStream)>,
 ) -> Result<Vec<u8>, PushError> {
-    let mut readers: Vec<(i64, StreamSource)> = streams
-        .into_iter()
-        .map(|(logid, stream)| (logid, StreamSource(stream)))
-        .collect();
-    let mut sources: Vec<(i64, &mut dyn TextSource)> = readers
-        .iter_mut()
-        .map(|(logid, reader)| (*logid, reader as &mut dyn TextSource))
-        .collect();
     let mut whole = Vec::new();
     let too_large = || {
         PushError::InvalidConfig(ConfigError {
@@ -120,7 +112,7 @@ fn read_whole(
             ),
         })
     };
-    let result = body::write_streamed(payload, nonce, &mut sources, &mut |piece| {
+    let result = transport::write_streams(payload, nonce, streams, &mut |piece| {
         if whole.len() + piece.len() > MAX_SIGNED_STREAMED_BODY {
             return Err(());
         }

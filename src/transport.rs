@@ -142,7 +142,7 @@ pub enum Body<'a> {
 }
 
 /// A log text read from a `wasi:io` input stream.
-pub struct StreamSource<'a>(pub &'a InputStream);
+struct StreamSource<'a>(pub &'a InputStream);
 
 impl TextSource for StreamSource<'_> {
     fn read(&mut self, max: u64) -> Result<Option<Vec<u8>>, String> {
@@ -168,18 +168,26 @@ fn write_body(outgoing: &OutgoingBody, body: Body<'_>) -> Result<(), BodyError> 
             payload,
             nonce,
             streams,
-        } => {
-            let mut readers: Vec<(i64, StreamSource)> = streams
-                .into_iter()
-                .map(|(logid, s)| (logid, StreamSource(s)))
-                .collect();
-            let mut sources: Vec<(i64, &mut dyn TextSource)> = readers
-                .iter_mut()
-                .map(|(logid, r)| (*logid, r as &mut dyn TextSource))
-                .collect();
-            write_streamed(payload, nonce, &mut sources, &mut sink)
-        }
+        } => write_streams(payload, nonce, streams, &mut sink),
     }
+}
+
+/// Writes `payload` to `sink`, reading each streamed log text from its `wasi:io` stream.
+pub fn write_streams(
+    payload: &Value,
+    nonce: u64,
+    streams: Vec<(i64, &InputStream)>,
+    sink: &mut dyn FnMut(&[u8]) -> Result<(), ()>,
+) -> Result<(), BodyError> {
+    let mut readers: Vec<(i64, StreamSource)> = streams
+        .into_iter()
+        .map(|(logid, s)| (logid, StreamSource(s)))
+        .collect();
+    let mut sources: Vec<(i64, &mut dyn TextSource)> = readers
+        .iter_mut()
+        .map(|(logid, r)| (*logid, r as &mut dyn TextSource))
+        .collect();
+    write_streamed(payload, nonce, &mut sources, sink)
 }
 
 fn header(response: &IncomingResponse, name: &str) -> Option<String> {

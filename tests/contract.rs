@@ -28,24 +28,37 @@ fn proxy_imports() -> BTreeSet<String> {
         .collect()
 }
 
-/// Top-level import names of a component binary.
-fn component_imports(bytes: &[u8]) -> BTreeSet<String> {
-    let mut imports = BTreeSet::new();
+/// Top-level import (or export) names of a component binary.
+fn top_level_names(bytes: &[u8], imports: bool) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
     let mut depth = 0;
     for payload in wasmparser::Parser::new(0).parse_all(bytes) {
         match payload.expect("valid component") {
             wasmparser::Payload::ModuleSection { .. }
             | wasmparser::Payload::ComponentSection { .. } => depth += 1,
             wasmparser::Payload::End(_) => depth -= 1,
-            wasmparser::Payload::ComponentImportSection(section) if depth == 0 => {
+            wasmparser::Payload::ComponentImportSection(section) if depth == 0 && imports => {
                 for import in section {
-                    imports.insert(import.expect("import").name.name.to_string());
+                    names.insert(import.expect("import").name.name.to_string());
+                }
+            }
+            wasmparser::Payload::ComponentExportSection(section) if depth == 0 && !imports => {
+                for export in section {
+                    names.insert(export.expect("export").name.name.to_string());
                 }
             }
             _ => {}
         }
     }
-    imports
+    names
+}
+
+fn component_imports(bytes: &[u8]) -> BTreeSet<String> {
+    top_level_names(bytes, true)
+}
+
+fn exports(bytes: &[u8]) -> BTreeSet<String> {
+    top_level_names(bytes, false)
 }
 
 #[test]
@@ -66,25 +79,6 @@ fn component_imports_are_within_wasi_http_proxy() {
         outside.is_empty(),
         "imports outside wasi:http/proxy: {outside:?}"
     );
-}
-
-fn exports(bytes: &[u8]) -> BTreeSet<String> {
-    let mut exports = BTreeSet::new();
-    let mut depth = 0;
-    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
-        match payload.expect("valid component") {
-            wasmparser::Payload::ModuleSection { .. }
-            | wasmparser::Payload::ComponentSection { .. } => depth += 1,
-            wasmparser::Payload::End(_) => depth -= 1,
-            wasmparser::Payload::ComponentExportSection(section) if depth == 0 => {
-                for export in section {
-                    exports.insert(export.expect("export").name.name.to_string());
-                }
-            }
-            _ => {}
-        }
-    }
-    exports
 }
 
 #[test]

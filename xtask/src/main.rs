@@ -166,7 +166,7 @@ fn sizes() -> Result<()> {
         *per_crate.entry(krate).or_default() += size;
     }
     let mut rows: Vec<_> = per_crate.into_iter().collect();
-    rows.sort_by(|a, b| b.1.cmp(&a.1));
+    rows.sort_by_key(|row| std::cmp::Reverse(row.1));
     let code: usize = bodies.iter().sum();
     println!("code section: {code} bytes in {} functions", bodies.len());
     for (krate, size) in rows {
