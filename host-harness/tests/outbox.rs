@@ -26,6 +26,21 @@ fn cli() -> tokio::process::Command {
     command
 }
 
+/// `status-push push --outbox OUTBOX --config CONFIG --event EVENT --build BUILD`.
+fn push(outbox: &Path, config: &Path, event: &str, build: &Path) -> tokio::process::Command {
+    let mut command = cli();
+    command
+        .args([
+            "push",
+            "--outbox",
+            outbox.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ])
+        .args(["--event", event, "--build", build.to_str().unwrap()]);
+    command
+}
+
 fn documents(dir: &Path, event: &str, buildid: i64) -> PathBuf {
     let fixture = workspace().join(format!(
         "tests/fixtures/buildbot/default_start_finish/{event}.json"
@@ -73,20 +88,7 @@ async fn a_killed_pusher_loses_nothing_and_order_holds_per_build() {
         ("finished", 103),
     ];
     for (event, buildid) in burst {
-        let out = cli()
-            .args([
-                "push",
-                "--outbox",
-                outbox.to_str().unwrap(),
-                "--config",
-                quick.to_str().unwrap(),
-            ])
-            .args([
-                "--event",
-                event,
-                "--build",
-                documents(&dir, event, buildid).to_str().unwrap(),
-            ])
+        let out = push(&outbox, &quick, event, &documents(&dir, event, buildid))
             .output()
             .await
             .unwrap();
@@ -98,24 +100,16 @@ async fn a_killed_pusher_loses_nothing_and_order_holds_per_build() {
     }
 
     // One more pusher, still retrying when it is killed with SIGKILL.
-    let mut victim = cli()
-        .args([
-            "push",
-            "--outbox",
-            outbox.to_str().unwrap(),
-            "--config",
-            patient.to_str().unwrap(),
-        ])
-        .args([
-            "--event",
-            "started",
-            "--build",
-            documents(&dir, "started", 104).to_str().unwrap(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut victim = push(
+        &outbox,
+        &patient,
+        "started",
+        &documents(&dir, "started", 104),
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
     // Kill it only once its event is in the outbox: that write is what must survive.
     let queued = async {
         loop {
@@ -223,20 +217,7 @@ async fn a_permanent_failure_becomes_a_listed_dead_letter() {
     .unwrap();
     let config = dir.join("config.json");
     std::fs::write(&config, json!({"serverUrl": receiver.origin()}).to_string()).unwrap();
-    let out = cli()
-        .args([
-            "push",
-            "--outbox",
-            outbox.to_str().unwrap(),
-            "--config",
-            config.to_str().unwrap(),
-        ])
-        .args([
-            "--event",
-            "started",
-            "--build",
-            documents(&dir, "started", 9).to_str().unwrap(),
-        ])
+    let out = push(&outbox, &config, "started", &documents(&dir, "started", 9))
         .output()
         .await
         .unwrap();
