@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-cargo run --quiet --package status-push-host --bin status-push -- demo
+cargo run --quiet --package status-push-cli --bin status-push -- demo

@@ -17,6 +17,14 @@ cargo clippy --package status-push --package misbehaving-component --lib \
   --target wasm32-unknown-unknown --quiet -- -D warnings
 cargo clippy --package status-push --features relay --lib \
   --target wasm32-unknown-unknown --quiet -- -D warnings
+# The host library stands on its own: documented without warnings, and without the CLI's
+# dependencies or SQLite when its default features are off.
+RUSTDOCFLAGS="-D warnings" cargo doc --package status-push-host --no-deps --quiet
+library_tree=$(cargo tree --package status-push-host --no-default-features --edges normal)
+if grep -E '\b(clap|tracing-subscriber|rusqlite) v' <<<"$library_tree"; then
+  echo "status-push-host without default features depends on the crates above" >&2
+  exit 1
+fi
 cargo test --workspace
 integrations/node/test.sh
 integrations/buildbot/test.sh

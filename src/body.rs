@@ -30,6 +30,8 @@ pub enum BodyError {
     Source(String),
     /// The sink (the connection) failed.
     Sink,
+    /// The body grew past its limit (`maxBodyBytes`).
+    TooLarge,
 }
 
 /// Encodes `value` like [`encoder::write_value`] and hands it to `sink` in pieces of at

@@ -1,10 +1,12 @@
-//! Turns the WIT `config` record into validated [`Settings`], or a [`ConfigError`] that
+//! Turns the WIT `config` record into validated [`Settings`], or a [`InputError`] that
 //! names the option (with the seed's spelling) and says what it expects.
 
 use base64::Engine as _;
 
+use crate::inbound::Inbound;
+use crate::secret::Secret;
 use crate::signature::Signer;
-use crate::{Auth, Config, ConfigError, ResultMode};
+use crate::{Auth, Config, InputError, ResultMode};
 
 /// Connect timeout when the configuration gives none.
 pub const DEFAULT_CONNECT_TIMEOUT_MS: u32 = 10_000;
@@ -14,13 +16,40 @@ pub const DEFAULT_TIMEOUT_MS: u32 = 30_000;
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 4;
 /// Time budget of one call when the configuration gives none.
 pub const DEFAULT_RETRY_DEADLINE_MS: u32 = 30_000;
+/// Largest request body when the configuration gives no `maxBodyBytes`.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 16 << 20;
+/// The most `maxBodyBytes` may be: a body this size still fits, with its payload tree,
+/// in the 128 MiB a host gives an instance by default.
+pub const MAX_BODY_BYTES_LIMIT: u64 = 32 << 20;
+/// The most the configured headers may add up to (names, values, `: ` and CRLF). HTTP
+/// servers commonly refuse heads over 8–64 KiB, and `wasi:http` hosts cap fields too: a
+/// bigger set is refused here, at configure time, rather than by the host mid-push.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+/// The longest `serverUrl` or `buildbotURL`.
+pub const MAX_URL_BYTES: usize = 8 * 1024;
 
-/// A validated configuration. Not `Debug`: it holds the `Authorization` header.
+/// Header names the component sets itself, for each request: configuring them would send
+/// two values or one that defeats its purpose (one static idempotency key for every event).
+const OWN_HEADERS: [&str; 6] = [
+    "idempotency-key",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+    "x-github-delivery",
+    "x-hub-signature-256",
+];
+
+/// A validated configuration.
+#[derive(Debug)]
 pub struct Settings {
     /// Where the POST goes.
     pub target: Target,
-    /// Request headers in sending order, `Content-Type` and `Authorization` included.
+    /// The configured headers in sending order, then `Content-Type`.
     pub headers: Vec<(String, String)>,
+    /// The `Authorization` value from `user`/`password` or `auth`, sent after `headers`.
+    pub authorization: Option<Secret>,
+    /// Largest request body, in bytes.
+    pub max_body_bytes: u64,
     /// What the payload contains.
     pub payload: PayloadOptions,
     /// The `format_fn` template source, already checked to parse.
@@ -35,6 +64,20 @@ pub struct Settings {
     pub retry: RetryPolicy,
     /// Request signing, if configured.
     pub signer: Option<Signer>,
+    /// Who may ask the relay to push (the relay world only).
+    pub inbound: Inbound,
+}
+
+impl Settings {
+    /// Every header of a request, in sending order: the configured ones, `Content-Type`,
+    /// then `Authorization`. The one place a credential leaves its [`Secret`].
+    pub fn request_headers(&self) -> Vec<(String, String)> {
+        let mut headers = self.headers.clone();
+        if let Some(value) = &self.authorization {
+            headers.push(("Authorization".into(), value.expose().to_string()));
+        }
+        headers
+    }
 }
 
 /// Bounds on one call's attempts.
@@ -116,8 +159,8 @@ pub struct Timeouts {
     pub io_ms: u32,
 }
 
-fn error(key: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError {
+fn error(key: &str, message: impl Into<String>) -> InputError {
+    InputError {
         key: key.into(),
         message: message.into(),
     }
@@ -125,8 +168,14 @@ fn error(key: &str, message: impl Into<String>) -> ConfigError {
 
 impl Settings {
     /// Validates `config`; nothing is sent either way.
-    pub fn from_config(config: Config) -> Result<Settings, ConfigError> {
+    pub fn from_config(config: Config) -> Result<Settings, InputError> {
         let target = parse_server_url(&config.server_url)?;
+        if config.buildbot_url.len() > MAX_URL_BYTES {
+            return Err(error(
+                "buildbotURL",
+                format!("is over {MAX_URL_BYTES} bytes"),
+            ));
+        }
         if !config.buildbot_url.ends_with('/') || parse_server_url(&config.buildbot_url).is_err() {
             return Err(error(
                 "buildbotURL",
@@ -140,7 +189,7 @@ impl Settings {
             ));
         }
         let authorization = authorization(&config)?;
-        let headers = request_headers(&config.headers, authorization)?;
+        let headers = configured_headers(&config.headers, authorization.is_some())?;
         if let Some(source) = &config.format_fn {
             crate::template::check(source).map_err(|message| error("format_fn", message))?;
         }
@@ -163,9 +212,27 @@ impl Settings {
                 .unwrap_or(DEFAULT_CONNECT_TIMEOUT_MS),
             io_ms: positive("timeoutSeconds", config.timeout_ms)?.unwrap_or(DEFAULT_TIMEOUT_MS),
         };
+        let max_body_bytes = match config.max_body_bytes {
+            None => DEFAULT_MAX_BODY_BYTES,
+            Some(n) if (1024..=MAX_BODY_BYTES_LIMIT).contains(&n) => n,
+            Some(_) => {
+                return Err(error(
+                    "maxBodyBytes",
+                    format!("expected a whole number of bytes from 1024 to {MAX_BODY_BYTES_LIMIT}"),
+                ))
+            }
+        };
+        let inbound = Inbound::new(
+            config.inbound_token.as_deref(),
+            config.inbound_secret.as_deref(),
+        )
+        .map_err(|(key, message)| error(key, message))?;
         Ok(Settings {
+            inbound,
             target,
             headers,
+            authorization,
+            max_body_bytes,
             payload: PayloadOptions {
                 buildbot_url: config.buildbot_url,
                 want_properties: config.want_properties,
@@ -189,7 +256,7 @@ impl Settings {
     }
 }
 
-fn positive(key: &str, value: Option<u32>) -> Result<Option<u32>, ConfigError> {
+fn positive(key: &str, value: Option<u32>) -> Result<Option<u32>, InputError> {
     match value {
         Some(0) => Err(error(key, "expected a timeout above zero")),
         other => Ok(other),
@@ -198,13 +265,16 @@ fn positive(key: &str, value: Option<u32>) -> Result<Option<u32>, ConfigError> {
 
 /// Parses an absolute `http(s)://host[:port][/path][?query]` URL. The fragment, which
 /// HTTP never sends, is dropped.
-pub fn parse_server_url(url: &str) -> Result<Target, ConfigError> {
+pub fn parse_server_url(url: &str) -> Result<Target, InputError> {
     let bad = |why: &str| {
         error(
             "serverUrl",
             format!("{why}; expected an absolute http:// or https:// URL"),
         )
     };
+    if url.len() > MAX_URL_BYTES {
+        return Err(bad(&format!("is over {MAX_URL_BYTES} bytes")));
+    }
     if url.bytes().any(|b| b <= b' ' || b == 0x7f) {
         return Err(bad("contains whitespace or a control character"));
     }
@@ -266,7 +336,7 @@ fn split_host_port(authority: &str) -> Option<(&str, Option<&str>)> {
 }
 
 /// The `Authorization` header value from `user`/`password` or `auth`, if any.
-fn authorization(config: &Config) -> Result<Option<String>, ConfigError> {
+fn authorization(config: &Config) -> Result<Option<Secret>, InputError> {
     let basic = |user: &str, password: &str| {
         // As Python's requests does: Latin-1 when it fits, else UTF-8.
         let pair = format!("{user}:{password}");
@@ -280,23 +350,23 @@ fn authorization(config: &Config) -> Result<Option<String>, ConfigError> {
             base64::engine::general_purpose::STANDARD.encode(bytes)
         )
     };
-    match (&config.user, &config.password, &config.auth) {
+    let value = match (&config.user, &config.password, &config.auth) {
         (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {
-            Err(error("auth", "give either user/password or auth, not both"))
+            return Err(error("auth", "give either user/password or auth, not both"))
         }
         (Some(user), Some(password), None) => {
             if user.contains(':') {
                 return Err(error("user", "a basic-auth user name cannot contain ':'"));
             }
-            Ok(Some(basic(user, password)))
+            Some(basic(user, password))
         }
-        (Some(_), None, None) => Err(error("password", "user needs a password")),
-        (None, Some(_), None) => Err(error("user", "password needs a user")),
+        (Some(_), None, None) => return Err(error("password", "user needs a password")),
+        (None, Some(_), None) => return Err(error("user", "password needs a user")),
         (None, None, Some(Auth::Basic(c))) => {
             if c.user.contains(':') {
                 return Err(error("auth", "a basic-auth user name cannot contain ':'"));
             }
-            Ok(Some(basic(&c.user, &c.password)))
+            Some(basic(&c.user, &c.password))
         }
         (None, None, Some(Auth::Bearer(token))) => {
             if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
@@ -305,10 +375,11 @@ fn authorization(config: &Config) -> Result<Option<String>, ConfigError> {
                     "a bearer token is visible ASCII, without spaces",
                 ));
             }
-            Ok(Some(format!("Bearer {token}")))
+            Some(format!("Bearer {token}"))
         }
-        (None, None, None) => Ok(None),
-    }
+        (None, None, None) => None,
+    };
+    Ok(value.map(Secret::from))
 }
 
 /// Headers a `wasi:http` host may refuse from a guest, or that framing owns.
@@ -326,13 +397,26 @@ const RESERVED_HEADERS: [&str; 11] = [
     "content-length",
 ];
 
-/// The configured headers in order, without `Content-Type` (always JSON) and without
-/// `Authorization` when credentials are configured, then those two.
-fn request_headers(
+/// The configured headers in order, without `Content-Type` (always JSON, as Buildbot
+/// sends it), then `Content-Type`.
+fn configured_headers(
     configured: &[(String, String)],
-    authorization: Option<String>,
-) -> Result<Vec<(String, String)>, ConfigError> {
-    let mut headers = Vec::with_capacity(configured.len() + 2);
+    has_credentials: bool,
+) -> Result<Vec<(String, String)>, InputError> {
+    let size: usize = configured
+        .iter()
+        .map(|(name, value)| name.len() + value.len() + 4)
+        .sum();
+    if size > MAX_HEADER_BYTES {
+        return Err(error(
+            "headers",
+            format!(
+                "the headers add up to {size} bytes, over the {} KiB a request head may carry",
+                MAX_HEADER_BYTES / 1024
+            ),
+        ));
+    }
+    let mut headers = Vec::with_capacity(configured.len() + 1);
     for (name, value) in configured {
         let is_token = !name.is_empty()
             && name
@@ -361,15 +445,26 @@ fn request_headers(
                 format!("header {name:?} is set by the HTTP layer and cannot be configured"),
             ));
         }
-        if lower == "content-type" || (lower == "authorization" && authorization.is_some()) {
+        if OWN_HEADERS.contains(&lower.as_str()) {
+            return Err(error(
+                "headers",
+                format!(
+                    "header {name:?} is set by status-push for each event and cannot be configured"
+                ),
+            ));
+        }
+        if lower == "authorization" && has_credentials {
+            return Err(error(
+                "headers",
+                "an Authorization header and user/password or auth were both given; keep one",
+            ));
+        }
+        if lower == "content-type" {
             continue;
         }
         headers.push((name.clone(), value.clone()));
     }
     headers.push(("Content-Type".into(), "application/json".into()));
-    if let Some(value) = authorization {
-        headers.push(("Authorization".into(), value));
-    }
     Ok(headers)
 }
 
@@ -405,7 +500,10 @@ pub(crate) mod tests {
             retry_deadline_ms: None,
             signing: None,
             ca_file: None,
-            dead_letter_after_seconds: None,
+            dead_letter_after_ms: None,
+            max_body_bytes: None,
+            inbound_token: None,
+            inbound_secret: None,
         }
     }
 
@@ -502,7 +600,47 @@ pub(crate) mod tests {
         });
         assert_eq!(key_of(c), "signingSecret");
 
+        let mut c = config("http://h/");
+        c.headers = vec![("X-Big".into(), "v".repeat(MAX_HEADER_BYTES))];
+        assert_eq!(key_of(c), "headers");
+
+        let mut c = config("http://h/");
+        c.headers = vec![("Idempotency-Key".into(), "same-for-all".into())];
+        assert_eq!(key_of(c), "headers");
+
+        let mut c = config("http://h/");
+        c.headers = vec![("authorization".into(), "Bearer x".into())];
+        c.auth = Some(Auth::Bearer("t".into()));
+        assert_eq!(key_of(c), "headers");
+
+        let mut c = config(&format!("http://h/{}", "a".repeat(MAX_URL_BYTES)));
+        c.headers = vec![];
+        assert_eq!(key_of(c), "serverUrl");
+
+        let mut c = config("http://h/");
+        c.max_body_bytes = Some(MAX_BODY_BYTES_LIMIT + 1);
+        assert_eq!(key_of(c), "maxBodyBytes");
+
         assert_eq!(key_of(config("http://h/")), "<accepted>");
+    }
+
+    #[test]
+    fn settings_print_no_credentials() {
+        let mut c = config("http://h/");
+        c.auth = Some(Auth::Basic(Credentials {
+            user: "alice".into(),
+            password: "pw-hunter2".into(),
+        }));
+        c.signing = Some(crate::Signing {
+            scheme: crate::SigningScheme::Github,
+            secret: "sig-hunter2".into(),
+        });
+        let shown = format!("{:?}", Settings::from_config(c).unwrap());
+        // base64("alice:pw-hunter2") would show the password too.
+        for secret in ["hunter2", "YWxpY2U6cHctaHVudGVyMg"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains("<redacted>"), "{shown}");
     }
 
     #[test]
@@ -516,7 +654,7 @@ pub(crate) mod tests {
         c.password = Some("s3cr3t:pw".into());
         let s = Settings::from_config(c).unwrap();
         assert_eq!(
-            s.headers,
+            s.request_headers(),
             vec![
                 ("X-Api-Key".to_string(), "k".to_string()),
                 ("Content-Type".into(), "application/json".into()),
@@ -534,6 +672,6 @@ pub(crate) mod tests {
         }));
         let s = Settings::from_config(c).unwrap();
         // base64(b"j\xf6rg:p")
-        assert_eq!(s.headers.last().unwrap().1, "Basic avZyZzpw");
+        assert_eq!(s.request_headers().last().unwrap().1, "Basic avZyZzpw");
     }
 }

@@ -2,17 +2,16 @@
 //! retry retryable failures within the attempt limit and the call's deadline. A payload
 //! with streamed log texts is sent in one attempt, written as it is read; with signing
 //! it is read into memory first, since the signature header precedes the body.
+//!
+//! It reaches `wasi:*` only through the edge modules (`transport`, `log_stream`, `clock`,
+//! `random`).
 
-use crate::bindings::wasi::random::random;
-use crate::body;
+use crate::body::BodyError;
 use crate::config::Settings;
-use crate::payload::{self, EventKind};
+use crate::log_stream::LogStreams;
 use crate::transport::{self, Body};
-use crate::{clock, encoder, retry, signature};
-use crate::{BuildEvent, ConfigError, Delivery, PushError, PushFailure};
-
-/// The largest streamed payload read into memory to be signed.
-pub const MAX_SIGNED_STREAMED_BODY: usize = 32 << 20;
+use crate::{clock, encoder, payload, random, retry, signature};
+use crate::{BuildEvent, Delivery, EventKind, InputError, PushError, PushFailure};
 
 /// Delivers `event`, retrying as configured.
 pub fn deliver(
@@ -32,15 +31,19 @@ pub fn deliver(
         attempts,
         delivery_id: delivery_id.clone(),
     };
-    let nonce = random::get_random_u64();
+    let nonce = random::u64();
     let payload = payload::render(settings, kind, event, nonce).map_err(|e| failure(e, 0))?;
-    let streams = payload::streams(event);
+    let streams = LogStreams::of(event);
     let body = if streams.is_empty() {
-        encoder::to_vec(&payload)
+        let body = encoder::to_vec(&payload);
+        if body.len() as u64 > settings.max_body_bytes {
+            return Err(failure(too_large(settings.max_body_bytes), 0));
+        }
+        body
     } else if settings.signer.is_some() {
-        read_whole(&payload, nonce, streams).map_err(|e| failure(e, 0))?
+        read_whole(settings, &payload, nonce, streams).map_err(|e| failure(e, 0))?
     } else {
-        let mut headers = settings.headers.clone();
+        let mut headers = settings.request_headers();
         headers.push(("Idempotency-Key".into(), delivery_id.clone()));
         let budget = u64::from(settings.retry.deadline_ms);
         let streamed = Body::Streamed {
@@ -54,15 +57,20 @@ pub fn deliver(
                 attempts: 1,
                 delivery_id,
             }),
-            Err(error) => Err(failure(error, 1)),
+            Err(error) => {
+                // A body refused for its size was never sent whole: no attempt was made.
+                let attempts = u32::from(!matches!(error, PushError::InvalidInput(_)));
+                Err(failure(error, attempts))
+            }
         };
     };
+    drop(payload);
 
     let deadline = clock::monotonic_ms() + u64::from(settings.retry.deadline_ms);
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let mut headers = settings.headers.clone();
+        let mut headers = settings.request_headers();
         match &settings.signer {
             Some(signer) => headers.extend(signer.headers(&delivery_id, clock::unix_s(), &body)),
             None => headers.push(("Idempotency-Key".into(), delivery_id.clone())),
@@ -88,7 +96,7 @@ pub fn deliver(
                 .and_then(|v| retry::parse_retry_after(v, clock::unix_s())),
             _ => None,
         };
-        let wait = retry::delay_ms(attempt + 1, retry_after, random::get_random_u64());
+        let wait = retry::delay_ms(attempt + 1, retry_after, random::u64());
         if clock::monotonic_ms() + wait >= deadline {
             return Err(failure(error, attempt));
         }
@@ -96,33 +104,32 @@ pub fn deliver(
     }
 }
 
+/// The error for a body over `maxBodyBytes`.
+pub fn too_large(max_bytes: u64) -> PushError {
+    PushError::InvalidInput(InputError {
+        key: "maxBodyBytes".into(),
+        message: format!(
+            "the request body would be over {max_bytes} bytes; nothing was sent (raise maxBodyBytes, or send fewer steps, properties or logs)"
+        ),
+    })
+}
+
 /// The payload with its streamed texts read in, for signing.
 fn read_whole(
+    settings: &Settings,
     payload: &serde_json::Value,
     nonce: u64,
-    streams: Vec<(i64, &crate::bindings::wasi::io::streams::InputStream)>,
+    streams: LogStreams<'_>,
 ) -> Result<Vec<u8>, PushError> {
     let mut whole = Vec::new();
-    let too_large = || {
-        PushError::InvalidConfig(ConfigError {
-            key: "signingScheme".into(),
-            message: format!(
-                "a payload with streamed logs over {} MiB cannot be signed: the signature header precedes the body",
-                MAX_SIGNED_STREAMED_BODY >> 20
-            ),
-        })
-    };
-    let result = transport::write_streams(payload, nonce, streams, &mut |piece| {
-        if whole.len() + piece.len() > MAX_SIGNED_STREAMED_BODY {
-            return Err(());
-        }
+    let result = streams.write(payload, nonce, settings.max_body_bytes, &mut |piece| {
         whole.extend_from_slice(piece);
         Ok(())
     });
     match result {
         Ok(()) => Ok(whole),
-        Err(body::BodyError::Sink) => Err(too_large()),
-        Err(body::BodyError::Source(why)) => Err(PushError::Protocol(format!(
+        Err(BodyError::TooLarge | BodyError::Sink) => Err(too_large(settings.max_body_bytes)),
+        Err(BodyError::Source(why)) => Err(PushError::Protocol(format!(
             "reading a streamed log failed: {why}"
         ))),
     }

@@ -5,15 +5,14 @@
 use serde_json::{Map, Value};
 
 use crate::{
-    Auth, Build, BuildEvent, Builder, Buildrequest, Buildset, Config, ConfigError, Credentials,
-    Log, LogContent, Patch, Property, ResultMode, Signing, SigningScheme, Sourcestamp, Step,
-    StepUrl,
+    Auth, Build, BuildEvent, Builder, Buildrequest, Buildset, Config, Credentials, InputError, Log,
+    LogContent, Patch, Property, ResultMode, Signing, SigningScheme, Sourcestamp, Step, StepUrl,
 };
 
-type Result<T> = std::result::Result<T, ConfigError>;
+type Result<T> = std::result::Result<T, InputError>;
 
-fn error(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError {
+fn error(key: impl Into<String>, message: impl Into<String>) -> InputError {
+    InputError {
         key: key.into(),
         message: message.into(),
     }
@@ -153,7 +152,7 @@ fn expect_bool(value: &Value, key: &str) -> Result<bool> {
 }
 
 /// The configuration keys `parse_config` accepts, in the README's order.
-pub const CONFIG_KEYS: [&str; 27] = [
+pub const CONFIG_KEYS: [&str; 30] = [
     "serverUrl",
     "buildbotURL",
     "user",
@@ -181,6 +180,9 @@ pub const CONFIG_KEYS: [&str; 27] = [
     "signingSecret",
     "caFile",
     "deadLetterAfterSeconds",
+    "maxBodyBytes",
+    "inboundToken",
+    "inboundSecret",
 ];
 
 /// Buildbot's default `buildbotURL`.
@@ -251,16 +253,25 @@ pub fn config_from_json(value: &Value) -> Result<Config> {
         retry_deadline_ms: seconds(&o, "retryDeadlineSeconds")?,
         signing: signing(&o)?,
         ca_file: o.opt_string("caFile")?,
-        dead_letter_after_seconds: match o.get("deadLetterAfterSeconds").map(Value::as_u64) {
+        dead_letter_after_ms: match o.get("deadLetterAfterSeconds").map(Value::as_u64) {
             None => None,
-            Some(Some(n)) if n > 0 && n <= u64::from(u32::MAX) => Some(n as u32),
+            // Ten years is past any outage worth waiting out; the bound keeps ms in range.
+            Some(Some(n)) if n > 0 && n <= 10 * 365 * 86_400 => Some(n * 1000),
             Some(_) => {
                 return Err(error(
                     "deadLetterAfterSeconds",
-                    "expected a whole number of seconds above 0",
+                    "expected a whole number of seconds from 1 to 315360000 (10 years)",
                 ))
             }
         },
+        // The range is `configure`'s to check, like every other value.
+        max_body_bytes: match o.get("maxBodyBytes").map(Value::as_u64) {
+            None => None,
+            Some(Some(n)) => Some(n),
+            Some(None) => return Err(error("maxBodyBytes", "expected a whole number of bytes")),
+        },
+        inbound_token: o.opt_string("inboundToken")?,
+        inbound_secret: o.opt_string("inboundSecret")?,
     })
 }
 
@@ -353,6 +364,10 @@ fn mode(value: &Value) -> Result<Vec<ResultMode>> {
         })
     };
     match value {
+        Value::Array(items) if items.is_empty() => Err(error(
+            "mode",
+            "an empty list selects no result; leave mode out or give \"all\"",
+        )),
         Value::Array(items) => items.iter().map(one).collect(),
         single => Ok(vec![one(single)?]),
     }
@@ -474,11 +489,11 @@ fn sourcestamp(o: Object<'_>) -> Result<Sourcestamp> {
 fn patch(o: Object<'_>) -> Result<Patch> {
     Ok(Patch {
         patchid: o.int("patchid")?,
-        body: o.opt_string("body")?.unwrap_or_default(),
         level: o.opt_int("level")?.unwrap_or(1),
         subdir: o.opt_string("subdir")?,
         author: o.opt_string("author")?,
         comment: o.opt_string("comment")?,
+        body: o.opt_string("body")?,
     })
 }
 
@@ -515,8 +530,29 @@ fn log(o: Object<'_>) -> Result<Log> {
         complete: o.boolean("complete")?,
         num_lines: o.opt_int("num_lines")?.unwrap_or(0),
         type_: o.string("type")?,
-        content: o.opt_string("content")?.map(LogContent::Text),
+        content: log_content(&o)?,
     })
+}
+
+/// A log's inline `content`. `content_file` (a path a host streams the text from) must
+/// be a string and comes instead of `content`, never beside it; the host opens it.
+fn log_content(o: &Object<'_>) -> Result<Option<LogContent>> {
+    let content = o.opt_string("content")?;
+    if let Some(file) = o.map.get("content_file") {
+        if !file.is_string() {
+            return Err(error(
+                o.key("content_file"),
+                "expected a file path (a string)",
+            ));
+        }
+        if content.is_some() {
+            return Err(error(
+                o.key("content_file"),
+                "give content or content_file, not both",
+            ));
+        }
+    }
+    Ok(content.map(LogContent::Text))
 }
 
 #[cfg(test)]
@@ -561,7 +597,42 @@ mod tests {
             key(json!({"serverUrl": "http://h/", "timeoutSeconds": -1})),
             "timeoutSeconds"
         );
+        assert_eq!(key(json!({"serverUrl": "http://h/", "mode": []})), "mode");
+        assert_eq!(
+            key(json!({"serverUrl": "http://h/", "maxBodyBytes": "big"})),
+            "maxBodyBytes"
+        );
         assert_eq!(key(json!({"serverUrl": "http://h/"})), "");
+    }
+
+    #[test]
+    fn a_log_gives_content_or_a_content_file_path() {
+        let key = |log: Value| {
+            let mut doc = minimal_event();
+            doc["steps"] = json!([{"stepid": 1, "number": 0, "name": "s", "buildid": 1,
+                "complete": true, "logs": [log]}]);
+            event_from_json(&doc)
+                .map(|_| String::new())
+                .unwrap_or_else(|e| e.key)
+        };
+        let log = json!({"logid": 1, "name": "n", "slug": "n", "stepid": 1, "complete": true,
+            "type": "s"});
+        let with = |extra: Value| {
+            let mut l = log.clone();
+            l.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            l
+        };
+        assert_eq!(key(with(json!({"content": "text"}))), "");
+        assert_eq!(
+            key(with(json!({"content_file": 123}))),
+            "steps[0].logs[0].content_file"
+        );
+        assert_eq!(
+            key(with(json!({"content": "t", "content_file": "/tmp/x"}))),
+            "steps[0].logs[0].content_file"
+        );
     }
 
     #[test]
@@ -597,6 +668,19 @@ mod tests {
             (Some(1500), Some(2000))
         );
         assert!(c.want_logs && c.debug && !c.verify && c.skip_encoding);
+    }
+
+    /// The fewest documents an event is made of.
+    fn minimal_event() -> Value {
+        json!({
+            "build": {"buildid": 1, "number": 1, "builderid": 7, "buildrequestid": 1,
+                      "workerid": 1, "masterid": 1, "started_at": 1, "complete": false},
+            "buildrequest": {"buildrequestid": 1, "buildsetid": 1, "builderid": 7,
+                             "claimed": true, "complete": false, "submitted_at": 1,
+                             "waited_for": false},
+            "buildset": {"bsid": 1, "submitted_at": 1, "complete": false, "sourcestamps": []},
+            "builder": {"builderid": 7, "name": "linux"},
+        })
     }
 
     #[test]

@@ -52,6 +52,22 @@ pub fn write_value_spliced(
     }
 }
 
+/// The first number in `value` that Python would read as a float out of a double's range
+/// (`1e400`), which `json.dumps` writes as `Infinity`, a token strict JSON parsers refuse.
+/// status-push refuses such a payload instead of sending it (README: differences).
+pub fn non_finite(value: &Value) -> Option<&str> {
+    match value {
+        Value::Number(n) => {
+            let text = n.as_str();
+            let is_float = !text.bytes().all(|b| b.is_ascii_digit() || b == b'-');
+            (is_float && !text.parse::<f64>().is_ok_and(f64::is_finite)).then_some(text)
+        }
+        Value::Array(items) => items.iter().find_map(non_finite),
+        Value::Object(map) => map.values().find_map(non_finite),
+        _ => None,
+    }
+}
+
 /// Encodes `value` to a new buffer.
 pub fn to_vec(value: &Value) -> Vec<u8> {
     let mut out = Vec::new();
@@ -219,6 +235,17 @@ mod tests {
     #[test]
     fn sum_of_tenths_is_shortest_repr() {
         assert_eq!(float_repr(0.1 + 0.2), "0.30000000000000004");
+    }
+
+    #[test]
+    fn numbers_out_of_double_range_are_found() {
+        let value: Value =
+            serde_json::from_str(r#"{"a": [1, 2.5, {"b": -1e400}], "c": 1e400}"#).unwrap();
+        // serde_json keeps the number's text, with the exponent's sign made explicit.
+        assert_eq!(non_finite(&value), Some("-1e+400"));
+        let fine: Value =
+            serde_json::from_str(r#"[123456789012345678901234567890, 1e308, -0.0]"#).unwrap();
+        assert_eq!(non_finite(&fine), None);
     }
 
     #[test]

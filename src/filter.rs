@@ -5,8 +5,7 @@
 use serde_json::Value;
 
 use crate::config::Selection;
-use crate::payload::EventKind;
-use crate::{BuildEvent, ResultMode, SkipReason};
+use crate::{BuildEvent, EventKind, ResultMode, SkipReason};
 
 const SUCCESS: i64 = 0;
 const WARNINGS: i64 = 1;

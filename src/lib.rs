@@ -1,7 +1,14 @@
 //! status-push: Buildbot's `HttpStatusPush` as a WASI 0.2 component.
 //!
-//! This file only binds the WIT contract (`wit/world.wit`) to plain modules: everything
-//! but [`transport`] is pure Rust, unit-tested natively.
+//! This file only binds the WIT contract (`wit/world.wit`) to plain modules. Two kinds:
+//!
+//! - **pure** ([`payload`], [`encoder`], [`config`], [`documents`], [`filter`],
+//!   [`template`], [`retry`], [`signature`], [`body`], [`secret`], [`inbound`]): data in, data out; they
+//!   may use the WIT record types re-exported here, never a `wasi:*` import, and are
+//!   unit-tested natively (`tests/layout.rs` holds them to it);
+//! - **edge** (`transport`: `wasi:http`; `log_stream`: `wasi:io` log streams; `clock`;
+//!   `random`; `relay`: the incoming handler), and `delivery`, which runs one event's
+//!   attempts through the edges without naming a `wasi:*` item itself.
 
 pub mod body;
 mod clock;
@@ -10,8 +17,12 @@ mod delivery;
 pub mod documents;
 pub mod encoder;
 pub mod filter;
+pub mod inbound;
+mod log_stream;
 pub mod payload;
+mod random;
 pub mod retry;
+pub mod secret;
 pub mod signature;
 pub mod template;
 mod transport;
@@ -20,25 +31,50 @@ mod transport;
 mod relay;
 
 /// The `status-push` world, or with the `relay` feature the `relay` world (the same
-/// exports plus `wasi:http/incoming-handler`).
+/// exports plus `wasi:http/incoming-handler`). Our own interfaces are generated here; every
+/// WASI interface comes from the `wasi` crate, pinned to its last WASI 0.2.0 release so
+/// the component imports exactly the `@0.2.0` interfaces `wit/world.wit` names (README:
+/// "Why WASI 0.2.0").
 mod bindings {
+    pub use ::wasi;
     #[cfg(not(feature = "relay"))]
     wit_bindgen::generate!({
         path: "wit",
         world: "status-push",
-        generate_all,
+        with: {
+            "wasi:io/error@0.2.0": wasi::io::error,
+            "wasi:io/poll@0.2.0": wasi::io::poll,
+            "wasi:io/streams@0.2.0": wasi::io::streams,
+            "wasi:clocks/monotonic-clock@0.2.0": wasi::clocks::monotonic_clock,
+            "wasi:clocks/wall-clock@0.2.0": wasi::clocks::wall_clock,
+            "wasi:random/random@0.2.0": wasi::random::random,
+            "wasi:cli/stderr@0.2.0": wasi::cli::stderr,
+            "wasi:http/types@0.2.0": wasi::http::types,
+            "wasi:http/outgoing-handler@0.2.0": wasi::http::outgoing_handler,
+        },
     });
     #[cfg(feature = "relay")]
     wit_bindgen::generate!({
         path: "wit",
         world: "relay",
-        generate_all,
+        with: {
+            "wasi:io/error@0.2.0": wasi::io::error,
+            "wasi:io/poll@0.2.0": wasi::io::poll,
+            "wasi:io/streams@0.2.0": wasi::io::streams,
+            "wasi:clocks/monotonic-clock@0.2.0": wasi::clocks::monotonic_clock,
+            "wasi:clocks/wall-clock@0.2.0": wasi::clocks::wall_clock,
+            "wasi:random/random@0.2.0": wasi::random::random,
+            "wasi:cli/stderr@0.2.0": wasi::cli::stderr,
+            "wasi:cli/environment@0.2.0": wasi::cli::environment,
+            "wasi:http/types@0.2.0": wasi::http::types,
+            "wasi:http/outgoing-handler@0.2.0": wasi::http::outgoing_handler,
+        },
     });
 }
 
 pub use bindings::exports::status_push::reporter::reporter::{
-    Auth, Config, ConfigError, Credentials, Delivery, FormatFailure, HttpFailure, Outcome,
-    PushError, PushFailure, ResultMode, Signing, SigningScheme, SkipReason,
+    Auth, Config, Credentials, Delivery, EventKind, FormatFailure, HttpFailure, InputError,
+    Outcome, PushError, PushFailure, ResultMode, Signing, SigningScheme, SkipReason,
 };
 pub use bindings::exports::status_push::reporter::types::{
     Build, BuildEvent, Builder, Buildrequest, Buildset, Log, LogContent, Patch, Property,
@@ -50,7 +86,6 @@ use std::rc::Rc;
 
 use bindings::exports::status_push::reporter::reporter::Guest;
 use config::Settings;
-use payload::EventKind;
 
 thread_local! {
     /// The configuration of this instance; components are single-threaded.
@@ -63,7 +98,7 @@ thread_local! {
 struct Component;
 
 impl Guest for Component {
-    fn configure(config: Config) -> Result<(), ConfigError> {
+    fn configure(config: Config) -> Result<(), InputError> {
         let settings = Settings::from_config(config)?;
         SETTINGS.with(|cell| *cell.borrow_mut() = Some(Rc::new(settings)));
         Ok(())
@@ -76,18 +111,36 @@ impl Guest for Component {
     fn on_build_finished(event: BuildEvent) -> Result<Outcome, PushFailure> {
         report_configured(EventKind::Finished, &event)
     }
+
+    fn report_json(kind: EventKind, json: String) -> Result<Outcome, PushFailure> {
+        let settings = configured()?;
+        let event = parse_json(&json)
+            .and_then(|doc| documents::event_from_json(&doc))
+            .map_err(|e| PushFailure {
+                error: PushError::InvalidInput(e),
+                retryable: false,
+                attempts: 0,
+                delivery_id: String::new(),
+            })?;
+        // The text is not needed past this point; a large event should not be held twice.
+        drop(json);
+        report(&settings, kind, &event)
+    }
 }
 
-fn report_configured(kind: EventKind, event: &BuildEvent) -> Result<Outcome, PushFailure> {
-    let settings = SETTINGS
+fn configured() -> Result<Rc<Settings>, PushFailure> {
+    SETTINGS
         .with(|cell| cell.borrow().clone())
         .ok_or(PushFailure {
             error: PushError::NotConfigured,
             retryable: false,
             attempts: 0,
             delivery_id: String::new(),
-        })?;
-    report(&settings, kind, event)
+        })
+}
+
+fn report_configured(kind: EventKind, event: &BuildEvent) -> Result<Outcome, PushFailure> {
+    report(&*configured()?, kind, event)
 }
 
 /// Filters, then delivers, one event.
@@ -103,17 +156,20 @@ fn report(
 }
 
 impl bindings::exports::status_push::reporter::documents::Guest for Component {
-    fn parse_config(json: String) -> Result<Config, ConfigError> {
+    fn parse_config(json: String) -> Result<Config, InputError> {
         documents::config_from_json(&parse_json(&json)?)
     }
 
-    fn parse_event(json: String) -> Result<BuildEvent, ConfigError> {
+    fn parse_event(json: String) -> Result<BuildEvent, InputError> {
         documents::event_from_json(&parse_json(&json)?)
     }
 }
 
-fn parse_json(text: &str) -> Result<serde_json::Value, ConfigError> {
-    serde_json::from_str(text).map_err(|e| ConfigError {
+/// Parses JSON text; a leading UTF-8 byte order mark, which some editors write, is
+/// skipped rather than refused.
+fn parse_json(text: &str) -> Result<serde_json::Value, InputError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    serde_json::from_str(text).map_err(|e| InputError {
         key: String::new(),
         message: format!("not JSON: {e}"),
     })

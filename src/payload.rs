@@ -5,22 +5,12 @@
 
 use serde_json::{Map, Value};
 
-use crate::bindings::wasi::io::streams::InputStream;
 use crate::body::placeholder;
 use crate::config::{PayloadOptions, Settings};
 use crate::{
-    Build, BuildEvent, Builder, Buildrequest, Buildset, ConfigError, Log, LogContent, Property,
-    PushError, Sourcestamp, Step,
+    Build, BuildEvent, Builder, Buildrequest, Buildset, EventKind, InputError, Log, LogContent,
+    Property, PushError, Sourcestamp, Step,
 };
-
-/// Which of the two reporter calls produced the event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventKind {
-    /// `on-build-started`.
-    Started,
-    /// `on-build-finished`.
-    Finished,
-}
 
 /// The payload for `event`: the default payload, or the `format_fn` template's output.
 /// A streamed log text stands as `body::placeholder(nonce, logid)`.
@@ -32,22 +22,10 @@ pub fn render(
 ) -> Result<Value, PushError> {
     let payload = build(&settings.payload, kind, event, nonce)?;
     match &settings.template {
-        Some(source) => crate::template::render(source, &payload).map_err(PushError::Format),
+        Some(source) => crate::template::render(source, &payload, settings.max_body_bytes)
+            .map_err(PushError::Format),
         None => Ok(payload),
     }
-}
-
-/// The logs whose text is streamed, by logid, in event order.
-pub fn streams(event: &BuildEvent) -> Vec<(i64, &InputStream)> {
-    event
-        .steps
-        .iter()
-        .flat_map(|s| &s.logs)
-        .filter_map(|l| match &l.content {
-            Some(LogContent::Stream(stream)) => Some((l.logid, stream)),
-            _ => None,
-        })
-        .collect()
 }
 
 /// The default payload as a JSON value.
@@ -153,12 +131,19 @@ fn build_doc(b: &Build) -> Result<Value, PushError> {
 pub fn properties(props: &[Property]) -> Result<Value, PushError> {
     let mut map = Map::new();
     for p in props {
-        let value: Value = serde_json::from_str(&p.value).map_err(|e| {
-            PushError::InvalidConfig(ConfigError {
+        let invalid = |message: String| {
+            PushError::InvalidInput(InputError {
                 key: format!("properties.{}", p.name),
-                message: format!("the property value is not JSON text: {e}"),
+                message,
             })
-        })?;
+        };
+        let value: Value = serde_json::from_str(&p.value)
+            .map_err(|e| invalid(format!("the property value is not JSON text: {e}")))?;
+        if let Some(number) = crate::encoder::non_finite(&value) {
+            return Err(invalid(format!(
+                "{number} is out of a double's range; Buildbot would send it as Infinity, which JSON parsers refuse"
+            )));
+        }
         map.insert(p.name.clone(), Value::Array(vec![value, string(&p.source)]));
     }
     Ok(Value::Object(map))
@@ -220,11 +205,11 @@ fn sourcestamp(ss: &Sourcestamp) -> Value {
     let patch = ss.patch.as_ref().map_or(Value::Null, |p| {
         let mut doc = Map::new();
         doc.insert("patchid".into(), int(p.patchid));
-        doc.insert("body".into(), string(&p.body));
         doc.insert("level".into(), int(p.level));
         doc.insert("subdir".into(), opt_string(&p.subdir));
         doc.insert("author".into(), opt_string(&p.author));
         doc.insert("comment".into(), opt_string(&p.comment));
+        doc.insert("body".into(), opt_string(&p.body));
         Value::Object(doc)
     });
     doc.insert("patch".into(), patch);
@@ -445,7 +430,7 @@ mod tests {
             source: "Test".into(),
         }];
         match properties(&props) {
-            Err(PushError::InvalidConfig(e)) => assert_eq!(e.key, "properties.broken"),
+            Err(PushError::InvalidInput(e)) => assert_eq!(e.key, "properties.broken"),
             other => panic!("expected a typed error, got {other:?}"),
         }
     }

@@ -14,33 +14,55 @@ use crate::bindings::wasi::cli::environment;
 use crate::bindings::wasi::http::types::{
     Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
 };
+use crate::bindings::wasi::io::streams::StreamError;
 use crate::config::Settings;
-use crate::payload::EventKind;
-use crate::{documents, report, Component, ConfigError, Outcome, PushError, PushFailure};
+use crate::{
+    clock, documents, report, Component, EventKind, InputError, Outcome, PushError, PushFailure,
+    SkipReason,
+};
 
 /// The environment variable the relay reads its configuration from.
 pub const CONFIG_VARIABLE: &str = "STATUS_PUSH_CONFIG";
-/// The largest request body accepted.
-const MAX_REQUEST_BODY: u64 = 64 << 20;
 
 thread_local! {
     /// Parsed once per instance; proxy runtimes may reuse an instance for many requests.
     static SETTINGS: RefCell<Option<Rc<Settings>>> = const { RefCell::new(None) };
 }
 
+/// One answer: status, extra headers, JSON body.
+struct Answer {
+    status: u16,
+    headers: Vec<(&'static str, &'static str)>,
+    body: Value,
+}
+
+impl Answer {
+    fn new(status: u16, body: Value) -> Answer {
+        Answer {
+            status,
+            headers: vec![],
+            body,
+        }
+    }
+}
+
 impl Guest for Component {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
-        let (status, body) = respond(&request);
+        let answer = respond(&request);
         let headers = Fields::new();
-        let _ = headers.append("content-type", b"application/json");
+        // The wasi 0.13 bindings take names and values as owned `String`/`Vec` references.
+        let _ = headers.append(&"content-type".to_string(), &b"application/json".to_vec());
+        for (name, value) in &answer.headers {
+            let _ = headers.append(&name.to_string(), &value.as_bytes().to_vec());
+        }
         let response = OutgoingResponse::new(headers);
-        let _ = response.set_status_code(status);
+        let _ = response.set_status_code(answer.status);
         let Ok(outgoing) = response.body() else {
             return;
         };
         ResponseOutparam::set(out, Ok(response));
         if let Ok(stream) = outgoing.write() {
-            for chunk in body.to_string().as_bytes().chunks(4096) {
+            for chunk in answer.body.to_string().as_bytes().chunks(4096) {
                 if stream.blocking_write_and_flush(chunk).is_err() {
                     break;
                 }
@@ -50,8 +72,10 @@ impl Guest for Component {
     }
 }
 
-/// The status and JSON answer for one request.
-fn respond(request: &IncomingRequest) -> (u16, Value) {
+/// The answer to one request. Checks run cheapest first, and nothing is pushed unless
+/// every one passes: path (404), method (405), content type (415), configuration (500),
+/// body size (413), caller (401), documents (400).
+fn respond(request: &IncomingRequest) -> Answer {
     let kind = match request
         .path_with_query()
         .as_deref()
@@ -60,54 +84,91 @@ fn respond(request: &IncomingRequest) -> (u16, Value) {
         Some("/started") => EventKind::Started,
         Some("/finished") => EventKind::Finished,
         _ => {
-            return (
+            return Answer::new(
                 404,
-                json!({"error": "POST build documents to /started or /finished"}),
+                json!({"error": "not found: POST build documents to /started or /finished"}),
             )
         }
     };
     if !matches!(request.method(), Method::Post) {
-        return (405, json!({"error": "use POST"}));
+        let mut answer = Answer::new(405, json!({"error": "method not allowed: use POST"}));
+        answer.headers.push(("allow", "POST"));
+        return answer;
+    }
+    let headers = request.headers();
+    let header = |name: &str| {
+        headers
+            .get(&name.to_string())
+            .first()
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    if let Some(content_type) = header("content-type") {
+        let essence = content_type.split(';').next().unwrap_or_default().trim();
+        if !essence.eq_ignore_ascii_case("application/json") {
+            return Answer::new(
+                415,
+                json!({"error": "unsupported media type: send Content-Type: application/json"}),
+            );
+        }
     }
     let settings = match settings() {
         Ok(settings) => settings,
         Err(e) => {
-            return (
+            return Answer::new(
                 500,
                 json!({"error": "invalid relay configuration", "key": e.key, "message": e.message}),
             )
         }
     };
-    let text = match read_body(request) {
-        Ok(text) => text,
-        Err(why) => return (400, json!({"error": why})),
+    let body = match read_body(request, settings.max_body_bytes) {
+        Ok(body) => body,
+        Err(BodyRead::TooLarge) => {
+            return Answer::new(
+                413,
+                json!({"error": format!("the body is over maxBodyBytes ({} bytes)", settings.max_body_bytes)}),
+            )
+        }
+        Err(BodyRead::Failed) => {
+            return Answer::new(400, json!({"error": "the request body could not be read"}))
+        }
     };
-    let event = match serde_json::from_str::<Value>(&text)
-        .map_err(|e| ConfigError {
+    if let Err(refusal) = settings.inbound.check(&header, &body, clock::unix_s()) {
+        let mut answer = Answer::new(
+            401,
+            json!({"error": "unauthorized", "reason": refusal.to_string()}),
+        );
+        answer.headers.push(("www-authenticate", "Bearer"));
+        return answer;
+    }
+    let event = match std::str::from_utf8(&body)
+        .map_err(|_| InputError {
             key: String::new(),
-            message: format!("not JSON: {e}"),
+            message: "the body is not UTF-8".into(),
         })
+        .and_then(crate::parse_json)
         .and_then(|doc| documents::event_from_json(&doc))
     {
         Ok(event) => event,
         Err(e) => {
-            return (
+            return Answer::new(
                 400,
                 json!({"error": "invalid build documents", "key": e.key, "message": e.message}),
             )
         }
     };
-    match report(&settings, kind, &event) {
+    drop(body);
+    let (status, body) = match report(&settings, kind, &event) {
         Ok(Outcome::Delivered(d)) => (
             200,
             json!({"outcome": "delivered", "status": d.status, "attempts": d.attempts, "delivery_id": d.delivery_id}),
         ),
         Ok(Outcome::Skipped(reason)) => (
             200,
-            json!({"outcome": "skipped", "reason": format!("{reason:?}")}),
+            json!({"outcome": "skipped", "reason": skip_reason_name(reason)}),
         ),
         Err(failure) => failed(&failure),
-    }
+    };
+    Answer::new(status, body)
 }
 
 /// 503 tells the caller to retry, 502 that retrying will not help.
@@ -120,12 +181,45 @@ fn failed(failure: &PushFailure) -> (u16, Value) {
     (
         status,
         json!({"outcome": "failed", "retryable": failure.retryable, "attempts": failure.attempts,
-               "delivery_id": failure.delivery_id, "error": format!("{:?}", failure.error),
+               "delivery_id": failure.delivery_id, "error": push_error_json(&failure.error),
                "upstream_status": upstream}),
     )
 }
 
-fn settings() -> Result<Rc<Settings>, ConfigError> {
+/// The WIT name of a skip reason.
+fn skip_reason_name(reason: SkipReason) -> &'static str {
+    match reason {
+        SkipReason::Builder => "builder",
+        SkipReason::Tags => "tags",
+        SkipReason::Branch => "branch",
+        SkipReason::Scheduler => "scheduler",
+        SkipReason::Results => "results",
+    }
+}
+
+/// A `push-error` as JSON: its WIT case name as `kind`, and its payload.
+fn push_error_json(error: &PushError) -> Value {
+    match error {
+        PushError::NotConfigured => json!({"kind": "not-configured"}),
+        PushError::InvalidInput(e) => {
+            json!({"kind": "invalid-input", "key": e.key, "message": e.message})
+        }
+        PushError::Unreachable(why) => json!({"kind": "unreachable", "message": why}),
+        PushError::ConnectionLost(why) => json!({"kind": "connection-lost", "message": why}),
+        PushError::Timeout => json!({"kind": "timeout"}),
+        PushError::HttpStatus(h) => {
+            json!({"kind": "http-status", "status": h.status, "retry_after": h.retry_after})
+        }
+        PushError::Tls(why) => json!({"kind": "tls", "message": why}),
+        PushError::Denied(why) => json!({"kind": "denied", "message": why}),
+        PushError::Protocol(why) => json!({"kind": "protocol", "message": why}),
+        PushError::Format(f) => {
+            json!({"kind": "format", "message": f.message, "line": f.line, "column": f.column})
+        }
+    }
+}
+
+fn settings() -> Result<Rc<Settings>, InputError> {
     if let Some(settings) = SETTINGS.with(|s| s.borrow().clone()) {
         return Ok(settings);
     }
@@ -133,32 +227,40 @@ fn settings() -> Result<Rc<Settings>, ConfigError> {
         .into_iter()
         .find(|(name, _)| name == CONFIG_VARIABLE)
         .map(|(_, value)| value)
-        .ok_or_else(|| ConfigError {
+        .ok_or_else(|| InputError {
             key: CONFIG_VARIABLE.into(),
             message: "is not set; it holds the JSON configuration (seed option names)".into(),
         })?;
-    let doc: Value = serde_json::from_str(&text).map_err(|e| ConfigError {
+    let doc = crate::parse_json(&text).map_err(|e| InputError {
         key: CONFIG_VARIABLE.into(),
-        message: format!("is not JSON: {e}"),
+        message: e.message,
     })?;
     let settings = Rc::new(Settings::from_config(documents::config_from_json(&doc)?)?);
     SETTINGS.with(|s| *s.borrow_mut() = Some(settings.clone()));
     Ok(settings)
 }
 
-fn read_body(request: &IncomingRequest) -> Result<String, String> {
-    let body = request
-        .consume()
-        .map_err(|()| "the body was already read".to_string())?;
-    let stream = body
-        .stream()
-        .map_err(|()| "the body has no stream".to_string())?;
+/// Why a body was not read.
+enum BodyRead {
+    /// Over the limit; reading stopped there.
+    TooLarge,
+    /// The stream failed before its end.
+    Failed,
+}
+
+fn read_body(request: &IncomingRequest, max_bytes: u64) -> Result<Vec<u8>, BodyRead> {
+    let body = request.consume().map_err(|()| BodyRead::Failed)?;
+    let stream = body.stream().map_err(|()| BodyRead::Failed)?;
     let mut bytes = Vec::new();
-    while let Ok(chunk) = stream.blocking_read(64 * 1024) {
-        bytes.extend_from_slice(&chunk);
-        if bytes.len() as u64 > MAX_REQUEST_BODY {
-            return Err(format!("the body is over {} MiB", MAX_REQUEST_BODY >> 20));
+    loop {
+        match stream.blocking_read(64 * 1024) {
+            Ok(chunk) => bytes.extend_from_slice(&chunk),
+            Err(StreamError::Closed) => break,
+            Err(StreamError::LastOperationFailed(_)) => return Err(BodyRead::Failed),
+        }
+        if bytes.len() as u64 > max_bytes {
+            return Err(BodyRead::TooLarge);
         }
     }
-    String::from_utf8(bytes).map_err(|_| "the body is not UTF-8".to_string())
+    Ok(bytes)
 }

@@ -36,7 +36,9 @@ pub fn delay_ms(next: u32, retry_after_ms: Option<u64>, random: u64) -> u64 {
 /// (`Sun, 06 Nov 1994 08:49:37 GMT`) compared with `now_unix_s`.
 pub fn parse_retry_after(value: &str, now_unix_s: u64) -> Option<u64> {
     let value = value.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // Too many digits for a u64 is still a number of seconds: a very long one.
+        let seconds = value.parse::<u64>().unwrap_or(u64::MAX);
         return Some(seconds.saturating_mul(1000));
     }
     let at = parse_imf_fixdate(value)?;
@@ -138,6 +140,10 @@ mod tests {
             Some(0)
         );
         assert_eq!(parse_retry_after("soon", 0), None);
+        // Too big for a u64: still seconds, clamped like any long wait.
+        let huge = parse_retry_after("99999999999999999999", 0);
+        assert_eq!(huge, Some(u64::MAX));
+        assert_eq!(delay_ms(2, huge, 0), MAX_RETRY_AFTER_MS);
         assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 PST", 0), None);
     }
 }

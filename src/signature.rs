@@ -5,13 +5,21 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
-use crate::payload::EventKind;
-use crate::SigningScheme;
+use crate::{EventKind, SigningScheme};
 
-/// A signing key, checked at `configure`. Not `Debug`: it is a secret.
+/// A signing key, checked at `configure`. Its `Debug` shows the scheme, never the key.
 pub struct Signer {
     scheme: SigningScheme,
     key: Vec<u8>,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer")
+            .field("scheme", &self.scheme)
+            .field("key", &crate::secret::REDACTED)
+            .finish()
+    }
 }
 
 impl Signer {
@@ -61,6 +69,28 @@ impl Signer {
                 ]
             }
         }
+    }
+
+    /// Checks a Standard Webhooks signature of `body`: `signatures` is the
+    /// `webhook-signature` header (space-separated `v1,<base64>` entries, so a sender
+    /// rotating keys may send several); any one that matches is enough. Compared in
+    /// constant time. The timestamp window is the caller's to check.
+    pub fn verifies(&self, id: &str, timestamp: &str, body: &[u8], signatures: &str) -> bool {
+        let mut matched = false;
+        for entry in signatures.split_whitespace() {
+            let Some(encoded) = entry.strip_prefix("v1,") else {
+                continue;
+            };
+            let Ok(candidate) = base64::engine::general_purpose::STANDARD.decode(encoded) else {
+                continue;
+            };
+            let mut mac = self.mac();
+            mac.update(format!("{id}.{timestamp}.").as_bytes());
+            mac.update(body);
+            // Every entry is checked, so the time taken does not say which one matched.
+            matched |= mac.verify_slice(&candidate).is_ok();
+        }
+        matched
     }
 
     fn mac(&self) -> Hmac<Sha256> {
@@ -127,6 +157,21 @@ mod tests {
             headers[1],
             ("webhook-timestamp".into(), "1614265330".into())
         );
+    }
+
+    #[test]
+    fn standard_webhooks_signatures_verify_with_any_listed_key() {
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let signer = Signer::new(SigningScheme::StandardWebhooks, secret).unwrap();
+        let body = br#"{"test": 2432232314}"#;
+        let good = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
+        let id = "msg_p5jXN8AQM9LWM0D4loKWxJek";
+        assert!(signer.verifies(id, "1614265330", body, good));
+        assert!(signer.verifies(id, "1614265330", body, &format!("v1,bm90IGl0 {good}")));
+        assert!(!signer.verifies(id, "1614265331", body, good));
+        assert!(!signer.verifies(id, "1614265330", b"{}", good));
+        assert!(!signer.verifies(id, "1614265330", body, "v1,bm90IGl0 v2,xyz"));
+        assert!(!signer.verifies(id, "1614265330", body, ""));
     }
 
     #[test]

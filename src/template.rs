@@ -22,8 +22,9 @@ pub fn check(source: &str) -> Result<(), String> {
         .map_err(|e| format!("the template does not parse: {e}"))
 }
 
-/// Renders `source` with `build` = `payload` and parses the output as JSON.
-pub fn render(source: &str, payload: &Value) -> Result<Value, FormatFailure> {
+/// Renders `source` with `build` = `payload` and parses the output as JSON. Rendering
+/// stops once the output passes `max_bytes`, so a runaway template cannot exhaust memory.
+pub fn render(source: &str, payload: &Value, max_bytes: u64) -> Result<Value, FormatFailure> {
     let env = environment();
     let failure = |message: String, line: usize, column: usize| FormatFailure {
         message,
@@ -38,14 +39,23 @@ pub fn render(source: &str, payload: &Value) -> Result<Value, FormatFailure> {
         )
     })?;
     let context = minijinja::context! { build => to_template_value(payload) };
-    let text = template.render(context).map_err(|e| {
-        failure(
-            format!("template failed to render: {e}"),
-            e.line().unwrap_or(0),
-            0,
-        )
-    })?;
-    serde_json::from_str(&text).map_err(|e| {
+    let mut output = Bounded {
+        text: Vec::new(),
+        max_bytes,
+    };
+    template
+        .render_captured_to(context, &mut output)
+        .map_err(|e| {
+            let message = if output.text.len() as u64 > max_bytes {
+                format!("the output is over maxBodyBytes ({max_bytes} bytes)")
+            } else {
+                format!("template failed to render: {e}")
+            };
+            failure(message, e.line().unwrap_or(0), 0)
+        })?;
+    // minijinja writes only whole UTF-8 strings, so this is the identity in practice.
+    let text = String::from_utf8_lossy(&output.text);
+    let value: Value = serde_json::from_str(&text).map_err(|e| {
         let excerpt: String = text
             .lines()
             .nth(e.line().saturating_sub(1))
@@ -59,7 +69,37 @@ pub fn render(source: &str, payload: &Value) -> Result<Value, FormatFailure> {
             e.line(),
             e.column(),
         )
-    })
+    })?;
+    match crate::encoder::non_finite(&value) {
+        Some(number) => Err(failure(
+            format!(
+                "the output has {number}, out of a double's range; it would be sent as Infinity, which JSON parsers refuse"
+            ),
+            0,
+            0,
+        )),
+        None => Ok(value),
+    }
+}
+
+/// The template's output, refusing to grow past `max_bytes`.
+struct Bounded {
+    text: Vec<u8>,
+    max_bytes: u64,
+}
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.text.extend_from_slice(bytes);
+        if self.text.len() as u64 > self.max_bytes {
+            return Err(std::io::Error::other("over maxBodyBytes"));
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The payload as a template value: objects keep their key order, integers of any size
@@ -94,7 +134,8 @@ mod tests {
     use serde_json::json;
 
     fn render_str(source: &str, payload: Value) -> Result<String, FormatFailure> {
-        render(source, &payload).map(|v| String::from_utf8(crate::encoder::to_vec(&v)).unwrap())
+        render(source, &payload, 1 << 20)
+            .map(|v| String::from_utf8(crate::encoder::to_vec(&v)).unwrap())
     }
 
     #[test]
@@ -127,6 +168,28 @@ mod tests {
         let message = check("{% if build.results %}").unwrap_err();
         assert!(message.contains("does not parse"), "{message}");
         assert!(check("{{ build | tojson }}").is_ok());
+    }
+
+    #[test]
+    fn runaway_output_stops_at_the_limit() {
+        let err = render(
+            "[{% for i in range(100000) %}\"{{ 'x' * 100 }}\", {% endfor %}0]",
+            &json!({}),
+            64 * 1024,
+        )
+        .unwrap_err();
+        assert!(err.message.contains("maxBodyBytes"), "{}", err.message);
+    }
+
+    #[test]
+    fn numbers_out_of_double_range_are_refused() {
+        let err = render_str("{\"x\": 1e400}", json!({})).unwrap_err();
+        assert!(
+            err.message.contains("out of a double's range"),
+            "{}",
+            err.message
+        );
+        assert!(render_str("{\"x\": 1e300}", json!({})).is_ok());
     }
 
     #[test]

@@ -7,9 +7,10 @@ use crate::bindings::wasi::http::types::{
     ErrorCode, Fields, IncomingResponse, Method, OutgoingBody, OutgoingRequest, RequestOptions,
     Scheme as WasiScheme,
 };
-use crate::bindings::wasi::io::streams::{InputStream, StreamError};
-use crate::body::{write_streamed, BodyError, TextSource};
+use crate::body::BodyError;
 use crate::config::{Scheme, Settings};
+use crate::log_stream::LogStreams;
+use crate::secret::{is_secret_header, redact_url, REDACTED};
 use crate::{HttpFailure, PushError};
 use serde_json::Value;
 
@@ -86,7 +87,7 @@ pub fn post(
         Ok(()) => {
             let _ = OutgoingBody::finish(outgoing_body, None);
         }
-        Err(BodyError::Sink) => drop(outgoing_body),
+        Err(BodyError::Sink | BodyError::TooLarge) => drop(outgoing_body),
         Err(BodyError::Source(why)) => {
             drop(outgoing_body);
             return Err(PushError::Protocol(format!(
@@ -136,22 +137,9 @@ pub enum Body<'a> {
         payload: &'a Value,
         /// The render's nonce.
         nonce: u64,
-        /// The streams, by logid.
-        streams: Vec<(i64, &'a InputStream)>,
+        /// The event's streamed texts.
+        streams: LogStreams<'a>,
     },
-}
-
-/// A log text read from a `wasi:io` input stream.
-struct StreamSource<'a>(pub &'a InputStream);
-
-impl TextSource for StreamSource<'_> {
-    fn read(&mut self, max: u64) -> Result<Option<Vec<u8>>, String> {
-        match self.0.blocking_read(max) {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(StreamError::Closed) => Ok(None),
-            Err(StreamError::LastOperationFailed(e)) => Err(e.to_debug_string()),
-        }
-    }
 }
 
 fn write_body(outgoing: &OutgoingBody, body: Body<'_>) -> Result<(), BodyError> {
@@ -168,30 +156,13 @@ fn write_body(outgoing: &OutgoingBody, body: Body<'_>) -> Result<(), BodyError> 
             payload,
             nonce,
             streams,
-        } => write_streams(payload, nonce, streams, &mut sink),
+        } => streams.write(payload, nonce, u64::MAX, &mut sink),
     }
 }
 
-/// Writes `payload` to `sink`, reading each streamed log text from its `wasi:io` stream.
-pub fn write_streams(
-    payload: &Value,
-    nonce: u64,
-    streams: Vec<(i64, &InputStream)>,
-    sink: &mut dyn FnMut(&[u8]) -> Result<(), ()>,
-) -> Result<(), BodyError> {
-    let mut readers: Vec<(i64, StreamSource)> = streams
-        .into_iter()
-        .map(|(logid, s)| (logid, StreamSource(s)))
-        .collect();
-    let mut sources: Vec<(i64, &mut dyn TextSource)> = readers
-        .iter_mut()
-        .map(|(logid, r)| (*logid, r as &mut dyn TextSource))
-        .collect();
-    write_streamed(payload, nonce, &mut sources, sink)
-}
-
 fn header(response: &IncomingResponse, name: &str) -> Option<String> {
-    let values = response.headers().get(name);
+    // The wasi 0.13 bindings take field names as `&String`.
+    let values = response.headers().get(&name.to_string());
     values
         .first()
         .map(|v| String::from_utf8_lossy(v).into_owned())
@@ -264,28 +235,14 @@ fn describe(code: &ErrorCode) -> String {
     }
 }
 
-/// Headers whose values are credentials; `debug` shows them as `<redacted>`.
-fn is_secret_header(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
-    [
-        "authorization",
-        "cookie",
-        "token",
-        "secret",
-        "password",
-        "signature",
-        "api-key",
-        "apikey",
-    ]
-    .iter()
-    .any(|s| lower.contains(s))
-}
-
 fn debug_request(settings: &Settings, headers: &[(String, Vec<u8>)], body: &str) {
-    let mut text = format!("status-push: -> POST {}\n", settings.target.url());
+    let mut text = format!(
+        "status-push: -> POST {}\n",
+        redact_url(&settings.target.url())
+    );
     for (name, value) in headers {
         let shown = if is_secret_header(name) {
-            "<redacted>".into()
+            REDACTED.into()
         } else {
             String::from_utf8_lossy(value).into_owned()
         };
@@ -316,28 +273,6 @@ fn debug_line(text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn credentials_are_recognised_by_header_name() {
-        for name in [
-            "Authorization",
-            "X-Api-Key",
-            "X-Auth-Token",
-            "Cookie",
-            "X-Hub-Signature-256",
-        ] {
-            assert!(is_secret_header(name), "{name}");
-        }
-        for name in [
-            "Content-Type",
-            "X-Request-Id",
-            "Accept",
-            "Idempotency-Key",
-            "webhook-id",
-        ] {
-            assert!(!is_secret_header(name), "{name}");
-        }
-    }
 
     #[test]
     fn long_bodies_are_cut_for_debug() {

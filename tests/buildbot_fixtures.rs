@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use serde_json::Value;
-use status_push_host::receiver::Receiver;
+use status_push_cli::receiver::Receiver;
 use status_push_host::{Event, Outcome};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

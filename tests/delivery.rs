@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use status_push_cli::receiver::{Receiver, Recorded, Reply};
 use status_push_host::bindings::{Outcome, PushError};
-use status_push_host::receiver::{Receiver, Recorded, Reply};
 use status_push_host::{Event, HostError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;

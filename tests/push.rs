@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use status_push_cli::receiver::{Receiver, Recorded, Reply};
 use status_push_host::bindings::PushError;
-use status_push_host::receiver::{Receiver, Recorded, Reply};
 use status_push_host::{BuildEvent, Event, HostError, Outcome, Reporter};
 
 const WAIT: Duration = Duration::from_secs(5);

@@ -11,8 +11,8 @@ use std::time::Duration;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use serde_json::{json, Value};
-use status_push_host::receiver::{Receiver, Recorded, Reply};
-use status_push_host::serve::Relay;
+use status_push_cli::receiver::{Receiver, Recorded, Reply};
+use status_push_host::relay::Relay;
 use status_push_host::RuntimeOptions;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -27,10 +27,14 @@ async fn start_relay(config: Value) -> (String, tokio::task::JoinHandle<std::io:
         &RuntimeOptions::default(),
         &config.to_string(),
     )
+    .await
     .expect("run `cargo xtask wasm` to build the relay");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    (addr, tokio::spawn(Arc::new(relay).serve(listener)))
+    (
+        addr,
+        tokio::spawn(status_push_cli::serve::serve(Arc::new(relay), listener)),
+    )
 }
 
 async fn post(addr: &str, path: &str, body: String) -> (u16, Value) {

@@ -8,8 +8,8 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use status_push_cli::receiver::Receiver;
 use status_push_host::bindings::{Config, PushError};
-use status_push_host::receiver::Receiver;
 use status_push_host::{Event, HostError, Limits, Runtime, RuntimeOptions};
 
 fn hostile() -> Runtime {
@@ -56,7 +56,10 @@ fn config(server_url: &str, behaviour: &str, target: &str) -> Config {
         retry_deadline_ms: Some(1000),
         signing: None,
         ca_file: None,
-        dead_letter_after_seconds: None,
+        dead_letter_after_ms: None,
+        max_body_bytes: None,
+        inbound_token: None,
+        inbound_secret: None,
     }
 }
 

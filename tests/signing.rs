@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::json;
-use status_push_host::receiver::{Receiver, Recorded};
+use status_push_cli::receiver::{Receiver, Recorded};
 use status_push_host::Event;
 
 fn python() -> PathBuf {

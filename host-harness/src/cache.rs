@@ -14,7 +14,7 @@ use wasmtime::Engine;
 const WASMTIME_VERSION: &str = "48.0.8";
 
 /// Where `bytes` compiled for `engine` lives under `dir`.
-pub fn entry(dir: &Path, engine: &Engine, bytes: &[u8]) -> PathBuf {
+fn entry(dir: &Path, engine: &Engine, bytes: &[u8]) -> PathBuf {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut hasher);
     let digest = Sha256::digest(bytes);
@@ -27,7 +27,11 @@ pub fn entry(dir: &Path, engine: &Engine, bytes: &[u8]) -> PathBuf {
 
 /// The component from the cache, else compiled and stored there. A cache that cannot
 /// be read or written costs only time, never correctness.
-pub fn load_or_compile(dir: &Path, engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
+pub(crate) fn load_or_compile(
+    dir: &Path,
+    engine: &Engine,
+    bytes: &[u8],
+) -> wasmtime::Result<Component> {
     let path = entry(dir, engine, bytes);
     if path.exists() {
         // SAFETY: the file was written by `precompile_component` of this same wasmtime
@@ -57,7 +61,7 @@ fn store(dir: &Path, path: &Path, compiled: &[u8]) -> std::io::Result<()> {
 
 /// The default cache directory: `$STATUS_PUSH_CACHE_DIR`, else `$XDG_CACHE_HOME/status-push`,
 /// else `~/.cache/status-push`.
-pub fn default_dir() -> Option<PathBuf> {
+pub(crate) fn default_dir() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("STATUS_PUSH_CACHE_DIR") {
         return Some(PathBuf::from(dir));
     }

@@ -28,7 +28,7 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// How a destination's TLS certificate is checked.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum TlsPolicy {
+pub(crate) enum TlsPolicy {
     /// The system's roots, plus those of an optional PEM file.
     Verify {
         /// Extra CA certificates (`caFile`).
@@ -40,7 +40,7 @@ pub enum TlsPolicy {
 
 /// Why a TLS policy could not be set up.
 #[derive(Debug, thiserror::Error)]
-pub enum TlsSetupError {
+pub(crate) enum TlsSetupError {
     /// The CA file could not be read or holds no certificate.
     #[error("cannot use CA file {path}: {why}")]
     CaFile {
@@ -63,7 +63,7 @@ struct PoolKey {
 
 /// Shared connections and TLS configurations.
 #[derive(Default)]
-pub struct Client {
+pub(crate) struct Client {
     idle: Mutex<HashMap<PoolKey, Vec<SendRequest<WasiBody>>>>,
     tls: Mutex<HashMap<TlsPolicy, Arc<rustls::ClientConfig>>>,
 }
@@ -79,7 +79,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 impl Client {
     /// The rustls configuration for `policy`, built once and shared.
-    pub fn tls_config(
+    pub(crate) fn tls_config(
         &self,
         policy: &TlsPolicy,
     ) -> Result<Arc<rustls::ClientConfig>, TlsSetupError> {
@@ -116,7 +116,7 @@ impl Client {
 
     /// Sends `request`, reusing an idle connection to the same destination when there is
     /// one.
-    pub async fn send(
+    pub(crate) async fn send(
         self: Arc<Self>,
         mut request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
@@ -368,6 +368,6 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnyCertificate {
 }
 
 /// A future that does nothing: the pooled connection is driven by its own task.
-pub fn no_worker() -> Box<dyn Future<Output = Result<(), Error>> + Send> {
+pub(crate) fn no_worker() -> Box<dyn Future<Output = Result<(), Error>> + Send> {
     Box::new(async { Ok(()) })
 }

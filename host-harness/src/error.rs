@@ -3,7 +3,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::bindings::{ConfigError, FormatFailure, Outcome, PushError, PushFailure, SkipReason};
+use crate::bindings::{FormatFailure, InputError, Outcome, PushError, PushFailure, SkipReason};
 
 /// Everything that can go wrong between loading the component and a pushed event.
 #[derive(Debug, thiserror::Error)]
@@ -22,9 +22,10 @@ pub enum HostError {
     /// The component trapped (a bug in the component, or a sandbox limit hit).
     #[error("the component trapped: {0:#}")]
     Trap(wasmtime::Error),
-    /// The configuration or event was refused; nothing was sent.
-    #[error("invalid configuration: {}", describe_config_error(.0))]
-    Config(ConfigError),
+    /// The configuration or event was refused (the error names the key or the event's
+    /// JSON path); nothing was sent.
+    #[error("invalid configuration: {}", describe_input_error(.0))]
+    Config(InputError),
     /// The event could not be delivered.
     #[error("push failed after {} attempt(s){}: {}", .0.attempts, if .0.retryable { " (retryable)" } else { "" }, describe_push_error(&.0.error))]
     Push(PushFailure),
@@ -38,7 +39,7 @@ impl HostError {
 }
 
 /// `key: message`, the form the CLI prints.
-pub fn describe_config_error(e: &ConfigError) -> String {
+fn describe_input_error(e: &InputError) -> String {
     if e.key.is_empty() {
         e.message.clone()
     } else {
@@ -57,13 +58,13 @@ impl fmt::Display for FormatFailure {
 }
 
 /// One line a person can act on.
-pub fn describe_push_error(e: &PushError) -> String {
+fn describe_push_error(e: &PushError) -> String {
     match e {
         PushError::NotConfigured => "the reporter was not configured".into(),
-        PushError::InvalidConfig(e) => {
+        PushError::InvalidInput(e) => {
             format!(
                 "invalid configuration or event: {}",
-                describe_config_error(e)
+                describe_input_error(e)
             )
         }
         PushError::Unreachable(why) => format!("receiver unreachable: {why}"),

@@ -12,7 +12,7 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 const MAX_LINE: usize = 16 * 1024;
 
 /// A `StdoutStream` whose bytes become `tracing` events, one per line.
-pub struct GuestLog;
+pub(crate) struct GuestLog;
 
 impl IsTerminal for GuestLog {
     fn is_terminal(&self) -> bool {

@@ -1,407 +1,185 @@
-//! Wasmtime host for the status-push component.
+//! Run the status-push component — Buildbot's `HttpStatusPush` as a sandboxed WASI 0.2
+//! component — inside your own program, on wasmtime.
 //!
-//! Load the component once with [`Runtime::load`], make a [`Reporter`] per configuration,
-//! then report events:
+//! The component builds Buildbot's JSON payload and POSTs it; this library gives it a
+//! sandbox that lets it reach only the server it was configured for, with a memory limit
+//! and a deadline per call, and hands back typed results. The `status-push` CLI
+//! (`host-harness/cli`) is built on exactly this API.
+//!
+//! # Load once, report many times
+//!
+//! [`Runtime::load`] compiles the component (`target/status-push.wasm`, built by
+//! `cargo xtask wasm`); a [`Reporter`] is one instance with one configuration. The
+//! configuration and the event can come as Buildbot's JSON (the seed's option names, the
+//! data-API documents), parsed by the component itself:
 //!
 //! ```no_run
-//! # async fn run() -> Result<(), status_push_host::HostError> {
-//! use status_push_host::{Event, Runtime};
-//! let runtime = Runtime::load("target/status-push.wasm".as_ref())?;
-//! let mut reporter = runtime.reporter().await?;
-//! let config = reporter.parse_config(r#"{"serverUrl": "http://127.0.0.1:8010/hook"}"#).await?;
+//! use status_push_host::{Event, HostError, Runtime};
+//!
+//! # async fn run() -> Result<(), HostError> {
+//! let runtime = Runtime::load("target/status-push.wasm".as_ref())?; // compile once
+//! let mut reporter = runtime.reporter().await?;                    // one instance per config
+//! let config = reporter
+//!     .parse_config(r#"{"serverUrl": "https://hooks.example.com/ci", "wantSteps": true}"#)
+//!     .await?;
+//! reporter.configure(config).await?; // also opens the sandbox to that origin only
+//!
+//! let documents = std::fs::read_to_string("started.json").expect("readable");
+//! let build = reporter.parse_event(&documents).await?;
+//! let outcome = reporter.report(Event::Started, &build).await?;
+//! println!("{outcome}"); // "delivered: HTTP 200", or "skipped: builder not in builders"
+//! # Ok(()) }
+//! ```
+//!
+//! One [`Runtime`] serves many concurrent [`Reporter`]s on one tokio runtime, and they
+//! share its HTTP connection pool. A [`Reporter`] keeps its configuration for any number
+//! of events; make one per configuration (or per event: instantiation costs tens of
+//! microseconds with the default pooling allocator).
+//!
+//! # Configuration as records
+//!
+//! A host that holds its settings natively fills [`bindings::Config`] itself; its
+//! credentials are [`Secret`]s, so `{:?}` of a configuration never shows them:
+//!
+//! ```no_run
+//! use status_push_host::bindings::{Auth, Config};
+//! use status_push_host::{HostError, Reporter, Secret};
+//!
+//! # async fn run(reporter: &mut Reporter) -> Result<(), HostError> {
+//! let mut config = reporter.parse_config(r#"{"serverUrl": "https://hooks.example.com/ci"}"#).await?;
+//! config.auth = Some(Auth::Bearer(Secret::new("token from your vault")));
+//! config.max_attempts = Some(8);
+//! println!("{config:?}"); // … auth: Some(Bearer(<redacted>)) …
 //! reporter.configure(config).await?;
-//! let event = reporter.parse_event(&std::fs::read_to_string("started.json").unwrap()).await?;
-//! let outcome = reporter.report(Event::Started, &event).await?;
-//! println!("{outcome}");
+//! # Ok(()) }
+//! ```
+//!
+//! # Events as JSON, in one call
+//!
+//! A host that holds the event as JSON can skip the records: [`Reporter::report_json`]
+//! hands the documents to the component once, as one string (log texts inline):
+//!
+//! ```no_run
+//! # use status_push_host::{Event, HostError, Reporter};
+//! # async fn run(reporter: &mut Reporter, documents: &str) -> Result<(), HostError> {
+//! let outcome = reporter.report_json(Event::Finished, documents).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Errors
+//!
+//! Every call ends in a [`HostError`]: [`HostError::Config`] for a configuration or event
+//! the component refused (it names the key or JSON path; nothing was sent),
+//! [`HostError::Push`] for a delivery that failed (the WIT's `push-failure`: the last
+//! error, attempts, delivery id), and [`HostError::Load`], [`HostError::Instantiate`],
+//! [`HostError::Trap`] for the component itself. [`HostError::is_retryable`] says whether
+//! the same event may succeed later:
+//!
+//! ```no_run
+//! # use status_push_host::{bindings::BuildEvent, Event, Reporter};
+//! # async fn run(reporter: &mut Reporter, build: &BuildEvent) {
+//! match reporter.report(Event::Finished, build).await {
+//!     Ok(outcome) => println!("{outcome}"),
+//!     Err(e) if e.is_retryable() => eprintln!("retry later: {e}"), // unreachable, 503, …
+//!     Err(e) => eprintln!("giving up: {e}"),                        // 4xx, bad config, …
+//! }
+//! # }
+//! ```
+//!
+//! # Limits and options
+//!
+//! [`Runtime::load_with`] takes [`RuntimeOptions`]: the [`Limits`] of each instance
+//! (linear memory, the wall time of parse and configure calls, and the margin a report
+//! call gets beyond the configuration's `retryDeadlineSeconds`), a directory where
+//! compiled components are cached, and whether to use wasmtime's pooling allocator. A
+//! component that exceeds a limit traps ([`HostError::Trap`]); the host and its other
+//! instances carry on.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use status_push_host::{HostError, Limits, Runtime, RuntimeOptions};
+//!
+//! # fn run() -> Result<(), HostError> {
+//! let options = RuntimeOptions {
+//!     limits: Limits { memory_bytes: 64 << 20, report_margin: Duration::from_secs(5), ..Limits::default() },
+//!     cache_dir: RuntimeOptions::default_cache_dir(),
+//!     ..RuntimeOptions::default()
+//! };
+//! let runtime = Runtime::load_with("target/status-push.wasm".as_ref(), &options)?;
+//! # Ok(()) }
+//! ```
+//!
+//! The component's stderr (its `debug` output) goes to `tracing` under the target
+//! `status_push::guest`. A request to any origin other than `serverUrl`'s is refused by
+//! the host, and the component reports it as the typed `denied` error.
+//!
+//! # The outbox (feature `outbox`, on by default)
+//!
+//! [`outbox::Outbox`] keeps events in SQLite until they are delivered or dead, so a crash
+//! or an outage loses none; events of one build are delivered in order. Without the
+//! feature the library has no SQLite dependency.
+//!
+//! ```no_run
+//! # #[cfg(feature = "outbox")]
+//! # async fn run(runtime: &status_push_host::Runtime) -> Result<(), Box<dyn std::error::Error>> {
+//! use status_push_host::outbox::{Outbox, PushResult};
+//! use status_push_host::Event;
+//!
+//! let outbox = Outbox::open("status.sqlite".as_ref())?;
+//! let config = r#"{"serverUrl": "https://hooks.example.com/ci"}"#;
+//! let documents = std::fs::read_to_string("started.json")?;
+//! match outbox.push(runtime, config, Event::Started, &documents).await? {
+//!     PushResult::Done(outcome) => println!("{outcome}"),
+//!     PushResult::Pending(why) => println!("kept for later: {why}"),
+//!     PushResult::Dead(why) => println!("dead letter: {why}"),
+//! }
+//! // Later, or from another process: deliver whatever is still pending.
+//! let summary = outbox.deliver(runtime, std::time::Duration::from_secs(60)).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # The relay
+//!
+//! [`relay::Relay`] hosts the relay world (`target/status-push-relay.wasm`), the same
+//! component as an HTTP service for `wasi:http/proxy` runtimes: it answers
+//! `POST /started` and `POST /finished` with the event's documents as the body. Bring
+//! your own listener and hand each request to [`relay::Relay::handle`]; the sandbox is
+//! the reporter's.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use status_push_host::relay::Relay;
+//! use status_push_host::RuntimeOptions;
+//!
+//! # async fn run(request: hyper::Request<hyper::body::Incoming>) -> Result<(), status_push_host::HostError> {
+//! let config = r#"{"serverUrl": "https://hooks.example.com/ci"}"#;
+//! let relay = Arc::new(
+//!     Relay::load("target/status-push-relay.wasm".as_ref(), &RuntimeOptions::default(), config).await?,
+//! );
+//! let response = relay.handle(request).await?; // in your hyper service
 //! # Ok(()) }
 //! ```
 
+#![deny(missing_docs)]
+
 pub mod bindings;
-pub mod cache;
-pub mod client;
+mod cache;
+mod client;
 mod error;
-pub mod guest_log;
-pub mod meter;
+mod guest_log;
+mod meter;
+#[cfg(feature = "outbox")]
 pub mod outbox;
-pub mod receiver;
-pub mod sandbox;
-pub mod serve;
+mod policy;
+pub mod relay;
+mod reporter;
+mod runtime;
+mod sandbox;
+mod secret;
+mod store;
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
-
-use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{
-    Config as EngineConfig, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
-};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
-
-pub use bindings::{BuildEvent, Config, ConfigError, Outcome, PushError};
-use client::{Client, TlsPolicy};
+pub use bindings::{BuildEvent, Config, InputError, Outcome, PushError};
 pub use error::HostError;
-use meter::MemoryMeter;
-use sandbox::{Origin, OriginGuard};
-
-/// The component's retry deadline when the configuration gives none (see the WIT).
-const DEFAULT_RETRY_DEADLINE_MS: u32 = 30_000;
-
-/// Which reporter call an event goes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Event {
-    /// `on-build-started`.
-    Started,
-    /// `on-build-finished`.
-    Finished,
-}
-
-/// Per-instance host state: WASI with no files, environment or arguments; wasi:http
-/// through the origin guard.
-struct Host {
-    table: ResourceTable,
-    wasi: WasiCtx,
-    http: WasiHttpCtx,
-    guard: OriginGuard,
-    meter: MemoryMeter,
-}
-
-/// What one instance may use. A component that exceeds them traps, and the call ends in
-/// [`HostError::Trap`]; the host and its other instances carry on.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Linear memory per instance, in bytes.
-    pub memory_bytes: usize,
-    /// Wall time for `parse-*` and `configure` calls.
-    pub parse_budget: Duration,
-    /// Wall time a report call may take beyond the configuration's own retry deadline.
-    pub report_margin: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Limits {
-        Limits {
-            memory_bytes: 128 << 20,
-            parse_budget: Duration::from_secs(10),
-            report_margin: Duration::from_secs(10),
-        }
-    }
-}
-
-/// How a [`Runtime`] is set up.
-#[derive(Debug, Clone)]
-pub struct RuntimeOptions {
-    /// What each instance may use.
-    pub limits: Limits,
-    /// Where compiled components are cached; `None` compiles every time.
-    pub cache_dir: Option<PathBuf>,
-    /// Reuse pre-reserved instance slots (wasmtime's pooling allocator): cheaper
-    /// instantiation, at the cost of reserving address space up front.
-    pub pooling: bool,
-}
-
-impl Default for RuntimeOptions {
-    fn default() -> RuntimeOptions {
-        RuntimeOptions {
-            limits: Limits::default(),
-            cache_dir: None,
-            pooling: true,
-        }
-    }
-}
-
-/// Concurrent instances a pooling runtime holds slots for.
-const POOLED_INSTANCES: u32 = 256;
-
-/// How often the engine's epoch advances; call budgets are counted in these ticks.
-const EPOCH_TICK: Duration = Duration::from_millis(10);
-
-fn ticks(budget: Duration) -> u64 {
-    (budget.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
-}
-
-/// Advances `engine`'s epoch every [`EPOCH_TICK`] until the engine is dropped.
-fn start_epoch_ticker(engine: &Engine) {
-    let weak = engine.weak();
-    std::thread::Builder::new()
-        .name("status-push-epoch".into())
-        .spawn(move || {
-            while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
-                std::thread::sleep(EPOCH_TICK);
-            }
-        })
-        .ok();
-}
-
-impl WasiView for Host {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
-
-impl WasiHttpView for Host {
-    fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView {
-            ctx: &mut self.http,
-            table: &mut self.table,
-            hooks: &mut self.guard,
-        }
-    }
-}
-
-/// A compiled component, ready to instantiate many times. Cheap to share (`Sync`).
-pub struct Runtime {
-    pre: bindings::ReporterExportsPre<Host>,
-    client: Arc<Client>,
-    limits: Limits,
-}
-
-impl Runtime {
-    /// Compiles the component at `path`, with the default [`RuntimeOptions`].
-    pub fn load(path: &Path) -> Result<Runtime, HostError> {
-        Runtime::load_with(path, &RuntimeOptions::default())
-    }
-
-    /// Compiles (or loads from the cache) the component at `path`.
-    pub fn load_with(path: &Path, options: &RuntimeOptions) -> Result<Runtime, HostError> {
-        let (engine, component) = compile(path, options)?;
-        Runtime::from_component(&engine, &component, options.limits)
-    }
-
-    fn from_component(
-        engine: &Engine,
-        component: &Component,
-        limits: Limits,
-    ) -> Result<Runtime, HostError> {
-        let mut linker = Linker::new(engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(HostError::Instantiate)?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
-            .map_err(HostError::Instantiate)?;
-        let pre = linker
-            .instantiate_pre(component)
-            .and_then(bindings::ReporterExportsPre::new)
-            .map_err(HostError::Instantiate)?;
-        Ok(Runtime {
-            pre,
-            client: Arc::new(Client::default()),
-            limits,
-        })
-    }
-
-    /// A fresh, unconfigured instance.
-    pub async fn reporter(&self) -> Result<Reporter, HostError> {
-        let wasi = WasiCtx::builder().stderr(guest_log::GuestLog).build();
-        let host = Host {
-            table: ResourceTable::new(),
-            wasi,
-            http: WasiHttpCtx::new(),
-            guard: OriginGuard {
-                allowed: None,
-                tls: TlsPolicy::Verify { ca_file: None },
-                client: self.client.clone(),
-            },
-            meter: MemoryMeter::new(self.limits.memory_bytes),
-        };
-        let mut store = Store::new(self.pre.engine(), host);
-        store.limiter(|host| &mut host.meter);
-        store.set_epoch_deadline(ticks(self.limits.parse_budget));
-        let instance = self
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(HostError::Instantiate)?;
-        Ok(Reporter {
-            store,
-            instance,
-            limits: self.limits,
-            report_budget: self.limits.parse_budget,
-        })
-    }
-}
-
-/// An engine for `options` (its epoch ticking) and the component at `path`, compiled or
-/// from the cache.
-fn compile(path: &Path, options: &RuntimeOptions) -> Result<(Engine, Component), HostError> {
-    let load = |source| HostError::Load {
-        path: path.to_path_buf(),
-        source,
-    };
-    let bytes = std::fs::read(path).map_err(|e| load(e.into()))?;
-    let engine = engine(options).map_err(load)?;
-    let component = match &options.cache_dir {
-        Some(dir) => cache::load_or_compile(dir, &engine, &bytes),
-        None => Component::new(&engine, &bytes),
-    }
-    .map_err(load)?;
-    start_epoch_ticker(&engine);
-    Ok((engine, component))
-}
-
-fn engine(options: &RuntimeOptions) -> wasmtime::Result<Engine> {
-    let mut config = EngineConfig::new();
-    // Lets the host stop a component that loops, whatever it is doing.
-    config.epoch_interruption(true);
-    if options.pooling {
-        let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(POOLED_INSTANCES)
-            .total_core_instances(POOLED_INSTANCES * 4)
-            .total_memories(POOLED_INSTANCES * 2)
-            .total_tables(POOLED_INSTANCES * 4)
-            .total_stacks(POOLED_INSTANCES)
-            .max_core_instances_per_component(16)
-            .max_memories_per_component(2)
-            .max_tables_per_component(8)
-            .max_memory_size(options.limits.memory_bytes);
-        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    }
-    Engine::new(&config)
-}
-
-/// `(step, log, path)` of every log that names a `content_file` and has no `content`.
-fn content_files(json: &str) -> Vec<(usize, usize, PathBuf)> {
-    if !json.contains("\"content_file\"") {
-        return vec![];
-    }
-    let Ok(doc) = serde_json::from_str::<serde_json::Value>(json) else {
-        return vec![];
-    };
-    let steps = doc["steps"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    let mut files = Vec::new();
-    for (i, step) in steps.iter().enumerate() {
-        let logs = step["logs"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        for (j, log) in logs.iter().enumerate() {
-            if let (Some(path), None) = (log["content_file"].as_str(), log.get("content")) {
-                files.push((i, j, PathBuf::from(path)));
-            }
-        }
-    }
-    files
-}
-
-/// One component instance with its own configuration.
-pub struct Reporter {
-    store: Store<Host>,
-    instance: bindings::ReporterExports,
-    limits: Limits,
-    /// Wall time a report call may take, from the configuration's retry deadline.
-    report_budget: Duration,
-}
-
-impl Reporter {
-    fn budget(&mut self, budget: Duration) {
-        self.store.set_epoch_deadline(ticks(budget));
-    }
-
-    /// Parses a configuration object with the seed's option names, in the component.
-    pub async fn parse_config(&mut self, json: &str) -> Result<Config, HostError> {
-        self.budget(self.limits.parse_budget);
-        let documents = self.instance.status_push_reporter_documents();
-        documents
-            .call_parse_config(&mut self.store, json)
-            .await
-            .map_err(HostError::Trap)?
-            .map_err(HostError::Config)
-    }
-
-    /// Parses an event's data-API documents, in the component. A log may give
-    /// `content_file: PATH` instead of `content`: its text is then streamed from that
-    /// file while the request is written, never held whole in memory.
-    pub async fn parse_event(&mut self, json: &str) -> Result<BuildEvent, HostError> {
-        self.budget(self.limits.parse_budget);
-        let documents = self.instance.status_push_reporter_documents();
-        let mut event = documents
-            .call_parse_event(&mut self.store, json)
-            .await
-            .map_err(HostError::Trap)?
-            .map_err(HostError::Config)?;
-        for (step, log, path) in content_files(json) {
-            let file = std::fs::File::open(&path).map_err(|e| {
-                HostError::Config(bindings::ConfigError {
-                    key: format!("steps[{step}].logs[{log}].content_file"),
-                    message: format!("cannot open {}: {e}", path.display()),
-                })
-            })?;
-            let stream: wasmtime_wasi::p2::DynInputStream = Box::new(
-                wasmtime_wasi::p2::pipe::AsyncReadStream::new(tokio::fs::File::from_std(file)),
-            );
-            let handle = self
-                .store
-                .data_mut()
-                .table
-                .push(stream)
-                .map_err(|e| HostError::Instantiate(e.into()))?;
-            if let Some(entry) = event.steps.get_mut(step).and_then(|s| s.logs.get_mut(log)) {
-                entry.content = Some(bindings::LogContent::Stream(handle));
-            }
-        }
-        Ok(event)
-    }
-
-    /// The most linear memory this instance has used so far, in bytes.
-    pub fn peak_memory(&self) -> usize {
-        self.store.data().meter.peak()
-    }
-
-    /// Configures the instance and opens the sandbox to the origin of `server-url` only,
-    /// with the TLS policy of `verify` and `ca-file`.
-    pub async fn configure(&mut self, config: Config) -> Result<(), HostError> {
-        let origin = Origin::of_url(&config.server_url);
-        let tls = if config.verify {
-            TlsPolicy::Verify {
-                ca_file: config.ca_file.as_ref().map(PathBuf::from),
-            }
-        } else {
-            TlsPolicy::Insecure
-        };
-        // Check the CA file now, so a bad one is a configuration error, not a failed push.
-        let client = self.store.data().guard.client.clone();
-        client.tls_config(&tls).map_err(|e| {
-            HostError::Config(bindings::ConfigError {
-                key: "caFile".into(),
-                message: e.to_string(),
-            })
-        })?;
-        let deadline_ms = config
-            .retry_deadline_ms
-            .unwrap_or(DEFAULT_RETRY_DEADLINE_MS);
-        self.budget(self.limits.parse_budget);
-        let reporter = self.instance.status_push_reporter_reporter();
-        reporter
-            .call_configure(&mut self.store, &config)
-            .await
-            .map_err(HostError::Trap)?
-            .map_err(HostError::Config)?;
-        let guard = &mut self.store.data_mut().guard;
-        guard.allowed = origin;
-        guard.tls = tls;
-        self.report_budget =
-            Duration::from_millis(u64::from(deadline_ms)) + self.limits.report_margin;
-        Ok(())
-    }
-
-    /// Reports one event; `Ok` is delivered or deliberately skipped.
-    pub async fn report(&mut self, event: Event, build: &BuildEvent) -> Result<Outcome, HostError> {
-        self.budget(self.report_budget);
-        let reporter = self.instance.status_push_reporter_reporter();
-        let result = match event {
-            Event::Started => reporter.call_on_build_started(&mut self.store, build).await,
-            Event::Finished => {
-                reporter
-                    .call_on_build_finished(&mut self.store, build)
-                    .await
-            }
-        };
-        result.map_err(HostError::Trap)?.map_err(HostError::Push)
-    }
-}
+pub use reporter::{Event, Reporter};
+pub use runtime::{Limits, Runtime, RuntimeOptions};
+pub use secret::Secret;

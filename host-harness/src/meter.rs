@@ -5,7 +5,7 @@ use wasmtime::ResourceLimiter;
 
 /// A `ResourceLimiter` that caps linear memory and remembers its high-water mark.
 #[derive(Debug, Clone, Copy)]
-pub struct MemoryMeter {
+pub(crate) struct MemoryMeter {
     limit: usize,
     peak: usize,
 }
@@ -15,12 +15,12 @@ const MAX_TABLE_ELEMENTS: usize = 100_000;
 
 impl MemoryMeter {
     /// A meter that refuses growth beyond `limit` bytes.
-    pub fn new(limit: usize) -> MemoryMeter {
+    pub(crate) fn new(limit: usize) -> MemoryMeter {
         MemoryMeter { limit, peak: 0 }
     }
 
     /// The largest linear memory any of the instance's memories reached, in bytes.
-    pub fn peak(&self) -> usize {
+    pub(crate) fn peak(&self) -> usize {
         self.peak
     }
 }

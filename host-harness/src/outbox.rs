@@ -15,10 +15,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use crate::policy::DEFAULT_DEAD_LETTER_AFTER;
 use crate::{Event, HostError, Outcome, Runtime};
-
-/// An undelivered event becomes a dead letter after this long unless the config says.
-pub const DEFAULT_DEAD_LETTER_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// What can go wrong with the outbox itself.
 #[derive(Debug, thiserror::Error)]
@@ -164,14 +162,13 @@ impl Outbox {
         // Refuse what could never be delivered now, not at every later retry.
         let mut reporter = runtime.reporter().await?;
         let config = reporter.parse_config(config_json).await?;
-        let dead_after = config
-            .dead_letter_after_seconds
-            .map_or(DEFAULT_DEAD_LETTER_AFTER, |s| {
-                Duration::from_secs(u64::from(s))
-            });
-        reporter.configure(config.clone()).await?;
+        let buildbot_url = config.buildbot_url.clone();
+        reporter.configure(config).await?;
+        let dead_after = reporter
+            .policy()
+            .map_or(DEFAULT_DEAD_LETTER_AFTER, |policy| policy.dead_letter_after);
         let build = reporter.parse_event(documents_json).await?;
-        let build_key = format!("{}|{}", config.buildbot_url, build.build.buildid);
+        let build_key = format!("{buildbot_url}|{}", build.build.buildid);
         let created = now();
         self.db
             .execute(
@@ -183,7 +180,7 @@ impl Outbox {
                     config_json,
                     documents_json,
                     created,
-                    created.saturating_add(dead_after.as_secs() as i64)
+                    created.saturating_add(i64::try_from(dead_after.as_secs()).unwrap_or(i64::MAX))
                 ],
             )
             .map_err(|e| self.store_error(e))?;

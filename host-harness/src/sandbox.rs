@@ -24,7 +24,7 @@ type Sent = Box<
 
 /// A scheme and authority, with the scheme's default port made explicit.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Origin {
+pub(crate) struct Origin {
     scheme: String,
     host: String,
     port: u16,
@@ -32,7 +32,7 @@ pub struct Origin {
 
 impl Origin {
     /// The origin of an absolute `http(s)` URL, or `None` if it has none.
-    pub fn of_url(url: &str) -> Option<Origin> {
+    pub(crate) fn of_url(url: &str) -> Option<Origin> {
         let uri: http::Uri = url.parse().ok()?;
         Origin::new(uri.scheme()?, uri.authority()?)
     }
@@ -59,13 +59,13 @@ impl std::fmt::Display for Origin {
 }
 
 /// `wasi:http` hooks that let requests through only to one origin.
-pub struct OriginGuard {
+pub(crate) struct OriginGuard {
     /// The one origin allowed; `None` (before `configure`) allows nothing.
-    pub allowed: Option<Origin>,
+    pub(crate) allowed: Option<Origin>,
     /// How that origin's certificate is checked.
-    pub tls: TlsPolicy,
+    pub(crate) tls: TlsPolicy,
     /// Connections shared with the other instances.
-    pub client: Arc<Client>,
+    pub(crate) client: Arc<Client>,
 }
 
 impl WasiHttpHooks for OriginGuard {

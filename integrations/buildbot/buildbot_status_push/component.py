@@ -49,7 +49,7 @@ class ComponentLoadError(Exception):
 
 @dataclass(frozen=True)
 class ConfigError(Exception):
-    """`config-error`: which option (seed spelling, or JSON path of an event field) and why."""
+    """`input-error`: which option (seed spelling, or JSON path of an event field) and why."""
 
     key: str
     message: str
@@ -116,7 +116,7 @@ def _push_error_detail(error: Variant) -> str:
         retry_after = _field(payload, "retry-after")
         status = f"HTTP {_field(payload, 'status')}"
         return status if retry_after is None else f"{status}, Retry-After: {retry_after}"
-    if error.tag == "invalid-config":
+    if error.tag == "invalid-input":
         return f"{payload.key}: {payload.message}"
     if error.tag == "format":
         return f"{payload.message} at line {payload.line}, column {payload.column}"
@@ -193,11 +193,11 @@ class ComponentHost:
 
     def configure_json(self, config_json: str) -> None:
         """`parse-config` then `configure`; raises ConfigError naming the option."""
-        # result<config, config-error>: both arms are records, so wasmtime-py tags them.
+        # result<config, input-error>: both arms are records, so wasmtime-py tags them.
         parsed = self._call(self._parse_config, config_json)
         if parsed.tag == "err":
             raise ConfigError(parsed.payload.key, parsed.payload.message)
-        # result<_, config-error>: untagged by wasmtime-py, `None` is ok.
+        # result<_, input-error>: untagged by wasmtime-py, `None` is ok.
         err = self._call(self._configure, parsed.payload)
         if err is not None:
             raise ConfigError(err.key, err.message)

@@ -44,7 +44,7 @@ test("before configure, a push is the typed not-configured failure", () => {
   assert.deepEqual(result.err, { error: { tag: "not-configured" }, retryable: false, attempts: 0, deliveryId: "" });
 });
 
-test("an invalid option is a typed config-error naming the key", () => {
+test("an invalid option is a typed input-error naming the key", () => {
   assert.equal(call(() => documents.parseConfig('{"serverUrl": 5}')).err?.key, "serverUrl");
   assert.equal(call(() => documents.parseConfig('{"serverUrl": "http://127.0.0.1/", "noSuchOption": 1}')).err?.key, "noSuchOption");
   const parsed = call(() => documents.parseConfig('{"serverUrl": "ftp://127.0.0.1/"}'));

@@ -19,7 +19,7 @@ use std::cell::RefCell;
 
 use bindings::exports::status_push::reporter::documents;
 use bindings::exports::status_push::reporter::reporter::{
-    Config, ConfigError, Guest, Outcome, PushError, PushFailure,
+    Config, EventKind, Guest, InputError, Outcome, PushError, PushFailure,
 };
 use bindings::exports::status_push::reporter::types::BuildEvent;
 use bindings::wasi::http::outgoing_handler;
@@ -51,37 +51,46 @@ fn failure(error: PushError) -> PushFailure {
 }
 
 impl Guest for Component {
-    fn configure(config: Config) -> Result<(), ConfigError> {
+    fn configure(config: Config) -> Result<(), InputError> {
         let behaviour = (header(&config, "X-Misbehave"), header(&config, "X-Target"));
         BEHAVIOUR.with(|b| *b.borrow_mut() = behaviour);
         Ok(())
     }
 
     fn on_build_started(_event: BuildEvent) -> Result<Outcome, PushFailure> {
-        let (behaviour, target) = BEHAVIOUR.with(|b| b.borrow().clone());
-        match behaviour.as_str() {
-            "loop" => {
-                let mut n: u64 = 0;
-                loop {
-                    n = std::hint::black_box(n.wrapping_add(1));
-                }
-            }
-            "balloon" => {
-                let mut hoard: Vec<Vec<u8>> = Vec::new();
-                loop {
-                    hoard.push(vec![1u8; 1 << 20]);
-                    std::hint::black_box(&hoard);
-                }
-            }
-            "elsewhere" => post_elsewhere(&target),
-            _ => Err(failure(PushError::Protocol(format!(
-                "unknown behaviour {behaviour:?}"
-            )))),
-        }
+        misbehave()
     }
 
-    fn on_build_finished(event: BuildEvent) -> Result<Outcome, PushFailure> {
-        Self::on_build_started(event)
+    fn on_build_finished(_event: BuildEvent) -> Result<Outcome, PushFailure> {
+        misbehave()
+    }
+
+    fn report_json(_kind: EventKind, _json: String) -> Result<Outcome, PushFailure> {
+        misbehave()
+    }
+}
+
+/// Whatever the configuration's `X-Misbehave` header asks for, on every report.
+fn misbehave() -> Result<Outcome, PushFailure> {
+    let (behaviour, target) = BEHAVIOUR.with(|b| b.borrow().clone());
+    match behaviour.as_str() {
+        "loop" => {
+            let mut n: u64 = 0;
+            loop {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
+        }
+        "balloon" => {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(vec![1u8; 1 << 20]);
+                std::hint::black_box(&hoard);
+            }
+        }
+        "elsewhere" => post_elsewhere(&target),
+        _ => Err(failure(PushError::Protocol(format!(
+            "unknown behaviour {behaviour:?}"
+        )))),
     }
 }
 
@@ -120,15 +129,15 @@ fn to_error(code: ErrorCode) -> PushError {
 }
 
 impl documents::Guest for Component {
-    fn parse_config(_json: String) -> Result<Config, ConfigError> {
-        Err(ConfigError {
+    fn parse_config(_json: String) -> Result<Config, InputError> {
+        Err(InputError {
             key: String::new(),
             message: "not supported by the misbehaving component".into(),
         })
     }
 
-    fn parse_event(_json: String) -> Result<BuildEvent, ConfigError> {
-        Err(ConfigError {
+    fn parse_event(_json: String) -> Result<BuildEvent, InputError> {
+        Err(InputError {
             key: String::new(),
             message: "not supported by the misbehaving component".into(),
         })

@@ -7,12 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use status_push_host::receiver::{Receiver, Recorded, Reply};
+use status_push_cli::receiver::{Receiver, Recorded, Reply};
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
+        .ancestors()
+        .nth(2)
+        .expect("host-harness/cli is two levels below the workspace")
         .to_path_buf()
 }
 
@@ -181,4 +182,30 @@ async fn demo_prints_both_events_as_received() {
         stdout.contains("\"state_string\": \"build successful\""),
         "{stdout}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_refuses_a_bad_config_before_it_listens() {
+    let relay = workspace().join("target/status-push-relay.wasm");
+    assert!(relay.exists(), "build the relay first: cargo xtask wasm");
+    let dir = temp_dir("serve-badconfig");
+    let config = write_config(
+        &dir,
+        &serde_json::json!({"serverUrl": "http://127.0.0.1:9/", "wantStep": true}),
+    );
+    let serve = tokio::process::Command::new(env!("CARGO_BIN_EXE_status-push"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .arg("--relay")
+        .arg(&relay)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), serve)
+        .await
+        .expect("serve exits instead of listening")
+        .expect("the CLI runs");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("wantStep"), "{stderr}");
 }

@@ -1,6 +1,6 @@
 //! A build with a 1 GiB log, streamed from disk (`content_file`) through the component
 //! to a loopback receiver. Ignored by default (it writes 1 GiB and takes a while):
-//! `cargo test -p status-push-host --test huge_log -- --ignored --nocapture`.
+//! `cargo test -p status-push-cli --test huge_log -- --ignored --nocapture`.
 //! Asserts the host's peak RSS under 100 MiB, the component's linear memory under 16 MiB,
 //! valid JSON at the receiver, and log content byte-identical to the file.
 
@@ -9,14 +9,15 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use status_push_host::receiver::Receiver;
+use status_push_cli::receiver::Receiver;
 
 const LOG_BYTES: usize = 1 << 30;
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
+        .ancestors()
+        .nth(2)
+        .expect("host-harness/cli is two levels below the workspace")
         .to_path_buf()
 }
 

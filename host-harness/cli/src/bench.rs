@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use status_push_host::receiver::{Receiver, Recorded};
+use status_push_cli::receiver::{Receiver, Recorded};
 use status_push_host::{BuildEvent, Event, Outcome, Reporter, Runtime, RuntimeOptions};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;

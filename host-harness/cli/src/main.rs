@@ -6,20 +6,20 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use status_push_cli::receiver::{Receiver, Reply};
 use status_push_host::outbox::{Outbox, OutboxError, PushResult};
-use status_push_host::receiver::{Receiver, Reply};
-use status_push_host::serve::Relay;
-use status_push_host::{cache, Event, HostError, Outcome, Runtime, RuntimeOptions};
+use status_push_host::relay::Relay;
+use status_push_host::{Event, HostError, Outcome, Runtime, RuntimeOptions};
 
 mod bench;
 
 /// The component the CLI loads unless --wasm or STATUS_PUSH_WASM says otherwise.
-const DEFAULT_WASM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/status-push.wasm");
+const DEFAULT_WASM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/status-push.wasm");
 
 /// The relay component `serve` hosts.
 const DEFAULT_RELAY_WASM: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../target/status-push-relay.wasm"
+    "/../../target/status-push-relay.wasm"
 );
 
 /// Warnings from the host, and what the component writes to stderr (its `debug` output).
@@ -62,6 +62,24 @@ impl Loader {
     }
 }
 
+/// `--event`: which report to make.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum EventArg {
+    /// `on-build-started`.
+    Started,
+    /// `on-build-finished`.
+    Finished,
+}
+
+impl From<EventArg> for Event {
+    fn from(event: EventArg) -> Event {
+        match event {
+            EventArg::Started => Event::Started,
+            EventArg::Finished => Event::Finished,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// POST one build event, as Buildbot's HttpStatusPush would.
@@ -75,7 +93,7 @@ enum Command {
         config: PathBuf,
         /// Which event to report.
         #[arg(long, value_enum)]
-        event: Event,
+        event: EventArg,
         /// Buildbot data-API documents of the build: build, properties, buildrequest,
         /// buildset, builder, steps, … (as in tests/fixtures/buildbot/*/started.json).
         #[arg(long)]
@@ -153,7 +171,9 @@ fn main() -> ExitCode {
             cache_dir: if cli.no_cache {
                 None
             } else {
-                cli.cache_dir.clone().or_else(cache::default_dir)
+                cli.cache_dir
+                    .clone()
+                    .or_else(RuntimeOptions::default_cache_dir)
             },
             ..RuntimeOptions::default()
         },
@@ -173,14 +193,14 @@ fn main() -> ExitCode {
                 build,
                 outbox: None,
                 stats,
-            } => push(&loader, &config, event, &build, stats).await,
+            } => push(&loader, &config, event.into(), &build, stats).await,
             Command::Push {
                 config,
                 event,
                 build,
                 outbox: Some(outbox),
                 ..
-            } => push_via_outbox(&loader, &config, event, &build, &outbox).await,
+            } => push_via_outbox(&loader, &config, event.into(), &build, &outbox).await,
             Command::Deliver {
                 outbox,
                 budget_seconds,
@@ -336,7 +356,7 @@ async fn receive(port: u16, status: u16) -> Result<ExitCode> {
 
 async fn serve(loader: &Loader, config: &Path, listen: &str, relay: &Path) -> Result<ExitCode> {
     let config = read(config)?;
-    let relay = std::sync::Arc::new(Relay::load(relay, &loader.options, &config)?);
+    let relay = std::sync::Arc::new(Relay::load(relay, &loader.options, &config).await?);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -345,7 +365,9 @@ async fn serve(loader: &Loader, config: &Path, listen: &str, relay: &Path) -> Re
         listener.local_addr()?
     );
     tokio::select! {
-        served = relay.serve(listener) => served.context("the relay listener failed")?,
+        served = status_push_cli::serve::serve(relay, listener) => {
+            served.context("the relay listener failed")?
+        }
         _ = tokio::signal::ctrl_c() => {}
     }
     Ok(ExitCode::SUCCESS)

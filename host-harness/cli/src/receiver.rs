@@ -13,6 +13,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
+use status_push::secret::{is_secret_header, REDACTED};
+
 /// One request as it arrived.
 #[derive(Debug, Clone)]
 pub struct Recorded {
@@ -42,19 +44,11 @@ impl Recorded {
     pub fn describe(&self) -> String {
         let mut out = format!("{} {}\n", self.method, self.path);
         for (name, value) in &self.headers {
-            let lower = name.to_ascii_lowercase();
-            let secret = [
-                "authorization",
-                "cookie",
-                "key",
-                "token",
-                "secret",
-                "signature",
-                "password",
-            ]
-            .iter()
-            .any(|s| lower.contains(s));
-            let shown = if secret { "<redacted>" } else { value.as_str() };
+            let shown = if is_secret_header(name) {
+                REDACTED
+            } else {
+                value.as_str()
+            };
             out.push_str(&format!("{name}: {shown}\n"));
         }
         out.push('\n');
@@ -65,23 +59,6 @@ impl Recorded {
         out.push('\n');
         out
     }
-}
-
-/// Whether a header carries a credential, so that printing it would leak a secret.
-pub fn is_secret_header(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
-    [
-        "authorization",
-        "cookie",
-        "token",
-        "secret",
-        "password",
-        "signature",
-        "api-key",
-        "apikey",
-    ]
-    .iter()
-    .any(|s| lower.contains(s))
 }
 
 /// The receiver's answer to one request.

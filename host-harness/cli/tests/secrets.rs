@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use status_push_host::receiver::{Receiver, Recorded, Reply};
+use status_push_cli::receiver::{Receiver, Recorded, Reply};
 use tokio::io::AsyncReadExt;
 
 const PASSWORD: &str = "pw-S3CRET-4711";
@@ -25,8 +25,9 @@ fn needles() -> Vec<String> {
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
+        .ancestors()
+        .nth(2)
+        .expect("host-harness/cli is two levels below the workspace")
         .to_path_buf()
 }
 

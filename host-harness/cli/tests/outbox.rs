@@ -8,12 +8,13 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use status_push_host::receiver::Receiver;
+use status_push_cli::receiver::Receiver;
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
+        .ancestors()
+        .nth(2)
+        .expect("host-harness/cli is two levels below the workspace")
         .to_path_buf()
 }
 
@@ -211,7 +212,7 @@ async fn a_permanent_failure_becomes_a_listed_dead_letter() {
     let outbox = dir.join("outbox.sqlite");
     let receiver = Receiver::start_with(
         0,
-        std::sync::Arc::new(|_: &_| status_push_host::receiver::Reply::from(410)),
+        std::sync::Arc::new(|_: &_| status_push_cli::receiver::Reply::from(410)),
     )
     .await
     .unwrap();

@@ -1,0 +1,159 @@
+//! The one place a configuration becomes what the host enforces around an instance: the
+//! origin it may reach, how that origin's certificate is checked, how long a report
+//! call may run, and how long an outbox keeps an undelivered event. `Reporter::configure`,
+//! the outbox and the relay all ask [`Policy::from_config`]; a new host-enforced option
+//! belongs here.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::bindings::{Config, InputError};
+use crate::client::{Client, TlsPolicy};
+use crate::sandbox::Origin;
+use crate::{HostError, Limits};
+
+/// The component's retry deadline when the configuration gives none (see the WIT).
+const DEFAULT_RETRY_DEADLINE: Duration = Duration::from_millis(30_000);
+
+/// An undelivered outbox event becomes a dead letter after this long unless the
+/// configuration says otherwise (see the WIT).
+pub(crate) const DEFAULT_DEAD_LETTER_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// What the host enforces for one configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Policy {
+    /// The one origin the instance may reach: `server-url`'s. `None` (no usable origin)
+    /// lets nothing out; the component refuses such a URL itself anyway.
+    pub(crate) origin: Option<Origin>,
+    /// How that origin's certificate is checked (`verify`, `ca-file`).
+    pub(crate) tls: TlsPolicy,
+    /// Wall time a report call may take: the retry deadline plus the limits' margin.
+    pub(crate) report_budget: Duration,
+    /// Age after which an undelivered outbox event becomes a dead letter.
+    pub(crate) dead_letter_after: Duration,
+}
+
+impl Policy {
+    /// The policy of `config` under `limits`. The CA file is read now (and its trust
+    /// roots kept in `client`), so a bad one is a configuration error naming `caFile`
+    /// rather than a failed push later.
+    pub(crate) fn from_config(
+        config: &Config,
+        limits: &Limits,
+        client: &Client,
+    ) -> Result<Policy, HostError> {
+        let tls = if config.verify {
+            TlsPolicy::Verify {
+                ca_file: config.ca_file.as_ref().map(PathBuf::from),
+            }
+        } else {
+            TlsPolicy::Insecure
+        };
+        client.tls_config(&tls).map_err(|e| {
+            HostError::Config(InputError {
+                key: "caFile".into(),
+                message: e.to_string(),
+            })
+        })?;
+        let retry_deadline = config
+            .retry_deadline_ms
+            .map_or(DEFAULT_RETRY_DEADLINE, |ms| {
+                Duration::from_millis(u64::from(ms))
+            });
+        Ok(Policy {
+            origin: Origin::of_url(&config.server_url),
+            tls,
+            report_budget: retry_deadline + limits.report_margin,
+            dead_letter_after: config
+                .dead_letter_after_ms
+                .map_or(DEFAULT_DEAD_LETTER_AFTER, Duration::from_millis),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bindings::Config;
+
+    fn config(server_url: &str) -> Config {
+        Config {
+            server_url: server_url.into(),
+            buildbot_url: "http://localhost:8080/".into(),
+            user: None,
+            password: None,
+            auth: None,
+            headers: vec![],
+            format_fn: None,
+            builders: None,
+            tags: None,
+            branches: None,
+            schedulers: None,
+            mode: vec![],
+            want_properties: false,
+            want_steps: false,
+            want_logs: false,
+            want_previous_build: false,
+            debug: false,
+            verify: true,
+            skip_encoding: false,
+            connect_timeout_ms: None,
+            timeout_ms: None,
+            max_attempts: None,
+            retry_deadline_ms: None,
+            signing: None,
+            ca_file: None,
+            dead_letter_after_ms: None,
+            max_body_bytes: None,
+            inbound_token: None,
+            inbound_secret: None,
+        }
+    }
+
+    #[test]
+    fn defaults_follow_the_wit() {
+        let limits = Limits::default();
+        let policy = Policy::from_config(
+            &config("https://h.example.com/x"),
+            &limits,
+            &Client::default(),
+        )
+        .unwrap();
+        assert_eq!(policy.origin, Origin::of_url("https://h.example.com:443/"));
+        assert_eq!(policy.tls, TlsPolicy::Verify { ca_file: None });
+        assert_eq!(
+            policy.report_budget,
+            Duration::from_secs(30) + limits.report_margin
+        );
+        assert_eq!(policy.dead_letter_after, DEFAULT_DEAD_LETTER_AFTER);
+    }
+
+    #[test]
+    fn options_set_the_policy() {
+        let limits = Limits {
+            report_margin: Duration::from_secs(1),
+            ..Limits::default()
+        };
+        let mut config = config("http://127.0.0.1:8010/hook");
+        config.verify = false;
+        config.retry_deadline_ms = Some(2_500);
+        config.dead_letter_after_ms = Some(60_000);
+        let policy = Policy::from_config(&config, &limits, &Client::default()).unwrap();
+        assert_eq!(policy.tls, TlsPolicy::Insecure);
+        assert_eq!(policy.report_budget, Duration::from_millis(3_500));
+        assert_eq!(policy.dead_letter_after, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn a_bad_ca_file_is_a_config_error_naming_ca_file() {
+        let mut config = config("https://h.example.com/");
+        config.ca_file = Some("/nonexistent/status-push-ca.pem".into());
+        match Policy::from_config(&config, &Limits::default(), &Client::default()) {
+            Err(HostError::Config(e)) => {
+                assert_eq!(e.key, "caFile");
+                assert!(e.message.contains("status-push-ca.pem"), "{}", e.message);
+            }
+            other => panic!("expected a caFile error, got {other:?}"),
+        }
+    }
+}

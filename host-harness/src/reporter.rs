@@ -1,0 +1,203 @@
+//! One configured component instance and the calls an embedder makes on it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use wasmtime::Store;
+
+use crate::bindings::{self, BuildEvent, Config, EventKind, InputError, Outcome, WitConfig};
+use crate::client::Client;
+use crate::policy::Policy;
+use crate::store::{set_budget, Host};
+use crate::{HostError, Limits};
+
+/// Which report an event is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Event {
+    /// The build started (`on-build-started`).
+    Started,
+    /// The build finished (`on-build-finished`).
+    Finished,
+}
+
+impl From<Event> for EventKind {
+    fn from(event: Event) -> EventKind {
+        match event {
+            Event::Started => EventKind::Started,
+            Event::Finished => EventKind::Finished,
+        }
+    }
+}
+
+/// One component instance with its own configuration. Made by
+/// [`crate::Runtime::reporter`]; a call that traps leaves it unusable, so make a new one.
+pub struct Reporter {
+    store: Store<Host>,
+    instance: bindings::ReporterExports,
+    limits: Limits,
+    client: Arc<Client>,
+    /// What `configure` opened the sandbox to; `None` before.
+    policy: Option<Policy>,
+}
+
+impl Reporter {
+    pub(crate) fn new(
+        store: Store<Host>,
+        instance: bindings::ReporterExports,
+        limits: Limits,
+        client: Arc<Client>,
+    ) -> Reporter {
+        Reporter {
+            store,
+            instance,
+            limits,
+            client,
+            policy: None,
+        }
+    }
+
+    /// The policy the last successful [`Reporter::configure`] applied.
+    #[cfg(feature = "outbox")]
+    pub(crate) fn policy(&self) -> Option<&Policy> {
+        self.policy.as_ref()
+    }
+
+    /// Parses a configuration object with the seed's option names (`serverUrl`, …), in
+    /// the component. An unknown key or a wrong type is [`HostError::Config`] naming it.
+    pub async fn parse_config(&mut self, json: &str) -> Result<Config, HostError> {
+        set_budget(&mut self.store, self.limits.parse_budget);
+        let documents = self.instance.status_push_reporter_documents();
+        documents
+            .call_parse_config(&mut self.store, json)
+            .await
+            .map_err(HostError::Trap)?
+            .map(Config::from)
+            .map_err(HostError::Config)
+    }
+
+    /// Parses an event's data-API documents, in the component. A log may give
+    /// `content_file: PATH` instead of `content`: its text is then streamed from that
+    /// file while the request is written, never held whole in memory.
+    pub async fn parse_event(&mut self, json: &str) -> Result<BuildEvent, HostError> {
+        set_budget(&mut self.store, self.limits.parse_budget);
+        let documents = self.instance.status_push_reporter_documents();
+        let mut event = documents
+            .call_parse_event(&mut self.store, json)
+            .await
+            .map_err(HostError::Trap)?
+            .map_err(HostError::Config)?;
+        for (step, log, path) in content_files(json) {
+            let file = std::fs::File::open(&path).map_err(|e| {
+                HostError::Config(InputError {
+                    key: format!("steps[{step}].logs[{log}].content_file"),
+                    message: format!("cannot open {}: {e}", path.display()),
+                })
+            })?;
+            let stream: wasmtime_wasi::p2::DynInputStream = Box::new(
+                wasmtime_wasi::p2::pipe::AsyncReadStream::new(tokio::fs::File::from_std(file)),
+            );
+            let handle = self
+                .store
+                .data_mut()
+                .table
+                .push(stream)
+                .map_err(|e| HostError::Instantiate(e.into()))?;
+            if let Some(entry) = event.steps.get_mut(step).and_then(|s| s.logs.get_mut(log)) {
+                entry.content = Some(bindings::LogContent::Stream(handle));
+            }
+        }
+        Ok(event)
+    }
+
+    /// The most linear memory this instance has used so far, in bytes.
+    pub fn peak_memory(&self) -> usize {
+        self.store.data().meter.peak()
+    }
+
+    /// Configures the instance and opens the sandbox to the origin of `server_url` only,
+    /// with the TLS policy of `verify` and `ca_file`; report calls may then run for the
+    /// configuration's retry deadline plus [`Limits::report_margin`]. An invalid
+    /// configuration (a bad CA file included) is [`HostError::Config`]; the instance then
+    /// keeps its previous configuration.
+    pub async fn configure(&mut self, config: Config) -> Result<(), HostError> {
+        let policy = Policy::from_config(&config, &self.limits, &self.client)?;
+        set_budget(&mut self.store, self.limits.parse_budget);
+        let reporter = self.instance.status_push_reporter_reporter();
+        reporter
+            .call_configure(&mut self.store, &WitConfig::from(config))
+            .await
+            .map_err(HostError::Trap)?
+            .map_err(HostError::Config)?;
+        self.store.data_mut().apply(&policy);
+        self.policy = Some(policy);
+        Ok(())
+    }
+
+    /// Reports one event; `Ok` is delivered or deliberately skipped.
+    pub async fn report(&mut self, event: Event, build: &BuildEvent) -> Result<Outcome, HostError> {
+        self.set_report_budget();
+        let reporter = self.instance.status_push_reporter_reporter();
+        let result = match event {
+            Event::Started => reporter.call_on_build_started(&mut self.store, build).await,
+            Event::Finished => {
+                reporter
+                    .call_on_build_finished(&mut self.store, build)
+                    .await
+            }
+        };
+        result.map_err(HostError::Trap)?.map_err(HostError::Push)
+    }
+
+    /// Reports one event given as its data-API documents in JSON (the form
+    /// [`Reporter::parse_event`] reads), handed to the component once, as one string.
+    /// Log texts must be inline (`content`). A document that does not parse is a
+    /// [`HostError::Push`] whose error is `invalid-input`, with nothing sent.
+    pub async fn report_json(
+        &mut self,
+        event: Event,
+        documents: &str,
+    ) -> Result<Outcome, HostError> {
+        self.set_report_budget();
+        let reporter = self.instance.status_push_reporter_reporter();
+        reporter
+            .call_report_json(&mut self.store, event.into(), documents)
+            .await
+            .map_err(HostError::Trap)?
+            .map_err(HostError::Push)
+    }
+
+    fn set_report_budget(&mut self) {
+        let budget = self
+            .policy
+            .as_ref()
+            .map_or(self.limits.parse_budget, |p| p.report_budget);
+        set_budget(&mut self.store, budget);
+    }
+}
+
+/// `(step, log, path)` of every log that names a `content_file` and has no `content`.
+fn content_files(json: &str) -> Vec<(usize, usize, PathBuf)> {
+    if !json.contains("\"content_file\"") {
+        return vec![];
+    }
+    let Ok(doc) = serde_json::from_str::<serde_json::Value>(json) else {
+        return vec![];
+    };
+    let steps = doc["steps"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let mut files = Vec::new();
+    for (i, step) in steps.iter().enumerate() {
+        let logs = step["logs"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        for (j, log) in logs.iter().enumerate() {
+            if let (Some(path), None) = (log["content_file"].as_str(), log.get("content")) {
+                files.push((i, j, PathBuf::from(path)));
+            }
+        }
+    }
+    files
+}

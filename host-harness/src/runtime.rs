@@ -1,0 +1,198 @@
+//! Loading the component: the engine, its epoch ticker, the compile cache and the linker.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::component::{Component, InstancePre, Linker};
+use wasmtime::{
+    Config as EngineConfig, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
+};
+
+use crate::bindings::ReporterExportsPre;
+use crate::client::Client;
+use crate::store::{new_store, Host, EPOCH_TICK};
+use crate::{cache, HostError, Reporter};
+
+/// What one instance may use. A component that exceeds them traps, and the call ends in
+/// [`HostError::Trap`]; the host and its other instances carry on.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Linear memory per instance, in bytes.
+    pub memory_bytes: usize,
+    /// Wall time for `parse-*` and `configure` calls.
+    pub parse_budget: Duration,
+    /// Wall time a report call may take beyond the configuration's own retry deadline.
+    pub report_margin: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            memory_bytes: 128 << 20,
+            parse_budget: Duration::from_secs(10),
+            report_margin: Duration::from_secs(10),
+        }
+    }
+}
+
+/// How a [`Runtime`] is set up.
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    /// What each instance may use.
+    pub limits: Limits,
+    /// Where compiled components are cached; `None` compiles every time. See
+    /// [`RuntimeOptions::default_cache_dir`].
+    pub cache_dir: Option<PathBuf>,
+    /// Reuse pre-reserved instance slots (wasmtime's pooling allocator): cheaper
+    /// instantiation, at the cost of reserving address space up front.
+    pub pooling: bool,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> RuntimeOptions {
+        RuntimeOptions {
+            limits: Limits::default(),
+            cache_dir: None,
+            pooling: true,
+        }
+    }
+}
+
+impl RuntimeOptions {
+    /// The conventional cache directory: `$STATUS_PUSH_CACHE_DIR`, else
+    /// `$XDG_CACHE_HOME/status-push`, else `~/.cache/status-push`.
+    pub fn default_cache_dir() -> Option<PathBuf> {
+        cache::default_dir()
+    }
+}
+
+/// Concurrent instances a pooling runtime holds slots for.
+const POOLED_INSTANCES: u32 = 256;
+
+/// A compiled component, ready to instantiate many times. Cheap to share (`Sync`).
+pub struct Runtime {
+    pre: ReporterExportsPre<Host>,
+    pub(crate) client: Arc<Client>,
+    limits: Limits,
+}
+
+impl Runtime {
+    /// Compiles the component at `path`, with the default [`RuntimeOptions`].
+    pub fn load(path: &Path) -> Result<Runtime, HostError> {
+        Runtime::load_with(path, &RuntimeOptions::default())
+    }
+
+    /// Compiles (or loads from the cache) the component at `path`.
+    pub fn load_with(path: &Path, options: &RuntimeOptions) -> Result<Runtime, HostError> {
+        let (engine, component) = compile(path, options)?;
+        Runtime::from_instance_pre(instance_pre(&engine, &component)?, options.limits)
+    }
+
+    /// A runtime over a linked component that exports the reporter's interfaces (the
+    /// `status-push` world, or the relay world, which exports them too).
+    pub(crate) fn from_instance_pre(
+        pre: InstancePre<Host>,
+        limits: Limits,
+    ) -> Result<Runtime, HostError> {
+        Ok(Runtime {
+            pre: ReporterExportsPre::new(pre).map_err(HostError::Instantiate)?,
+            client: Arc::new(Client::default()),
+            limits,
+        })
+    }
+
+    /// A fresh, unconfigured instance: it can parse, and reaches no network until
+    /// [`Reporter::configure`].
+    pub async fn reporter(&self) -> Result<Reporter, HostError> {
+        let mut store = new_store(
+            self.pre.engine(),
+            self.client.clone(),
+            &self.limits,
+            None,
+            None,
+        );
+        let instance = self
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(HostError::Instantiate)?;
+        Ok(Reporter::new(
+            store,
+            instance,
+            self.limits,
+            self.client.clone(),
+        ))
+    }
+}
+
+/// The component at `path`, linked against WASI (with `wasi:cli/environment`, which only
+/// the relay imports) and wasi:http's outgoing handler.
+pub(crate) fn instance_pre(
+    engine: &Engine,
+    component: &Component,
+) -> Result<InstancePre<Host>, HostError> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(HostError::Instantiate)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+        .map_err(HostError::Instantiate)?;
+    linker
+        .instantiate_pre(component)
+        .map_err(HostError::Instantiate)
+}
+
+/// An engine for `options` (its epoch ticking) and the component at `path`, compiled or
+/// from the cache.
+pub(crate) fn compile(
+    path: &Path,
+    options: &RuntimeOptions,
+) -> Result<(Engine, Component), HostError> {
+    let load = |source| HostError::Load {
+        path: path.to_path_buf(),
+        source,
+    };
+    let bytes = std::fs::read(path).map_err(|e| load(e.into()))?;
+    let engine = engine(options).map_err(load)?;
+    let component = match &options.cache_dir {
+        Some(dir) => cache::load_or_compile(dir, &engine, &bytes),
+        None => Component::new(&engine, &bytes),
+    }
+    .map_err(load)?;
+    start_epoch_ticker(&engine);
+    Ok((engine, component))
+}
+
+fn engine(options: &RuntimeOptions) -> wasmtime::Result<Engine> {
+    let mut config = EngineConfig::new();
+    // Lets the host stop a component that loops, whatever it is doing.
+    config.epoch_interruption(true);
+    if options.pooling {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(POOLED_INSTANCES)
+            .total_core_instances(POOLED_INSTANCES * 4)
+            .total_memories(POOLED_INSTANCES * 2)
+            .total_tables(POOLED_INSTANCES * 4)
+            .total_stacks(POOLED_INSTANCES)
+            .max_core_instances_per_component(16)
+            .max_memories_per_component(2)
+            .max_tables_per_component(8)
+            .max_memory_size(options.limits.memory_bytes);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    Engine::new(&config)
+}
+
+/// Advances `engine`'s epoch every [`EPOCH_TICK`] until the engine is dropped.
+fn start_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("status-push-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .ok();
+}
