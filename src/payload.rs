@@ -1,19 +1,33 @@
 //! Buildbot's default `HttpStatusPush` payload from a build event: the build's fields in
 //! data-API order, then `properties`, `buildrequest`, `buildset`, `parentbuild`,
 //! `parentbuilder`, `builder`, `url`, `steps` and `prev_build` as the options ask.
+//! Written straight from the WIT records into Python's `json.dumps` bytes
+//! ([`crate::encoder`]'s rules): no JSON tree is built, so no string is allocated per key
+//! or number. The tree ([`build`]) is made from those bytes only where one is needed: for
+//! `format_fn`, and for bodies whose streamed log texts are spliced in as they are read.
 //! Pure: no I/O.
 
-use serde_json::{Map, Value};
+use indexmap::IndexMap;
+use serde_json::Value;
 
 use crate::body::placeholder;
 use crate::config::{PayloadOptions, Settings};
+use crate::encoder::{write_str, write_value};
 use crate::{
     Build, BuildEvent, Builder, Buildrequest, Buildset, EventKind, InputError, Log, LogContent,
     Property, PushError, Sourcestamp, Step,
 };
 
-/// The payload for `event`: the default payload, or the `format_fn` template's output.
-/// A streamed log text stands as `body::placeholder(nonce, logid)`.
+/// A key as written in an object, quotes and `": "` included: `key!("url")` is
+/// `"\"url\": "`, so a key costs one append.
+macro_rules! key {
+    ($name:literal) => {
+        concat!("\"", $name, "\": ")
+    };
+}
+
+/// The payload for `event` as a JSON value: the default payload, or the `format_fn`
+/// template's output. A streamed log text stands as `body::placeholder(nonce, logid)`.
 pub fn render(
     settings: &Settings,
     kind: EventKind,
@@ -28,108 +42,214 @@ pub fn render(
     }
 }
 
-/// The default payload as a JSON value.
+/// The request body for `event`: the default payload encoded directly, or the
+/// `format_fn` template's output encoded.
+pub fn render_body(
+    settings: &Settings,
+    kind: EventKind,
+    event: &BuildEvent,
+    nonce: u64,
+) -> Result<Vec<u8>, PushError> {
+    if settings.template.is_some() {
+        return render(settings, kind, event, nonce).map(|value| crate::encoder::to_vec(&value));
+    }
+    let mut out = Vec::with_capacity(2048);
+    encode(&settings.payload, kind, event, nonce, &mut out)?;
+    Ok(out)
+}
+
+/// The default payload as a JSON value (the bytes of [`encode`], parsed).
 pub fn build(
     opts: &PayloadOptions,
     kind: EventKind,
     event: &BuildEvent,
     nonce: u64,
 ) -> Result<Value, PushError> {
-    let mut doc = Map::new();
+    let mut out = Vec::with_capacity(2048);
+    encode(opts, kind, event, nonce, &mut out)?;
+    // The encoder writes only valid JSON; an error here would be a bug, reported as one.
+    serde_json::from_slice(&out)
+        .map_err(|e| PushError::Protocol(format!("the payload did not re-parse: {e}")))
+}
+
+/// Appends the default payload to `out`, encoded as Buildbot sends it.
+pub fn encode(
+    opts: &PayloadOptions,
+    kind: EventKind,
+    event: &BuildEvent,
+    nonce: u64,
+    out: &mut Vec<u8>,
+) -> Result<(), PushError> {
+    let mut doc = Object::open(out);
     build_fields(&mut doc, &event.build);
-    let properties = if opts.want_properties {
-        properties(&event.properties)?
+    let out = doc.key(key!("properties"));
+    if opts.want_properties {
+        properties(out, &event.properties)?;
     } else {
-        Value::Object(Map::new())
-    };
-    doc.insert("properties".into(), properties);
-    doc.insert("buildrequest".into(), buildrequest(&event.buildrequest)?);
-    doc.insert("buildset".into(), buildset(&event.buildset));
-    doc.insert(
-        "parentbuild".into(),
-        optional(event.parentbuild.as_ref(), build_doc)?,
-    );
-    doc.insert(
-        "parentbuilder".into(),
-        optional(event.parentbuilder.as_ref(), |b| Ok(builder(b)))?,
-    );
-    doc.insert("builder".into(), builder(&event.builder));
-    doc.insert(
-        "url".into(),
-        Value::String(format!(
-            "{}#/builders/{}/builds/{}",
-            opts.buildbot_url, event.build.builderid, event.build.number
-        )),
-    );
+        out.extend_from_slice(b"{}");
+    }
+    buildrequest(doc.key(key!("buildrequest")), &event.buildrequest)?;
+    buildset(doc.key(key!("buildset")), &event.buildset);
+    let out = doc.key(key!("parentbuild"));
+    match &event.parentbuild {
+        Some(b) => build_doc(out, b)?,
+        None => null(out),
+    }
+    let out = doc.key(key!("parentbuilder"));
+    match &event.parentbuilder {
+        Some(b) => builder(out, b),
+        None => null(out),
+    }
+    builder(doc.key(key!("builder")), &event.builder);
+    let out = doc.key(key!("url"));
+    out.push(b'"');
+    crate::encoder::write_str_content(out, &opts.buildbot_url);
+    out.extend_from_slice(b"#/builders/");
+    int(out, event.build.builderid);
+    out.extend_from_slice(b"/builds/");
+    int(out, event.build.number);
+    out.push(b'"');
     if opts.want_steps {
-        let steps = event
-            .steps
-            .iter()
-            .map(|s| step(opts, &event.build, s, nonce))
-            .collect();
-        doc.insert("steps".into(), Value::Array(steps));
+        let out = doc.key(key!("steps"));
+        list(out, &event.steps, |out, s| {
+            step(out, opts, &event.build, s, nonce)
+        });
     }
     if opts.want_previous_build && kind == EventKind::Finished {
-        doc.insert(
-            "prev_build".into(),
-            optional(event.prev_build.as_ref(), build_doc)?,
-        );
+        let out = doc.key(key!("prev_build"));
+        match &event.prev_build {
+            Some(b) => build_doc(out, b)?,
+            None => null(out),
+        }
     }
-    Ok(Value::Object(doc))
+    doc.close();
+    Ok(())
 }
 
-fn optional<T>(
-    value: Option<&T>,
-    f: impl Fn(&T) -> Result<Value, PushError>,
-) -> Result<Value, PushError> {
-    value.map_or(Ok(Value::Null), f)
+/// A JSON object being written; keys come from `key!`.
+struct Object<'a> {
+    out: &'a mut Vec<u8>,
+    empty: bool,
 }
 
-fn int(n: i64) -> Value {
-    Value::from(n)
+impl<'a> Object<'a> {
+    fn open(out: &'a mut Vec<u8>) -> Object<'a> {
+        out.push(b'{');
+        Object { out, empty: true }
+    }
+
+    /// Writes the separator and the key (from `key!`), and returns the buffer for the
+    /// value.
+    fn key(&mut self, key: &str) -> &mut Vec<u8> {
+        if !self.empty {
+            self.out.push(b',');
+            self.out.push(b' ');
+        }
+        self.empty = false;
+        self.out.extend_from_slice(key.as_bytes());
+        self.out
+    }
+
+    fn int(&mut self, key: &str, n: i64) {
+        int(self.key(key), n);
+    }
+
+    fn opt_int(&mut self, key: &str, n: Option<i64>) {
+        let out = self.key(key);
+        match n {
+            Some(n) => int(out, n),
+            None => null(out),
+        }
+    }
+
+    fn bool(&mut self, key: &str, b: bool) {
+        let out = self.key(key);
+        out.extend_from_slice(if b { b"true" } else { b"false" });
+    }
+
+    fn str(&mut self, key: &str, s: &str) {
+        write_str(self.key(key), s);
+    }
+
+    fn opt_str(&mut self, key: &str, s: &Option<String>) {
+        let out = self.key(key);
+        match s {
+            Some(s) => write_str(out, s),
+            None => null(out),
+        }
+    }
+
+    fn close(self) {
+        self.out.push(b'}');
+    }
 }
 
-fn opt_int(n: Option<i64>) -> Value {
-    n.map_or(Value::Null, Value::from)
+fn null(out: &mut Vec<u8>) {
+    out.extend_from_slice(b"null");
 }
 
-fn string(s: &str) -> Value {
-    Value::String(s.to_string())
+/// An integer in decimal, as Python's `int` prints it.
+fn int(out: &mut Vec<u8>, n: i64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = n.unsigned_abs();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
-fn opt_string(s: &Option<String>) -> Value {
-    s.as_deref().map_or(Value::Null, string)
+fn list<T>(out: &mut Vec<u8>, items: &[T], mut item: impl FnMut(&mut Vec<u8>, &T)) {
+    out.push(b'[');
+    for (i, it) in items.iter().enumerate() {
+        if i > 0 {
+            out.extend_from_slice(b", ");
+        }
+        item(out, it);
+    }
+    out.push(b']');
 }
 
-fn build_fields(doc: &mut Map<String, Value>, b: &Build) {
-    doc.insert("buildid".into(), int(b.buildid));
-    doc.insert("number".into(), int(b.number));
-    doc.insert("builderid".into(), int(b.builderid));
-    doc.insert("buildrequestid".into(), int(b.buildrequestid));
-    doc.insert("workerid".into(), int(b.workerid));
-    doc.insert("masterid".into(), int(b.masterid));
-    doc.insert("started_at".into(), int(b.started_at));
-    doc.insert("complete_at".into(), opt_int(b.complete_at));
-    doc.insert("locks_duration_s".into(), int(b.locks_duration_s));
-    doc.insert("complete".into(), Value::Bool(b.complete));
-    doc.insert("state_string".into(), string(&b.state_string));
-    doc.insert("results".into(), opt_int(b.results));
+fn build_fields(doc: &mut Object<'_>, b: &Build) {
+    doc.int(key!("buildid"), b.buildid);
+    doc.int(key!("number"), b.number);
+    doc.int(key!("builderid"), b.builderid);
+    doc.int(key!("buildrequestid"), b.buildrequestid);
+    doc.int(key!("workerid"), b.workerid);
+    doc.int(key!("masterid"), b.masterid);
+    doc.int(key!("started_at"), b.started_at);
+    doc.opt_int(key!("complete_at"), b.complete_at);
+    doc.int(key!("locks_duration_s"), b.locks_duration_s);
+    doc.bool(key!("complete"), b.complete);
+    doc.str(key!("state_string"), &b.state_string);
+    doc.opt_int(key!("results"), b.results);
 }
 
 /// A build document other than the event's own (parent, previous), with the properties
 /// the data API attached to it, if any.
-fn build_doc(b: &Build) -> Result<Value, PushError> {
-    let mut doc = Map::new();
+fn build_doc(out: &mut Vec<u8>, b: &Build) -> Result<(), PushError> {
+    let mut doc = Object::open(out);
     build_fields(&mut doc, b);
     if let Some(props) = &b.properties {
-        doc.insert("properties".into(), properties(props)?);
+        properties(doc.key(key!("properties")), props)?;
     }
-    Ok(Value::Object(doc))
+    doc.close();
+    Ok(())
 }
 
-/// Buildbot's `{name: [value, source]}`.
-pub fn properties(props: &[Property]) -> Result<Value, PushError> {
-    let mut map = Map::new();
+/// Buildbot's `{name: [value, source]}`. Like the dict Buildbot builds it from, a name
+/// given twice keeps its first place and its last value. A value that is not JSON, or a
+/// number out of a double's range, is refused (every value is checked, in order).
+pub fn properties(out: &mut Vec<u8>, props: &[Property]) -> Result<(), PushError> {
+    let mut map: IndexMap<&str, (Value, &str)> = IndexMap::with_capacity(props.len());
     for p in props {
         let invalid = |message: String| {
             PushError::InvalidInput(InputError {
@@ -144,176 +264,177 @@ pub fn properties(props: &[Property]) -> Result<Value, PushError> {
                 "{number} is out of a double's range; Buildbot would send it as Infinity, which JSON parsers refuse"
             )));
         }
-        map.insert(p.name.clone(), Value::Array(vec![value, string(&p.source)]));
+        map.insert(&p.name, (value, &p.source));
     }
-    Ok(Value::Object(map))
+    out.push(b'{');
+    for (i, (name, (value, source))) in map.iter().enumerate() {
+        if i > 0 {
+            out.extend_from_slice(b", ");
+        }
+        write_str(out, name);
+        out.extend_from_slice(b": [");
+        write_value(out, value);
+        out.extend_from_slice(b", ");
+        write_str(out, source);
+        out.push(b']');
+    }
+    out.push(b'}');
+    Ok(())
 }
 
-fn optional_properties(props: &Option<Vec<Property>>) -> Result<Value, PushError> {
-    props.as_deref().map_or(Ok(Value::Null), properties)
+fn buildrequest(out: &mut Vec<u8>, r: &Buildrequest) -> Result<(), PushError> {
+    let mut doc = Object::open(out);
+    doc.int(key!("buildrequestid"), r.buildrequestid);
+    doc.int(key!("buildsetid"), r.buildsetid);
+    doc.int(key!("builderid"), r.builderid);
+    doc.int(key!("priority"), r.priority);
+    doc.bool(key!("claimed"), r.claimed);
+    doc.opt_int(key!("claimed_at"), r.claimed_at);
+    doc.opt_int(key!("claimed_by_masterid"), r.claimed_by_masterid);
+    doc.bool(key!("complete"), r.complete);
+    doc.opt_int(key!("results"), r.results);
+    doc.int(key!("submitted_at"), r.submitted_at);
+    doc.opt_int(key!("complete_at"), r.complete_at);
+    doc.bool(key!("waited_for"), r.waited_for);
+    let out = doc.key(key!("properties"));
+    match &r.properties {
+        Some(props) => properties(out, props)?,
+        None => null(out),
+    }
+    doc.close();
+    Ok(())
 }
 
-fn buildrequest(r: &Buildrequest) -> Result<Value, PushError> {
-    let mut doc = Map::new();
-    doc.insert("buildrequestid".into(), int(r.buildrequestid));
-    doc.insert("buildsetid".into(), int(r.buildsetid));
-    doc.insert("builderid".into(), int(r.builderid));
-    doc.insert("priority".into(), int(r.priority));
-    doc.insert("claimed".into(), Value::Bool(r.claimed));
-    doc.insert("claimed_at".into(), opt_int(r.claimed_at));
-    doc.insert("claimed_by_masterid".into(), opt_int(r.claimed_by_masterid));
-    doc.insert("complete".into(), Value::Bool(r.complete));
-    doc.insert("results".into(), opt_int(r.results));
-    doc.insert("submitted_at".into(), int(r.submitted_at));
-    doc.insert("complete_at".into(), opt_int(r.complete_at));
-    doc.insert("waited_for".into(), Value::Bool(r.waited_for));
-    doc.insert("properties".into(), optional_properties(&r.properties)?);
-    Ok(Value::Object(doc))
+fn buildset(out: &mut Vec<u8>, s: &Buildset) {
+    let mut doc = Object::open(out);
+    doc.int(key!("bsid"), s.bsid);
+    doc.opt_str(key!("external_idstring"), &s.external_idstring);
+    doc.str(key!("reason"), &s.reason);
+    doc.int(key!("submitted_at"), s.submitted_at);
+    doc.bool(key!("complete"), s.complete);
+    doc.opt_int(key!("complete_at"), s.complete_at);
+    doc.opt_int(key!("results"), s.results);
+    doc.opt_int(key!("parent_buildid"), s.parent_buildid);
+    doc.opt_str(key!("parent_relationship"), &s.parent_relationship);
+    doc.opt_int(key!("rebuilt_buildid"), s.rebuilt_buildid);
+    list(doc.key(key!("sourcestamps")), &s.sourcestamps, sourcestamp);
+    doc.close();
 }
 
-fn buildset(s: &Buildset) -> Value {
-    let mut doc = Map::new();
-    doc.insert("bsid".into(), int(s.bsid));
-    doc.insert("external_idstring".into(), opt_string(&s.external_idstring));
-    doc.insert("reason".into(), string(&s.reason));
-    doc.insert("submitted_at".into(), int(s.submitted_at));
-    doc.insert("complete".into(), Value::Bool(s.complete));
-    doc.insert("complete_at".into(), opt_int(s.complete_at));
-    doc.insert("results".into(), opt_int(s.results));
-    doc.insert("parent_buildid".into(), opt_int(s.parent_buildid));
-    doc.insert(
-        "parent_relationship".into(),
-        opt_string(&s.parent_relationship),
-    );
-    doc.insert("rebuilt_buildid".into(), opt_int(s.rebuilt_buildid));
-    doc.insert(
-        "sourcestamps".into(),
-        Value::Array(s.sourcestamps.iter().map(sourcestamp).collect()),
-    );
-    Value::Object(doc)
+fn sourcestamp(out: &mut Vec<u8>, ss: &Sourcestamp) {
+    let mut doc = Object::open(out);
+    doc.int(key!("ssid"), ss.ssid);
+    doc.opt_str(key!("branch"), &ss.branch);
+    doc.opt_str(key!("revision"), &ss.revision);
+    doc.str(key!("project"), &ss.project);
+    doc.str(key!("repository"), &ss.repository);
+    doc.str(key!("codebase"), &ss.codebase);
+    doc.int(key!("created_at"), ss.created_at);
+    let out = doc.key(key!("patch"));
+    match &ss.patch {
+        Some(p) => {
+            let mut patch = Object::open(out);
+            patch.int(key!("patchid"), p.patchid);
+            patch.int(key!("level"), p.level);
+            patch.opt_str(key!("subdir"), &p.subdir);
+            patch.opt_str(key!("author"), &p.author);
+            patch.opt_str(key!("comment"), &p.comment);
+            patch.opt_str(key!("body"), &p.body);
+            patch.close();
+        }
+        None => null(out),
+    }
+    doc.close();
 }
 
-fn sourcestamp(ss: &Sourcestamp) -> Value {
-    let mut doc = Map::new();
-    doc.insert("ssid".into(), int(ss.ssid));
-    doc.insert("branch".into(), opt_string(&ss.branch));
-    doc.insert("revision".into(), opt_string(&ss.revision));
-    doc.insert("project".into(), string(&ss.project));
-    doc.insert("repository".into(), string(&ss.repository));
-    doc.insert("codebase".into(), string(&ss.codebase));
-    doc.insert("created_at".into(), int(ss.created_at));
-    let patch = ss.patch.as_ref().map_or(Value::Null, |p| {
-        let mut doc = Map::new();
-        doc.insert("patchid".into(), int(p.patchid));
-        doc.insert("level".into(), int(p.level));
-        doc.insert("subdir".into(), opt_string(&p.subdir));
-        doc.insert("author".into(), opt_string(&p.author));
-        doc.insert("comment".into(), opt_string(&p.comment));
-        doc.insert("body".into(), opt_string(&p.body));
-        Value::Object(doc)
+fn builder(out: &mut Vec<u8>, b: &Builder) {
+    let mut doc = Object::open(out);
+    doc.int(key!("builderid"), b.builderid);
+    doc.str(key!("name"), &b.name);
+    list(doc.key(key!("masterids")), &b.masterids, |out, id| {
+        int(out, *id)
     });
-    doc.insert("patch".into(), patch);
-    Value::Object(doc)
+    doc.opt_str(key!("description"), &b.description);
+    doc.opt_str(key!("description_format"), &b.description_format);
+    doc.opt_str(key!("description_html"), &b.description_html);
+    doc.opt_int(key!("projectid"), b.projectid);
+    list(doc.key(key!("tags")), &b.tags, |out, tag| {
+        write_str(out, tag)
+    });
+    doc.close();
 }
 
-fn builder(b: &Builder) -> Value {
-    let mut doc = Map::new();
-    doc.insert("builderid".into(), int(b.builderid));
-    doc.insert("name".into(), string(&b.name));
-    doc.insert(
-        "masterids".into(),
-        Value::Array(b.masterids.iter().copied().map(int).collect()),
-    );
-    doc.insert("description".into(), opt_string(&b.description));
-    doc.insert(
-        "description_format".into(),
-        opt_string(&b.description_format),
-    );
-    doc.insert("description_html".into(), opt_string(&b.description_html));
-    doc.insert("projectid".into(), opt_int(b.projectid));
-    doc.insert(
-        "tags".into(),
-        Value::Array(b.tags.iter().map(|t| string(t)).collect()),
-    );
-    Value::Object(doc)
-}
-
-fn step(opts: &PayloadOptions, build: &Build, s: &Step, nonce: u64) -> Value {
-    let mut doc = Map::new();
-    doc.insert("stepid".into(), int(s.stepid));
-    doc.insert("number".into(), int(s.number));
-    doc.insert("name".into(), string(&s.name));
-    doc.insert("buildid".into(), int(s.buildid));
-    doc.insert("started_at".into(), opt_int(s.started_at));
-    doc.insert("locks_acquired_at".into(), opt_int(s.locks_acquired_at));
-    doc.insert("complete".into(), Value::Bool(s.complete));
-    doc.insert("complete_at".into(), opt_int(s.complete_at));
-    doc.insert("state_string".into(), string(&s.state_string));
-    doc.insert("results".into(), opt_int(s.results));
-    let urls = s
-        .urls
-        .iter()
-        .map(|u| {
-            let mut doc = Map::new();
-            doc.insert("name".into(), string(&u.name));
-            doc.insert("url".into(), string(&u.url));
-            Value::Object(doc)
-        })
-        .collect();
-    doc.insert("urls".into(), Value::Array(urls));
-    doc.insert("hidden".into(), Value::Bool(s.hidden));
+fn step(out: &mut Vec<u8>, opts: &PayloadOptions, build: &Build, s: &Step, nonce: u64) {
+    let mut doc = Object::open(out);
+    doc.int(key!("stepid"), s.stepid);
+    doc.int(key!("number"), s.number);
+    doc.str(key!("name"), &s.name);
+    doc.int(key!("buildid"), s.buildid);
+    doc.opt_int(key!("started_at"), s.started_at);
+    doc.opt_int(key!("locks_acquired_at"), s.locks_acquired_at);
+    doc.bool(key!("complete"), s.complete);
+    doc.opt_int(key!("complete_at"), s.complete_at);
+    doc.str(key!("state_string"), &s.state_string);
+    doc.opt_int(key!("results"), s.results);
+    list(doc.key(key!("urls")), &s.urls, |out, u| {
+        let mut url = Object::open(out);
+        url.str(key!("name"), &u.name);
+        url.str(key!("url"), &u.url);
+        url.close();
+    });
+    doc.bool(key!("hidden"), s.hidden);
     if opts.want_logs {
-        let logs = s
-            .logs
-            .iter()
-            .map(|l| log(opts, build, s, l, nonce))
-            .collect();
-        doc.insert("logs".into(), Value::Array(logs));
+        list(doc.key(key!("logs")), &s.logs, |out, l| {
+            log(out, opts, build, s, l, nonce)
+        });
     }
-    Value::Object(doc)
+    doc.close();
 }
 
-fn log(opts: &PayloadOptions, build: &Build, s: &Step, l: &Log, nonce: u64) -> Value {
+fn log(out: &mut Vec<u8>, opts: &PayloadOptions, build: &Build, s: &Step, l: &Log, nonce: u64) {
     let base = &opts.buildbot_url;
-    let mut doc = Map::new();
-    doc.insert("logid".into(), int(l.logid));
-    doc.insert("name".into(), string(&l.name));
-    doc.insert("slug".into(), string(&l.slug));
-    doc.insert("stepid".into(), int(l.stepid));
-    doc.insert("complete".into(), Value::Bool(l.complete));
-    doc.insert("num_lines".into(), int(l.num_lines));
-    doc.insert("type".into(), string(&l.type_));
-    doc.insert("stepname".into(), string(&s.name));
-    doc.insert(
-        "url".into(),
-        Value::String(format!(
+    let mut doc = Object::open(out);
+    doc.int(key!("logid"), l.logid);
+    doc.str(key!("name"), &l.name);
+    doc.str(key!("slug"), &l.slug);
+    doc.int(key!("stepid"), l.stepid);
+    doc.bool(key!("complete"), l.complete);
+    doc.int(key!("num_lines"), l.num_lines);
+    doc.str(key!("type"), &l.type_);
+    doc.str(key!("stepname"), &s.name);
+    doc.str(
+        key!("url"),
+        &format!(
             "{base}#/builders/{}/builds/{}/steps/{}/logs/{}",
             build.builderid, build.number, s.number, l.slug
-        )),
+        ),
     );
-    doc.insert(
-        "url_raw".into(),
-        Value::String(format!("{base}api/v2/logs/{}/raw", l.logid)),
+    doc.str(
+        key!("url_raw"),
+        &format!("{base}api/v2/logs/{}/raw", l.logid),
     );
-    doc.insert(
-        "url_raw_inline".into(),
-        Value::String(format!("{base}api/v2/logs/{}/raw_inline", l.logid)),
+    doc.str(
+        key!("url_raw_inline"),
+        &format!("{base}api/v2/logs/{}/raw_inline", l.logid),
     );
+    let streamed;
     let text = match &l.content {
-        Some(LogContent::Text(text)) => Some(string(text)),
-        Some(LogContent::Stream(_)) => Some(Value::String(placeholder(nonce, l.logid))),
+        Some(LogContent::Text(text)) => Some(text.as_str()),
+        Some(LogContent::Stream(_)) => {
+            streamed = placeholder(nonce, l.logid);
+            Some(streamed.as_str())
+        }
         None => None,
     };
     if let Some(text) = text {
-        let mut content = Map::new();
-        content.insert("logid".into(), int(l.logid));
-        content.insert("firstline".into(), int(0));
-        content.insert("content".into(), text);
-        doc.insert("content".into(), Value::Object(content));
+        let mut content = Object::open(doc.key(key!("content")));
+        content.int(key!("logid"), l.logid);
+        content.int(key!("firstline"), 0);
+        content.str(key!("content"), text);
+        content.close();
     }
-    Value::Object(doc)
+    doc.close();
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,8 +470,16 @@ mod tests {
     fn rendered(case: &str, event: &str, kind: EventKind) -> String {
         let doc = fixture(case, &format!("{event}.json"));
         let event = documents::event_from_json(&doc).expect("fixture event");
-        let payload = render(&settings(case), kind, &event, 1).expect("renders");
-        String::from_utf8(crate::encoder::to_vec(&payload)).unwrap()
+        let settings = settings(case);
+        let direct = render_body(&settings, kind, &event, 1).expect("renders");
+        // The tree that `format_fn` and streamed bodies use encodes to the same bytes.
+        let tree = render(&settings, kind, &event, 1).expect("renders");
+        assert_eq!(
+            crate::encoder::to_vec(&tree),
+            direct,
+            "tree and direct differ"
+        );
+        String::from_utf8(direct).unwrap()
     }
 
     #[test]
@@ -415,11 +544,44 @@ mod tests {
             value: "[1180591620717411303424, 1e16, 0.5, \"\u{1F600}\"]".into(),
             source: "Test".into(),
         }];
-        let text = crate::encoder::to_vec(&properties(&props).unwrap());
+        let mut text = Vec::new();
+        properties(&mut text, &props).unwrap();
         assert_eq!(
             String::from_utf8(text).unwrap(),
             r#"{"p": [[1180591620717411303424, 1e+16, 0.5, "\ud83d\ude00"], "Test"]}"#
         );
+    }
+
+    #[test]
+    fn a_repeated_property_keeps_its_first_place_and_last_value() {
+        let prop = |name: &str, value: &str| Property {
+            name: name.into(),
+            value: value.into(),
+            source: "S".into(),
+        };
+        let props = vec![prop("a", "1"), prop("b", "2"), prop("a", "3")];
+        let mut text = Vec::new();
+        properties(&mut text, &props).unwrap();
+        assert_eq!(
+            String::from_utf8(text).unwrap(),
+            r#"{"a": [3, "S"], "b": [2, "S"]}"#
+        );
+    }
+
+    #[test]
+    fn a_property_out_of_a_doubles_range_is_refused() {
+        let props = vec![Property {
+            name: "huge".into(),
+            value: "[1, 1e400]".into(),
+            source: "Test".into(),
+        }];
+        match properties(&mut Vec::new(), &props) {
+            Err(PushError::InvalidInput(e)) => {
+                assert_eq!(e.key, "properties.huge");
+                assert!(e.message.contains("1e+400"), "{}", e.message);
+            }
+            other => panic!("expected a typed error, got {other:?}"),
+        }
     }
 
     #[test]
@@ -429,7 +591,7 @@ mod tests {
             value: "{nope".into(),
             source: "Test".into(),
         }];
-        match properties(&props) {
+        match properties(&mut Vec::new(), &props) {
             Err(PushError::InvalidInput(e)) => assert_eq!(e.key, "properties.broken"),
             other => panic!("expected a typed error, got {other:?}"),
         }

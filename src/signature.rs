@@ -93,6 +93,17 @@ impl Signer {
         matched
     }
 
+    /// Checks a GitHub signature of `body`: `header` is `X-Hub-Signature-256`
+    /// (`sha256=<hex HMAC-SHA256>`). Compared in constant time.
+    pub fn verifies_github(&self, body: &[u8], header: &str) -> bool {
+        let Some(candidate) = header.trim().strip_prefix("sha256=").and_then(unhex) else {
+            return false;
+        };
+        let mut mac = self.mac();
+        mac.update(body);
+        mac.verify_slice(&candidate).is_ok()
+    }
+
     fn mac(&self) -> Hmac<Sha256> {
         // HMAC takes keys of any length, so this cannot fail.
         <Hmac<Sha256> as Mac>::new_from_slice(&self.key).expect("HMAC accepts any key length")
@@ -101,6 +112,16 @@ impl Signer {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) || !text.is_ascii() {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
+        .collect()
 }
 
 /// The delivery id of one event: the same for every attempt, every call and every
@@ -135,6 +156,18 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn github_signatures_verify() {
+        let signer = Signer::new(SigningScheme::Github, "It's a Secret to Everybody").unwrap();
+        let good = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+        assert!(signer.verifies_github(b"Hello, World!", good));
+        assert!(!signer.verifies_github(b"Hello, World?", good));
+        assert!(!signer.verifies_github(b"Hello, World!", &good[..good.len() - 2]));
+        assert!(!signer.verifies_github(b"Hello, World!", "sha1=00"));
+        assert!(!signer.verifies_github(b"Hello, World!", "sha256=zz"));
+        assert!(!signer.verifies_github(b"Hello, World!", "sha256=é1"));
     }
 
     #[test]

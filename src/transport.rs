@@ -96,10 +96,12 @@ pub fn post(
         }
     }
 
+    // The response is never ready this early: wait first, then take it (one host call
+    // fewer than asking first).
     let response = loop {
-        match future.get() {
-            Some(result) => break result,
-            None => future.subscribe().block(),
+        future.subscribe().block();
+        if let Some(result) = future.get() {
+            break result;
         }
     };
     let response = match response {
@@ -108,7 +110,13 @@ pub fn post(
         Err(()) => return Err(PushError::Protocol("the response was already taken".into())),
     };
     let status = response.status();
-    let retry_after = header(&response, "retry-after");
+    let success = (200..300).contains(&status);
+    // Only a failure's `Retry-After` is used: a 2xx's headers are not read at all.
+    let retry_after = if success {
+        None
+    } else {
+        header(&response, "retry-after")
+    };
     let response_body = read_body(response);
     if settings.debug {
         debug_line(&format!(
@@ -117,7 +125,7 @@ pub fn post(
             excerpt(&response_body)
         ));
     }
-    if (200..300).contains(&status) {
+    if success {
         Ok(status)
     } else {
         Err(PushError::HttpStatus(HttpFailure {

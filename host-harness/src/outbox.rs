@@ -40,6 +40,81 @@ pub enum OutboxError {
     /// The event or its configuration was refused before it could be queued.
     #[error(transparent)]
     Host(#[from] HostError),
+    /// [`Outbox::accept`]: this `webhook-id` was accepted before, within
+    /// [`REPLAY_WINDOW`]; nothing was queued.
+    #[error("webhook-id {0} was already accepted")]
+    Replayed(String),
+    /// [`Outbox::redeliver`]: no dead letter has this sequence number or delivery id.
+    #[error("no dead letter {0} in the outbox")]
+    NoSuchDeadLetter(String),
+}
+
+/// How long [`Outbox::accept`] remembers a `webhook-id`: longer than the ±5 minutes a
+/// signature's timestamp may be off, so a replay inside that window is always caught.
+pub const REPLAY_WINDOW: Duration = Duration::from_secs(10 * 60);
+
+/// An event a host validated itself (e.g. `status-push serve --outbox`), to queue with
+/// [`Outbox::accept`].
+#[derive(Debug, Clone)]
+pub struct Accepted<'a> {
+    /// The configuration, JSON with the seed's option names.
+    pub config_json: &'a str,
+    /// Which event.
+    pub event: Event,
+    /// The data-API documents, JSON.
+    pub documents_json: &'a str,
+    /// `buildbotURL|buildid`: events with the same key are delivered in order.
+    pub build_key: &'a str,
+    /// Age after which it becomes a dead letter.
+    pub dead_after: Duration,
+    /// The caller's `webhook-id`, refused if seen within [`REPLAY_WINDOW`].
+    pub webhook_id: Option<&'a str>,
+}
+
+/// Which dead letters [`Outbox::redeliver`] makes pending again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Redeliver {
+    /// Every dead letter.
+    All,
+    /// The one with this sequence number (`dead-letters` lists it).
+    Seq(i64),
+    /// Those with this delivery id.
+    DeliveryId(String),
+}
+
+/// The oldest pending event of one build, as [`Outbox::heads`] lists it: what to
+/// deliver next for that build.
+#[derive(Debug, Clone)]
+pub struct Queued {
+    /// Position in the outbox.
+    pub seq: i64,
+    /// `buildbotURL|buildid`.
+    pub build_key: String,
+    /// Which event.
+    pub event: Event,
+    /// When it was queued, UNIX seconds.
+    pub created_at: i64,
+    row: Row,
+}
+
+/// What [`Outbox::settle`] did with an attempt's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settled {
+    /// Delivered or skipped: removed.
+    Done,
+    /// A retryable failure: still pending.
+    Pending,
+    /// A permanent failure or an expired event: kept as a dead letter.
+    Dead,
+}
+
+/// Counts of an outbox's events.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    /// Waiting to be delivered.
+    pub pending: u64,
+    /// Dead letters.
+    pub dead: u64,
 }
 
 /// One queued event.
@@ -135,7 +210,12 @@ impl Outbox {
                  dead INTEGER NOT NULL DEFAULT 0,
                  last_error TEXT
              );
-             CREATE INDEX IF NOT EXISTS events_pending ON events (dead, seq);",
+             CREATE INDEX IF NOT EXISTS events_pending ON events (dead, seq);
+             CREATE INDEX IF NOT EXISTS events_build ON events (dead, build_key, seq);
+             CREATE TABLE IF NOT EXISTS seen_webhook_ids (
+                 id TEXT PRIMARY KEY,
+                 seen_at INTEGER NOT NULL
+             );",
         )
         .map_err(store)?;
         Ok(Outbox {
@@ -246,6 +326,206 @@ impl Outbox {
         }
     }
 
+    /// One pass over the pending events of one build (`build_key` as [`Outbox::enqueue`]
+    /// returned it), in order; returns the summary and the dead letters this pass made.
+    /// It takes the delivery lock shared, so several builds are delivered at once, each by
+    /// one caller, while a whole-outbox [`Outbox::deliver`] (exclusive) waits for them.
+    pub async fn deliver_build(
+        &self,
+        runtime: &Runtime,
+        build_key: &str,
+    ) -> Result<(DeliverySummary, Vec<Entry>), OutboxError> {
+        let _lock = self.lock_with(File::lock_shared)?;
+        // Dead letters of the build at or after its oldest pending event can only come
+        // from this pass: a pending event blocks every later one of its build.
+        let first: Option<i64> = self
+            .db
+            .query_row(
+                "SELECT MIN(seq) FROM events WHERE dead = 0 AND build_key = ?1",
+                params![build_key],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.store_error(e))?;
+        let mut summary = DeliverySummary::default();
+        self.deliver_pass(runtime, Some(build_key), &mut summary)
+            .await?;
+        let mut dead = Vec::new();
+        if let (Some(first), true) = (first, summary.dead > 0) {
+            dead = self.dead_letters()?;
+            dead.retain(|e| e.build_key == build_key && e.seq >= first);
+        }
+        Ok((summary, dead))
+    }
+
+    /// Queues an event the caller validated itself, with no component call, in one
+    /// transaction with its `webhook-id` (refused with [`OutboxError::Replayed`] if seen
+    /// within [`REPLAY_WINDOW`]; older ids are forgotten). Returns its sequence number.
+    pub fn accept(&mut self, event: &Accepted<'_>) -> Result<i64, OutboxError> {
+        let created = now();
+        let path = self.path.clone();
+        let store = move |source| OutboxError::Store {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.db.transaction().map_err(&store)?;
+        if let Some(id) = event.webhook_id {
+            let window = REPLAY_WINDOW.as_secs() as i64;
+            tx.execute(
+                "DELETE FROM seen_webhook_ids WHERE seen_at < ?1",
+                params![created - window],
+            )
+            .map_err(&store)?;
+            let fresh = tx
+                .execute(
+                    "INSERT OR IGNORE INTO seen_webhook_ids (id, seen_at) VALUES (?1, ?2)",
+                    params![id, created],
+                )
+                .map_err(&store)?;
+            if fresh == 0 {
+                return Err(OutboxError::Replayed(id.to_string()));
+            }
+        }
+        tx.execute(
+            "INSERT INTO events (build_key, event, config, documents, created_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                event.build_key,
+                event_name(event.event),
+                event.config_json,
+                event.documents_json,
+                created,
+                created
+                    .saturating_add(i64::try_from(event.dead_after.as_secs()).unwrap_or(i64::MAX))
+            ],
+        )
+        .map_err(&store)?;
+        let seq = tx.last_insert_rowid();
+        tx.commit().map_err(&store)?;
+        Ok(seq)
+    }
+
+    /// Makes dead letters pending again (GitHub's "redeliver"), with a fresh
+    /// `deadLetterAfterSeconds` window; returns how many.
+    pub fn redeliver(&self, which: &Redeliver) -> Result<usize, OutboxError> {
+        let now = now();
+        let revive = "UPDATE events SET dead = 0, last_error = NULL,
+                          expires_at = ?1 + (expires_at - created_at)
+                      WHERE dead = 1";
+        let changed = match which {
+            Redeliver::All => self.db.execute(revive, params![now]),
+            Redeliver::Seq(seq) => self
+                .db
+                .execute(&format!("{revive} AND seq = ?2"), params![now, seq]),
+            Redeliver::DeliveryId(id) => self
+                .db
+                .execute(&format!("{revive} AND delivery_id = ?2"), params![now, id]),
+        }
+        .map_err(|e| self.store_error(e))?;
+        match which {
+            Redeliver::Seq(seq) if changed == 0 => {
+                Err(OutboxError::NoSuchDeadLetter(seq.to_string()))
+            }
+            Redeliver::DeliveryId(id) if changed == 0 => {
+                Err(OutboxError::NoSuchDeadLetter(id.clone()))
+            }
+            _ => Ok(changed),
+        }
+    }
+
+    /// How many events are pending and dead.
+    pub fn counts(&self) -> Result<Counts, OutboxError> {
+        self.db
+            .query_row(
+                "SELECT COALESCE(SUM(dead = 0), 0), COALESCE(SUM(dead = 1), 0) FROM events",
+                [],
+                |r| {
+                    Ok(Counts {
+                        pending: r.get::<_, i64>(0)? as u64,
+                        dead: r.get::<_, i64>(1)? as u64,
+                    })
+                },
+            )
+            .map_err(|e| self.store_error(e))
+    }
+
+    /// The oldest pending event of each build, oldest first: what a deliverer that
+    /// works on builds concurrently may attempt next (one at a time per build).
+    pub fn heads(&self) -> Result<Vec<Queued>, OutboxError> {
+        let mut statement = self
+            .db
+            .prepare(
+                // SQLite takes the bare columns from the row that holds the MIN.
+                "SELECT MIN(seq), build_key, event, config, documents, expires_at, created_at
+                 FROM events WHERE dead = 0 GROUP BY build_key ORDER BY 1",
+            )
+            .map_err(|e| self.store_error(e))?;
+        let rows = statement
+            .query_map([], |r| {
+                let row = Row {
+                    seq: r.get(0)?,
+                    build_key: r.get(1)?,
+                    event: r.get(2)?,
+                    config: r.get(3)?,
+                    documents: r.get(4)?,
+                    expires_at: r.get(5)?,
+                };
+                Ok(Queued {
+                    seq: row.seq,
+                    build_key: row.build_key.clone(),
+                    event: parse_event_name(&row.event),
+                    created_at: r.get(6)?,
+                    row,
+                })
+            })
+            .map_err(|e| self.store_error(e))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(|e| self.store_error(e))
+    }
+
+    /// Records the result of [`attempt_queued`] for `queued`: removes it when delivered,
+    /// keeps it pending after a retryable failure, makes it a dead letter otherwise, or
+    /// when it is past its `deadLetterAfterSeconds` (pass `None` to check only that).
+    pub fn settle(
+        &self,
+        queued: &Queued,
+        result: Option<&Result<Outcome, HostError>>,
+    ) -> Result<Settled, OutboxError> {
+        let Some(result) = result else {
+            if now() >= queued.row.expires_at {
+                self.mark_dead(
+                    queued.seq,
+                    "expired: undelivered for longer than deadLetterAfterSeconds",
+                )?;
+                return Ok(Settled::Dead);
+            }
+            return Ok(Settled::Pending);
+        };
+        match result {
+            Ok(_) => {
+                self.db
+                    .execute("DELETE FROM events WHERE seq = ?1", params![queued.seq])
+                    .map_err(|e| self.store_error(e))?;
+                Ok(Settled::Done)
+            }
+            Err(error) => {
+                let failed = Failed::from(error);
+                self.record_failure(queued.seq, &failed)?;
+                Ok(if failed.retryable {
+                    Settled::Pending
+                } else {
+                    Settled::Dead
+                })
+            }
+        }
+    }
+
+    /// Takes the outbox's delivery lock (`PATH.lock`), waiting for it: while it is
+    /// held, `deliver` and `push` in other processes wait. Released when dropped, or by
+    /// the OS when the process dies.
+    pub fn delivery_lock(&self) -> Result<DeliveryLock, OutboxError> {
+        self.lock().map(DeliveryLock)
+    }
+
     /// Lists the dead letters, oldest first.
     pub fn dead_letters(&self) -> Result<Vec<Entry>, OutboxError> {
         self.entries(true)
@@ -269,11 +549,7 @@ impl Outbox {
                 Ok(Entry {
                     seq: r.get(0)?,
                     build_key: r.get(1)?,
-                    event: if r.get::<_, String>(2)? == "started" {
-                        Event::Started
-                    } else {
-                        Event::Finished
-                    },
+                    event: parse_event_name(&r.get::<_, String>(2)?),
                     delivery_id: r.get(3)?,
                     created_at: r.get(4)?,
                     attempts: r.get(5)?,
@@ -320,19 +596,7 @@ impl Outbox {
                     done.push((row.seq, outcome));
                 }
                 Err(failed) => {
-                    self.db
-                        .execute(
-                            "UPDATE events SET attempts = attempts + ?2, delivery_id = ?3,
-                                 last_error = ?4, dead = ?5 WHERE seq = ?1",
-                            params![
-                                row.seq,
-                                failed.attempts,
-                                failed.delivery_id,
-                                failed.reason,
-                                !failed.retryable
-                            ],
-                        )
-                        .map_err(|e| self.store_error(e))?;
+                    self.record_failure(row.seq, &failed)?;
                     if failed.retryable {
                         blocked.insert(row.build_key);
                         summary.pending += 1;
@@ -369,6 +633,23 @@ impl Outbox {
             .map_err(|e| self.store_error(e))
     }
 
+    fn record_failure(&self, seq: i64, failed: &Failed) -> Result<(), OutboxError> {
+        self.db
+            .execute(
+                "UPDATE events SET attempts = attempts + ?2, delivery_id = ?3,
+                     last_error = ?4, dead = ?5 WHERE seq = ?1",
+                params![
+                    seq,
+                    failed.attempts,
+                    failed.delivery_id,
+                    failed.reason,
+                    !failed.retryable
+                ],
+            )
+            .map(|_| ())
+            .map_err(|e| self.store_error(e))
+    }
+
     fn mark_dead(&self, seq: i64, reason: &str) -> Result<(), OutboxError> {
         self.db
             .execute(
@@ -380,6 +661,10 @@ impl Outbox {
     }
 
     fn lock(&self) -> Result<File, OutboxError> {
+        self.lock_with(File::lock)
+    }
+
+    fn lock_with(&self, lock: fn(&File) -> std::io::Result<()>) -> Result<File, OutboxError> {
         let mut path = self.path.clone().into_os_string();
         path.push(".lock");
         let path = PathBuf::from(path);
@@ -393,12 +678,25 @@ impl Outbox {
             .write(true)
             .open(&path)
             .map_err(lock_error)?;
-        file.lock().map_err(lock_error)?;
+        lock(&file).map_err(lock_error)?;
         Ok(file)
     }
 }
 
+/// The outbox's delivery lock; see [`Outbox::delivery_lock`].
+#[derive(Debug)]
+pub struct DeliveryLock(#[allow(dead_code)] File);
+
+fn parse_event_name(name: &str) -> Event {
+    if name == "started" {
+        Event::Started
+    } else {
+        Event::Finished
+    }
+}
+
 /// A pending event as stored.
+#[derive(Debug, Clone)]
 struct Row {
     seq: i64,
     build_key: String,
@@ -416,23 +714,9 @@ struct Failed {
     retryable: bool,
 }
 
-/// One call of the component for a stored event, in a fresh instance.
-async fn attempt(runtime: &Runtime, row: &Row) -> Result<Outcome, Failed> {
-    let event = if row.event == "started" {
-        Event::Started
-    } else {
-        Event::Finished
-    };
-    let result = async {
-        let mut reporter = runtime.reporter().await?;
-        let config = reporter.parse_config(&row.config).await?;
-        reporter.configure(config).await?;
-        let build = reporter.parse_event(&row.documents).await?;
-        reporter.report(event, &build).await
-    }
-    .await;
-    result.map_err(|error| {
-        let (attempts, delivery_id) = match &error {
+impl From<&HostError> for Failed {
+    fn from(error: &HostError) -> Failed {
+        let (attempts, delivery_id) = match error {
             HostError::Push(f) => (f.attempts, f.delivery_id.clone()),
             _ => (0, String::new()),
         };
@@ -443,5 +727,27 @@ async fn attempt(runtime: &Runtime, row: &Row) -> Result<Outcome, Failed> {
             // A failed instantiation is the host's state, not the event's fault.
             retryable: error.is_retryable() || matches!(error, HostError::Instantiate(_)),
         }
-    })
+    }
+}
+
+/// One delivery call of the component for a queued event, in a fresh instance (its own
+/// attempts and backoff inside the call); record the result with [`Outbox::settle`].
+pub async fn attempt_queued(runtime: &Runtime, queued: &Queued) -> Result<Outcome, HostError> {
+    call(runtime, &queued.row).await
+}
+
+async fn call(runtime: &Runtime, row: &Row) -> Result<Outcome, HostError> {
+    let event = parse_event_name(&row.event);
+    let mut reporter = runtime.reporter().await?;
+    let config = reporter.parse_config(&row.config).await?;
+    reporter.configure(config).await?;
+    let build = reporter.parse_event(&row.documents).await?;
+    reporter.report(event, &build).await
+}
+
+/// One call of the component for a stored event, in a fresh instance.
+async fn attempt(runtime: &Runtime, row: &Row) -> Result<Outcome, Failed> {
+    call(runtime, row)
+        .await
+        .map_err(|error| Failed::from(&error))
 }

@@ -19,6 +19,9 @@ const DEFAULT_RETRY_DEADLINE: Duration = Duration::from_millis(30_000);
 /// configuration says otherwise (see the WIT).
 pub(crate) const DEFAULT_DEAD_LETTER_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// The largest `caFile` read; a bundle of every public CA is about 250 KiB.
+pub(crate) const MAX_CA_FILE_BYTES: u64 = 1 << 20;
+
 /// What the host enforces for one configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Policy {
@@ -42,6 +45,14 @@ impl Policy {
         limits: &Limits,
         client: &Client,
     ) -> Result<Policy, HostError> {
+        if let Some(path) = &config.ca_file {
+            check_ca_file(path.as_ref()).map_err(|message| {
+                HostError::Config(InputError {
+                    key: "caFile".into(),
+                    message,
+                })
+            })?;
+        }
         let tls = if config.verify {
             TlsPolicy::Verify {
                 ca_file: config.ca_file.as_ref().map(PathBuf::from),
@@ -71,43 +82,36 @@ impl Policy {
     }
 }
 
+/// A CA file must be a regular file of at most [`MAX_CA_FILE_BYTES`], checked before it
+/// is opened: opening a FIFO blocks, and a device never ends.
+fn check_ca_file(path: &std::path::Path) -> Result<(), String> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| format!("cannot use CA file {}: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!(
+            "CA file {} is {}; only a regular file is accepted",
+            path.display(),
+            crate::reporter::file_kind(&meta)
+        ));
+    }
+    if meta.len() > MAX_CA_FILE_BYTES {
+        return Err(format!(
+            "CA file {} is {} bytes, more than the limit of {} KiB",
+            path.display(),
+            meta.len(),
+            MAX_CA_FILE_BYTES >> 10
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::bindings::Config;
 
     fn config(server_url: &str) -> Config {
-        Config {
-            server_url: server_url.into(),
-            buildbot_url: "http://localhost:8080/".into(),
-            user: None,
-            password: None,
-            auth: None,
-            headers: vec![],
-            format_fn: None,
-            builders: None,
-            tags: None,
-            branches: None,
-            schedulers: None,
-            mode: vec![],
-            want_properties: false,
-            want_steps: false,
-            want_logs: false,
-            want_previous_build: false,
-            debug: false,
-            verify: true,
-            skip_encoding: false,
-            connect_timeout_ms: None,
-            timeout_ms: None,
-            max_attempts: None,
-            retry_deadline_ms: None,
-            signing: None,
-            ca_file: None,
-            dead_letter_after_ms: None,
-            max_body_bytes: None,
-            inbound_token: None,
-            inbound_secret: None,
-        }
+        Config::new(server_url)
     }
 
     #[test]

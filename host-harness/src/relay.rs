@@ -6,6 +6,9 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
 
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
@@ -15,7 +18,7 @@ use crate::client::Client;
 use crate::policy::Policy;
 use crate::runtime::{compile, instance_pre};
 use crate::store::{new_store, Host};
-use crate::{HostError, Limits, Runtime, RuntimeOptions};
+use crate::{Config, HostError, Limits, Runtime, RuntimeOptions};
 
 /// The environment variable the relay component reads its configuration from.
 pub const CONFIG_VARIABLE: &str = "STATUS_PUSH_CONFIG";
@@ -23,13 +26,18 @@ pub const CONFIG_VARIABLE: &str = "STATUS_PUSH_CONFIG";
 /// The body of a relay's response, streamed from the component.
 pub type RelayBody = wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
+/// The error a request body given to [`Relay::handle`] may end with.
+pub type BodyError = wasmtime_wasi_http::Error;
+
 /// A compiled relay component and the configuration it serves with.
 pub struct Relay {
     proxy: ProxyPre<Host>,
     client: Arc<Client>,
     limits: Limits,
     config_json: String,
+    config: Config,
     policy: Policy,
+    runtime: Runtime,
 }
 
 impl Relay {
@@ -53,16 +61,51 @@ impl Relay {
             client: runtime.client.clone(),
             limits: options.limits,
             config_json: config_json.to_string(),
+            config,
             policy,
+            runtime,
         })
     }
 
+    /// The configuration, as the component's `parse-config` read it.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The configuration as given to [`Relay::load`] (JSON, the seed's option names).
+    pub fn config_json(&self) -> &str {
+        &self.config_json
+    }
+
+    /// The relay component as a reporter (the relay world exports the reporter's
+    /// interfaces too): what a host that queues events itself delivers them with.
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// How long one request may keep an instance busy: the configuration's retry
+    /// deadline plus [`Limits::report_margin`].
+    pub fn request_budget(&self) -> Duration {
+        self.policy.report_budget
+    }
+
+    /// Age after which an undelivered outbox event becomes a dead letter
+    /// (`deadLetterAfterSeconds`).
+    pub fn dead_letter_after(&self) -> Duration {
+        self.policy.dead_letter_after
+    }
+
     /// Handles one request in a fresh instance and returns its response, whose body the
-    /// component may still be writing.
-    pub async fn handle(
+    /// component may still be writing. The body may be hyper's `Incoming` or one the
+    /// embedder already read (`Full<Bytes>` mapped to [`BodyError`]).
+    pub async fn handle<B>(
         &self,
-        request: hyper::Request<hyper::body::Incoming>,
-    ) -> Result<hyper::Response<RelayBody>, HostError> {
+        request: hyper::Request<B>,
+    ) -> Result<hyper::Response<RelayBody>, HostError>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BodyError>,
+    {
         let mut store = new_store(
             self.proxy.engine(),
             self.client.clone(),

@@ -1,7 +1,8 @@
 //! One configured component instance and the calls an embedder makes on it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use wasmtime::Store;
 
@@ -38,6 +39,8 @@ pub struct Reporter {
     client: Arc<Client>,
     /// What `configure` opened the sandbox to; `None` before.
     policy: Option<Policy>,
+    /// The wall-time budget of the call in progress (or the last one).
+    budget: Duration,
 }
 
 impl Reporter {
@@ -53,6 +56,7 @@ impl Reporter {
             limits,
             client,
             policy: None,
+            budget: limits.parse_budget,
         }
     }
 
@@ -65,30 +69,39 @@ impl Reporter {
     /// Parses a configuration object with the seed's option names (`serverUrl`, …), in
     /// the component. An unknown key or a wrong type is [`HostError::Config`] naming it.
     pub async fn parse_config(&mut self, json: &str) -> Result<Config, HostError> {
-        set_budget(&mut self.store, self.limits.parse_budget);
+        self.begin(self.limits.parse_budget);
         let documents = self.instance.status_push_reporter_documents();
-        documents
-            .call_parse_config(&mut self.store, json)
-            .await
-            .map_err(HostError::Trap)?
+        let result = documents.call_parse_config(&mut self.store, json).await;
+        result
+            .map_err(|e| self.trapped(e, "parsing the configuration"))?
             .map(Config::from)
             .map_err(HostError::Config)
     }
 
     /// Parses an event's data-API documents, in the component. A log may give
     /// `content_file: PATH` instead of `content`: its text is then streamed from that
-    /// file while the request is written, never held whole in memory.
+    /// file while the request is written, never held whole in memory. Only a regular
+    /// file is accepted (a FIFO, device or directory is refused before it is opened). A
+    /// refused document is [`HostError::Event`] naming its JSON path.
     pub async fn parse_event(&mut self, json: &str) -> Result<BuildEvent, HostError> {
-        set_budget(&mut self.store, self.limits.parse_budget);
+        let files = content_files(json);
+        for (step, log, path) in &files {
+            check_content_file(path).map_err(|message| {
+                HostError::Event(InputError {
+                    key: format!("steps[{step}].logs[{log}].content_file"),
+                    message,
+                })
+            })?;
+        }
+        self.begin(self.limits.parse_budget);
         let documents = self.instance.status_push_reporter_documents();
-        let mut event = documents
-            .call_parse_event(&mut self.store, json)
-            .await
-            .map_err(HostError::Trap)?
-            .map_err(HostError::Config)?;
-        for (step, log, path) in content_files(json) {
+        let result = documents.call_parse_event(&mut self.store, json).await;
+        let mut event = result
+            .map_err(|e| self.trapped(e, "parsing the build documents"))?
+            .map_err(HostError::Event)?;
+        for (step, log, path) in files {
             let file = std::fs::File::open(&path).map_err(|e| {
-                HostError::Config(InputError {
+                HostError::Event(InputError {
                     key: format!("steps[{step}].logs[{log}].content_file"),
                     message: format!("cannot open {}: {e}", path.display()),
                 })
@@ -121,12 +134,13 @@ impl Reporter {
     /// keeps its previous configuration.
     pub async fn configure(&mut self, config: Config) -> Result<(), HostError> {
         let policy = Policy::from_config(&config, &self.limits, &self.client)?;
-        set_budget(&mut self.store, self.limits.parse_budget);
+        self.begin(self.limits.parse_budget);
         let reporter = self.instance.status_push_reporter_reporter();
-        reporter
+        let result = reporter
             .call_configure(&mut self.store, &WitConfig::from(config))
-            .await
-            .map_err(HostError::Trap)?
+            .await;
+        result
+            .map_err(|e| self.trapped(e, "configuring"))?
             .map_err(HostError::Config)?;
         self.store.data_mut().apply(&policy);
         self.policy = Some(policy);
@@ -145,7 +159,9 @@ impl Reporter {
                     .await
             }
         };
-        result.map_err(HostError::Trap)?.map_err(HostError::Push)
+        result
+            .map_err(|e| self.trapped(e, "handling the event"))?
+            .map_err(HostError::Push)
     }
 
     /// Reports one event given as its data-API documents in JSON (the form
@@ -159,10 +175,11 @@ impl Reporter {
     ) -> Result<Outcome, HostError> {
         self.set_report_budget();
         let reporter = self.instance.status_push_reporter_reporter();
-        reporter
+        let result = reporter
             .call_report_json(&mut self.store, event.into(), documents)
-            .await
-            .map_err(HostError::Trap)?
+            .await;
+        result
+            .map_err(|e| self.trapped(e, "handling the event"))?
             .map_err(HostError::Push)
     }
 
@@ -171,7 +188,74 @@ impl Reporter {
             .policy
             .as_ref()
             .map_or(self.limits.parse_budget, |p| p.report_budget);
+        self.begin(budget);
+    }
+
+    /// Starts a call: its deadline, and a fresh memory-refusal flag.
+    fn begin(&mut self, budget: Duration) {
+        self.budget = budget;
+        self.store.data_mut().meter.clear_refusal();
         set_budget(&mut self.store, budget);
+    }
+
+    /// What a trap during `doing` was: the memory limit (the meter refused growth during
+    /// this call), the deadline (an epoch interrupt), or something else. The backtrace
+    /// goes to the log at `debug` only.
+    fn trapped(&self, error: wasmtime::Error, doing: &'static str) -> HostError {
+        tracing::debug!("the component trapped while {doing}: {error:?}");
+        if self.store.data().meter.refused() {
+            HostError::OutOfMemory {
+                limit_bytes: self.limits.memory_bytes,
+                doing,
+            }
+        } else if matches!(
+            error.downcast_ref::<wasmtime::Trap>(),
+            Some(wasmtime::Trap::Interrupt)
+        ) {
+            HostError::TimeBudget {
+                budget: self.budget,
+                doing,
+            }
+        } else {
+            HostError::Trap(error)
+        }
+    }
+}
+
+/// Refuses anything but a regular file before it is opened: opening a FIFO blocks, and
+/// a directory or device would fail (or never end) only once the request is under way.
+fn check_content_file(path: &Path) -> Result<(), String> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() => Ok(()),
+        Ok(meta) => Err(format!(
+            "{} is {}; only a regular file is accepted",
+            path.display(),
+            file_kind(&meta)
+        )),
+        Err(e) => Err(format!("cannot open {}: {e}", path.display())),
+    }
+}
+
+/// What a non-regular file is, for an error message.
+pub(crate) fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        let t = meta.file_type();
+        if t.is_fifo() {
+            return "a FIFO";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+        if t.is_char_device() || t.is_block_device() {
+            return "a device";
+        }
+    }
+    if meta.is_dir() {
+        "a directory"
+    } else {
+        "a special file"
     }
 }
 

@@ -47,6 +47,10 @@ pub struct RuntimeOptions {
     /// Reuse pre-reserved instance slots (wasmtime's pooling allocator): cheaper
     /// instantiation, at the cost of reserving address space up front.
     pub pooling: bool,
+    /// Profiling only (`status-push bench --perf-map`): name the compiled guest
+    /// functions in `/tmp/perf-PID.map`, for `perf` and `valgrind`.
+    #[doc(hidden)]
+    pub perf_map: bool,
 }
 
 impl Default for RuntimeOptions {
@@ -55,6 +59,7 @@ impl Default for RuntimeOptions {
             limits: Limits::default(),
             cache_dir: None,
             pooling: true,
+            perf_map: false,
         }
     }
 }
@@ -126,6 +131,37 @@ impl Runtime {
     }
 }
 
+/// Hooks for `status-push bench` only; not part of the API.
+impl Runtime {
+    /// Answers every request the sandbox lets through with `200 {}` from the host itself
+    /// (the body is read first), without a socket: everything but the network.
+    #[doc(hidden)]
+    pub fn with_canned_responses(mut self) -> Runtime {
+        self.client = Arc::new(Client::canned());
+        self
+    }
+
+    /// Sends `request` (an absolute `http` URL) through the connection pool the sandbox
+    /// uses, reads the response, and gives its status: the native baseline's transport.
+    #[doc(hidden)]
+    pub async fn send_natively(
+        &self,
+        request: http::Request<bytes::Bytes>,
+    ) -> Result<u16, wasmtime_wasi_http::Error> {
+        use http_body_util::BodyExt;
+        let request = request.map(|body| {
+            http_body_util::Full::new(body)
+                .map_err(|never| match never {})
+                .boxed_unsync()
+        });
+        let tls = crate::client::TlsPolicy::Verify { ca_file: None };
+        let response = self.client.clone().send(request, None, tls).await?;
+        let status = response.status().as_u16();
+        response.into_body().collect().await?;
+        Ok(status)
+    }
+}
+
 /// The component at `path`, linked against WASI (with `wasi:cli/environment`, which only
 /// the relay imports) and wasi:http's outgoing handler.
 pub(crate) fn instance_pre(
@@ -151,7 +187,7 @@ pub(crate) fn compile(
         path: path.to_path_buf(),
         source,
     };
-    let bytes = std::fs::read(path).map_err(|e| load(e.into()))?;
+    let bytes = read_component(path).map_err(load)?;
     let engine = engine(options).map_err(load)?;
     let component = match &options.cache_dir {
         Some(dir) => cache::load_or_compile(dir, &engine, &bytes),
@@ -166,6 +202,9 @@ fn engine(options: &RuntimeOptions) -> wasmtime::Result<Engine> {
     let mut config = EngineConfig::new();
     // Lets the host stop a component that loops, whatever it is doing.
     config.epoch_interruption(true);
+    if options.perf_map {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     if options.pooling {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(POOLED_INSTANCES)
@@ -195,4 +234,35 @@ fn start_epoch_ticker(engine: &Engine) {
             }
         })
         .ok();
+}
+
+/// The largest component file read; ours is about 1 MiB.
+const MAX_COMPONENT_BYTES: u64 = 64 << 20;
+
+/// Reads a component file: a regular file (checked before opening, since opening a FIFO
+/// blocks) of at most [`MAX_COMPONENT_BYTES`].
+fn read_component(path: &Path) -> wasmtime::Result<Vec<u8>> {
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        wasmtime::bail!("not a regular file; give the .wasm that `cargo xtask wasm` builds");
+    }
+    if meta.len() > MAX_COMPONENT_BYTES {
+        wasmtime::bail!(
+            "{} bytes, over the limit of {} MiB for a component",
+            meta.len(),
+            MAX_COMPONENT_BYTES >> 20
+        );
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(std::fs::File::open(path)?, MAX_COMPONENT_BYTES + 1),
+        &mut bytes,
+    )?;
+    if bytes.len() as u64 > MAX_COMPONENT_BYTES {
+        wasmtime::bail!(
+            "grew past the limit of {} MiB while read",
+            MAX_COMPONENT_BYTES >> 20
+        );
+    }
+    Ok(bytes)
 }

@@ -4,7 +4,8 @@
 # stock HttpStatusPush and WasmStatusPush side by side (tests/test_e2e.py), after the
 # host-level tests (tests/test_component.py). Needs target/status-push.wasm (built by
 # `cargo xtask wasm`; scripts/test.sh builds it first) or $STATUS_PUSH_WASM.
-# Network: PyPI through pip on the first run, then 127.0.0.1 only.
+# Network: PyPI through pip on the first run, then 127.0.0.1 only. STATUS_PUSH_OUTAGE_SECONDS
+# sets the length of the outage test's receiver outage (default 120).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -29,15 +30,17 @@ if [[ ! -f "$stamp" ]]; then
     echo "== installing pinned dependencies (requirements.lock)"
     timeout 420 "$venv/bin/python" -m pip install --disable-pip-version-check -q \
         -r "$here/requirements.lock"
-    timeout 120 "$venv/bin/python" -m pip install --disable-pip-version-check -q \
-        --no-deps --no-build-isolation -e "$here"
     rm -f "$venv"/.installed-*
     touch "$stamp"
 fi
+# The plugin and its native host (PyO3), built by maturin in the dev profile into the
+# workspace's target/, so it reuses the wasmtime the workspace already built.
+echo "== building the native host (maturin develop)"
+(cd "$here" && timeout 1500 "$venv/bin/maturin" develop --quiet)
 
 echo "== running tests (component: $STATUS_PUSH_WASM)"
 status=0
-(cd "$here" && timeout 300 "$venv/bin/python" -m pytest tests -v -p no:cacheprovider) || status=$?
+(cd "$here" && timeout 1200 "$venv/bin/python" -m pytest tests -v -p no:cacheprovider) || status=$?
 
 echo
 echo "== side-by-side results (.e2e/report.txt)"

@@ -1,8 +1,20 @@
-//! `status-push bench`: the component against a native client, in one run, against one
-//! loopback receiver. The native client replays the exact requests the component sends
-//! (captured first), over keep-alive connections, as the baseline.
+//! `status-push bench`: where an event's time goes, in one run against one loopback
+//! receiver (on a thread of its own, so its CPU is not counted). At each concurrency:
+//!
+//! - the component with reused instances, given records (`report`) or JSON
+//!   (`report-json`), and with a fresh instance per event;
+//! - **native same work**: the component's own crate compiled for the host filters,
+//!   builds and encodes each payload from the same records and sends it through the
+//!   host's own connection pool: the component's work without the sandbox;
+//! - **byte replay**: the component's captured requests replayed by plain hyper
+//!   connections: the HTTP path's limit.
+//!
+//! Then the attribution runs: a call the filter skips (the call, lifting and lowering,
+//! filtering) and a host that answers a canned 200 without a socket (everything but the
+//! network). `--only RUN` runs one of them alone, for `valgrind --tool=callgrind`.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -14,6 +26,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use status_push::config::Settings;
+use status_push::{documents, filter, payload, signature, EventKind};
 use status_push_cli::receiver::{Receiver, Recorded};
 use status_push_host::{BuildEvent, Event, Outcome, Reporter, Runtime, RuntimeOptions};
 use tokio::net::{TcpListener, TcpStream};
@@ -27,14 +41,53 @@ pub struct Args {
     /// Events per measurement.
     #[arg(long, default_value_t = 4000)]
     events: usize,
-    /// Events in flight at once (instances, and native connections).
-    #[arg(long, default_value_t = 4)]
-    concurrency: usize,
+    /// Events in flight at once (instances, and native connections); a list measures
+    /// each level.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 4])]
+    concurrency: Vec<usize>,
+    /// Run only this measurement (default options, the first concurrency) and print one
+    /// line: for profilers such as `valgrind --tool=callgrind`.
+    #[arg(long, value_enum)]
+    only: Option<Only>,
+    /// With `--only`: no pooling allocator, whose address-space reservation valgrind
+    /// cannot map.
+    #[arg(long, requires = "only")]
+    no_pooling: bool,
+    /// With `--only`: name the guest's compiled functions in `/tmp/perf-PID.map`.
+    #[arg(long, requires = "only")]
+    perf_map: bool,
+}
+
+/// One measurement, for `--only`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Only {
+    /// The component, reused instances, records.
+    Record,
+    /// The component, reused instances, report-json.
+    Json,
+    /// The component, a fresh instance per event.
+    Fresh,
+    /// The component's crate natively, through the host's connection pool.
+    Native,
+    /// The captured bytes over plain hyper connections.
+    Replay,
+    /// The component, records, with a configuration whose filter skips every event.
+    Skip,
+    /// The component, records, with the host answering a canned 200 without a socket.
+    Canned,
 }
 
 const SAMPLES: [(Event, &str); 2] = [
     (Event::Started, include_str!("../demo/started.json")),
     (Event::Finished, include_str!("../demo/finished.json")),
+];
+
+const OPTION_SETS: [(&str, &str); 2] = [
+    ("default options", r#""wantProperties": false"#),
+    (
+        "wantSteps+wantProperties",
+        r#""wantProperties": true, "wantSteps": true"#,
+    ),
 ];
 
 /// This process's peak resident set (VmHWM), in KiB.
@@ -44,21 +97,49 @@ pub fn peak_rss_kib() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// What the bench shares between runs.
+struct Bench {
+    origin: String,
+    /// The receiver thread, whose CPU time is not the clients'.
+    receiver_tid: i32,
+    events: usize,
+}
+
 /// Runs every measurement and prints a report.
 pub async fn run(loader: &Loader, args: &Args) -> Result<ExitCode> {
-    if args.events == 0 || args.concurrency == 0 {
+    if args.events == 0 || args.concurrency.is_empty() || args.concurrency.contains(&0) {
         bail!("--events and --concurrency must be at least 1");
     }
     let counter = Arc::new(AtomicU64::new(0));
     let connections = Arc::new(AtomicU64::new(0));
-    let (origin, server) = counting_receiver(counter.clone(), connections.clone()).await?;
+    let (origin, receiver_tid) = counting_receiver(counter.clone(), connections.clone())?;
+    let bench = Bench {
+        origin,
+        receiver_tid,
+        events: args.events,
+    };
+    if let Some(only) = args.only {
+        let loader = Loader {
+            wasm: loader.wasm.clone(),
+            options: RuntimeOptions {
+                pooling: !args.no_pooling,
+                perf_map: args.perf_map,
+                ..loader.options.clone()
+            },
+        };
+        return run_only(&loader, &bench, only, args.concurrency[0]).await;
+    }
     let wasm_size = std::fs::metadata(&loader.wasm)
         .with_context(|| format!("cannot read {}", loader.wasm.display()))?
         .len();
+    let levels: Vec<String> = args.concurrency.iter().map(|c| c.to_string()).collect();
     println!(
-        "status-push bench: {} events per run, {} in flight, receiver {origin}",
-        args.events, args.concurrency
+        "status-push bench: {} events per run, concurrency {}, receiver {} on its own thread",
+        args.events,
+        levels.join(","),
+        bench.origin
     );
+    println!("load average at start: {}", load_average());
     println!(
         "component: {} ({} KiB)",
         loader.wasm.display(),
@@ -74,105 +155,219 @@ pub async fn run(loader: &Loader, args: &Args) -> Result<ExitCode> {
         cache_dir,
         ..loader.options.clone()
     };
+    let origin = bench.origin.clone();
     let uncached = first_event(&loader.wasm, &cold(None), &origin).await?;
     first_event(&loader.wasm, &cold(Some(cache.clone())), &origin).await?; // fills the cache
     let cached = first_event(&loader.wasm, &cold(Some(cache.clone())), &origin).await?;
-    let _ = std::fs::remove_dir_all(&cache);
     println!(
         "cold start to first event: {:.1} ms compiling, {:.1} ms from the compile cache",
         ms(uncached),
         ms(cached)
     );
 
-    let runtime = Arc::new(loader.load()?);
+    let runtime = Arc::new(Runtime::load_with(
+        &loader.wasm,
+        &cold(Some(cache.clone())),
+    )?);
+    let canned =
+        Runtime::load_with(&loader.wasm, &cold(Some(cache.clone())))?.with_canned_responses();
+    let _ = std::fs::remove_dir_all(&cache);
     let overhead = instantiate_overhead(&runtime, &origin, 200).await?;
     println!(
         "per-event instantiate + configure: {:.0} µs (fresh instance, no request)",
         overhead.as_secs_f64() * 1e6
     );
 
-    let mut ratio = None;
-    for (label, options) in [
-        ("default options", r#""wantProperties": false"#),
-        (
-            "wantSteps+wantProperties",
-            r#""wantProperties": true, "wantSteps": true"#,
-        ),
-    ] {
-        let config = format!(r#"{{"serverUrl": "{origin}/hook", {options}}}"#);
+    let mut summary = None;
+    for (label, options) in OPTION_SETS {
+        let config = config_for(&origin, options);
         let requests = capture(&runtime, &config).await?;
-        let component = component_run(&runtime, &config, args).await?;
-        let native = native_run(&origin, requests.clone(), args).await?;
         println!(
             "\n{label}: request bodies {} and {} bytes",
             requests[0].body.len(),
             requests[1].body.len()
         );
-        println!(
-            "  component (reused instances):  {:>8.0} events/s  p50 {:>6.0} µs  p99 {:>6.0} µs",
-            component.rate, component.p50, component.p99
+        for &concurrency in &args.concurrency {
+            println!("concurrency {concurrency}:");
+            println!(
+                "  {:<36}{:>9} {:>8} {:>8} {:>10} {:>7} {:>7}",
+                "run", "events/s", "p50 µs", "p99 µs", "cpu/ev µs", "polls", "parks"
+            );
+            let record = component_run(&bench, &runtime, &config, concurrency, Path::Records)
+                .await?
+                .print("component, reused, records");
+            component_run(&bench, &runtime, &config, concurrency, Path::Json)
+                .await?
+                .print("component, reused, report-json");
+            fresh_instance_run(&bench, &runtime, &config, concurrency)
+                .await?
+                .print("component, fresh instance per event");
+            let native = native_run(&bench, &runtime, &config, concurrency)
+                .await?
+                .print("native same work (host's pool)");
+            let replay = replay_run(&bench, requests.clone(), concurrency)
+                .await?
+                .print("byte replay (hyper, keep-alive)");
+            println!(
+                "  component/native-same-work: throughput {:.2}, cpu {:.2}, p50 {:.2}; component/byte-replay: throughput {:.2}",
+                record.rate / native.rate,
+                record.cpu_us / native.cpu_us,
+                record.p50 / native.p50,
+                record.rate / replay.rate
+            );
+            if label == OPTION_SETS[0].0 {
+                summary = Some((record, native, replay));
+            }
+        }
+        let first = args.concurrency[0];
+        println!("attribution, concurrency {first}:");
+        let skipping = format!(
+            r#"{{"serverUrl": "{origin}/hook", "builders": ["no-such-builder"], {options}}}"#
         );
-        println!(
-            "  native hyper client, keep-alive:{:>8.0} events/s  p50 {:>6.0} µs  p99 {:>6.0} µs",
-            native.rate, native.p50, native.p99
-        );
-        println!(
-            "  ratio component/native: {:.2}",
-            component.rate / native.rate
-        );
-        ratio.get_or_insert(component.rate / native.rate);
+        component_run(&bench, &runtime, &skipping, first, Path::Records)
+            .await?
+            .print("filter skips, records");
+        component_run(&bench, &runtime, &skipping, first, Path::Json)
+            .await?
+            .print("filter skips, report-json");
+        component_run(&bench, &canned, &config, first, Path::Records)
+            .await?
+            .print("canned 200, no socket, records");
+        component_run(&bench, &canned, &config, first, Path::Json)
+            .await?
+            .print("canned 200, no socket, report-json");
     }
-    let fresh = fresh_instance_run(&runtime, &origin, args).await?;
-    println!("\nfresh instance per event (default options): {:>8.0} events/s  p50 {:>6.0} µs  p99 {:>6.0} µs", fresh.rate, fresh.p50, fresh.p99);
     println!(
-        "requests received: {} over {} connections",
+        "\nrequests received: {} over {} connections",
         counter.load(Ordering::Relaxed),
         connections.load(Ordering::Relaxed)
     );
+    println!("load average at end: {}", load_average());
     println!("peak RSS: {} MiB", peak_rss_kib().unwrap_or(0) / 1024);
     println!("release .wasm size: {wasm_size} bytes");
-    server.abort();
+    let (component, native, replay) = summary.context("no measurement ran")?;
     println!(
-        "throughput ratio component/native: {:.2}",
-        ratio.unwrap_or(0.0)
+        "cpu per event: component {:.1} µs, native same work {:.1} µs, byte replay {:.1} µs",
+        component.cpu_us, native.cpu_us, replay.cpu_us
+    );
+    println!(
+        "ratio component/native-same-work: {:.2}",
+        component.rate / native.rate
+    );
+    println!(
+        "ratio component/byte-replay: {:.2}",
+        component.rate / replay.rate
     );
     Ok(ExitCode::SUCCESS)
+}
+
+async fn run_only(
+    loader: &Loader,
+    bench: &Bench,
+    only: Only,
+    concurrency: usize,
+) -> Result<ExitCode> {
+    let config = config_for(&bench.origin, OPTION_SETS[0].1);
+    let runtime = Arc::new(if only == Only::Canned {
+        loader.load()?.with_canned_responses()
+    } else {
+        loader.load()?
+    });
+    let measured = match only {
+        Only::Record | Only::Canned => {
+            component_run(bench, &runtime, &config, concurrency, Path::Records).await?
+        }
+        Only::Json => component_run(bench, &runtime, &config, concurrency, Path::Json).await?,
+        Only::Skip => {
+            let skipping = format!(
+                r#"{{"serverUrl": "{}/hook", "builders": ["no-such-builder"]}}"#,
+                bench.origin
+            );
+            component_run(bench, &runtime, &skipping, concurrency, Path::Records).await?
+        }
+        Only::Fresh => fresh_instance_run(bench, &runtime, &config, concurrency).await?,
+        Only::Native => native_run(bench, &runtime, &config, concurrency).await?,
+        Only::Replay => {
+            let requests = capture(&runtime, &config).await?;
+            replay_run(bench, requests, concurrency).await?
+        }
+    };
+    measured.print(&format!(
+        "{} events, concurrency {concurrency}",
+        bench.events
+    ));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn config_for(origin: &str, options: &str) -> String {
+    format!(r#"{{"serverUrl": "{origin}/hook", {options}}}"#)
 }
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// A receiver that only counts and answers 200, so it costs both clients the same.
-async fn counting_receiver(
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// A receiver that only counts and answers 200, on its own thread and single-threaded
+/// tokio runtime; its origin and thread id.
+fn counting_receiver(
     counter: Arc<AtomicU64>,
     connections: Arc<AtomicU64>,
-) -> Result<(String, tokio::task::JoinHandle<()>)> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let origin = format!("http://{}", listener.local_addr()?);
-    let task = tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            connections.fetch_add(1, Ordering::Relaxed);
-            let _ = stream.set_nodelay(true);
-            let counter = counter.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+) -> Result<(String, i32)> {
+    let (ready, started) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("bench-receiver".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => return drop(ready.send(Err(anyhow::Error::from(e)))),
+            };
+            rt.block_on(async move {
+                let listener = match TcpListener::bind("127.0.0.1:0").await {
+                    Ok(l) => l,
+                    Err(e) => return drop(ready.send(Err(e.into()))),
+                };
+                let origin = listener
+                    .local_addr()
+                    .map(|a| format!("http://{a}"))
+                    .map_err(anyhow::Error::from);
+                // SAFETY: gettid has no preconditions.
+                let tid = unsafe { libc::gettid() };
+                let _ = ready.send(origin.map(|o| (o, tid)));
+                while let Ok((stream, _)) = listener.accept().await {
+                    connections.fetch_add(1, Ordering::Relaxed);
+                    let _ = stream.set_nodelay(true);
                     let counter = counter.clone();
-                    async move {
-                        let _ = request.into_body().collect().await;
-                        counter.fetch_add(1, Ordering::Relaxed);
-                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(
-                            b"{}",
-                        ))))
-                    }
-                });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                    tokio::spawn(async move {
+                        let service =
+                            service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                                let counter = counter.clone();
+                                async move {
+                                    let _ = request.into_body().collect().await;
+                                    counter.fetch_add(1, Ordering::Relaxed);
+                                    Ok::<_, Infallible>(hyper::Response::new(Full::new(
+                                        Bytes::from_static(b"{}"),
+                                    )))
+                                }
+                            });
+                        let _ = http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
             });
-        }
-    });
-    Ok((origin, task))
+        })?;
+    started
+        .recv()
+        .context("the receiver thread did not start")?
 }
 
 async fn configured(runtime: &Runtime, config: &str) -> Result<Reporter> {
@@ -200,14 +395,14 @@ async fn first_event(
     let mut reporter =
         configured(&runtime, &format!(r#"{{"serverUrl": "{origin}/hook"}}"#)).await?;
     let (event, build) = events(&mut reporter).await?.remove(0);
-    expect_delivered(reporter.report(event, &build).await?)?;
+    expect_done(reporter.report(event, &build).await?)?;
     Ok(started.elapsed())
 }
 
-fn expect_delivered(outcome: Outcome) -> Result<()> {
+/// A delivery, or a skip (the attribution's filter runs skip every event).
+fn expect_done(outcome: Outcome) -> Result<()> {
     match outcome {
-        Outcome::Delivered(_) => Ok(()),
-        other => bail!("expected a delivery, got {other}"),
+        Outcome::Delivered(_) | Outcome::Skipped(_) => Ok(()),
     }
 }
 
@@ -229,7 +424,10 @@ async fn capture(runtime: &Runtime, config: &str) -> Result<Vec<Recorded>> {
     let config = config.replace(&origin_of(config), &receiver.origin());
     let mut reporter = configured(runtime, &config).await?;
     for (event, build) in events(&mut reporter).await? {
-        expect_delivered(reporter.report(event, &build).await?)?;
+        match reporter.report(event, &build).await? {
+            Outcome::Delivered(_) => {}
+            other => bail!("expected a delivery, got {other}"),
+        }
     }
     let requests = receiver.wait_for(2, Duration::from_secs(5)).await;
     if requests.len() != 2 {
@@ -244,60 +442,180 @@ fn origin_of(config: &str) -> String {
     format!("http://{}", &rest[..rest.find('/').unwrap_or(rest.len())])
 }
 
+/// One run's figures.
 struct Measured {
     rate: f64,
     p50: f64,
     p99: f64,
+    /// CPU time of the process, the receiver's thread excluded, per event.
+    cpu_us: f64,
+    /// Polls of a component call's future per event (each resumes the guest's fiber).
+    polls: Option<f64>,
+    /// Tokio worker parks (a worker running out of work and sleeping) per event.
+    parks: f64,
 }
 
-fn measured(latencies: &mut [Duration], elapsed: Duration) -> Measured {
-    latencies.sort();
-    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e6;
-    Measured {
-        rate: latencies.len() as f64 / elapsed.as_secs_f64(),
-        p50: at(0.5),
-        p99: at(0.99),
+impl Measured {
+    fn print(self, label: &str) -> Measured {
+        let polls = self.polls.map_or("-".into(), |p| format!("{p:.1}"));
+        println!(
+            "  {label:<36}{:>9.0} {:>8.0} {:>8.0} {:>10.1} {polls:>7} {:>7.2}",
+            self.rate, self.p50, self.p99, self.cpu_us, self.parks
+        );
+        self
     }
+}
+
+/// The clocks at the start of a run.
+struct Mark {
+    wall: Instant,
+    cpu: Duration,
+    parks: u64,
+}
+
+fn process_cpu() -> Duration {
+    // SAFETY: getrusage only writes the struct it is given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// A thread's CPU time, from `/proc/self/task/TID/schedstat` (nanoseconds on CPU).
+fn thread_cpu(tid: i32) -> Duration {
+    std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .map_or(Duration::ZERO, Duration::from_nanos)
+}
+
+fn worker_parks() -> u64 {
+    let metrics = tokio::runtime::Handle::current().metrics();
+    (0..metrics.num_workers())
+        .map(|w| metrics.worker_park_count(w))
+        .sum()
+}
+
+impl Bench {
+    fn client_cpu(&self) -> Duration {
+        process_cpu().saturating_sub(thread_cpu(self.receiver_tid))
+    }
+
+    fn mark(&self) -> Mark {
+        Mark {
+            wall: Instant::now(),
+            cpu: self.client_cpu(),
+            parks: worker_parks(),
+        }
+    }
+
+    /// Waits for every spawned measurement task and pools their latencies.
+    async fn collect(
+        &self,
+        mut tasks: JoinSet<Result<Vec<Duration>>>,
+        mark: Mark,
+        polls: Option<&AtomicU64>,
+    ) -> Result<Measured> {
+        let mut all = Vec::new();
+        while let Some(result) = tasks.join_next().await {
+            all.extend(result.context("a measurement task panicked")??);
+        }
+        let elapsed = mark.wall.elapsed();
+        let cpu = self.client_cpu().saturating_sub(mark.cpu);
+        let parks = worker_parks().saturating_sub(mark.parks);
+        let n = all.len() as f64;
+        all.sort();
+        let at = |q: f64| all[((all.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e6;
+        Ok(Measured {
+            rate: n / elapsed.as_secs_f64(),
+            p50: at(0.5),
+            p99: at(0.99),
+            cpu_us: cpu.as_secs_f64() * 1e6 / n,
+            polls: polls.map(|p| p.load(Ordering::Relaxed) as f64 / n),
+            parks: parks as f64 / n,
+        })
+    }
+}
+
+/// Awaits `future`, counting its polls into `polls`.
+async fn counting_polls<T>(polls: &AtomicU64, future: impl Future<Output = T>) -> T {
+    let mut future = std::pin::pin!(future);
+    std::future::poll_fn(|cx| {
+        polls.fetch_add(1, Ordering::Relaxed);
+        future.as_mut().poll(cx)
+    })
+    .await
+}
+
+/// How the component gets each event.
+#[derive(Clone, Copy)]
+enum Path {
+    /// `report`: the records, lowered into the guest on every call.
+    Records,
+    /// `report-json`: the documents as one string, parsed by the guest.
+    Json,
 }
 
 /// `concurrency` tasks, each with its own configured instance, reporting the sample
 /// events in turn.
-async fn component_run(runtime: &Runtime, config: &str, args: &Args) -> Result<Measured> {
-    let per_task = args.events.div_ceil(args.concurrency);
+async fn component_run(
+    bench: &Bench,
+    runtime: &Runtime,
+    config: &str,
+    concurrency: usize,
+    path: Path,
+) -> Result<Measured> {
+    let per_task = bench.events.div_ceil(concurrency);
+    let polls = Arc::new(AtomicU64::new(0));
     let mut ready = Vec::new();
-    for _ in 0..args.concurrency {
+    for _ in 0..concurrency {
         let mut reporter = configured(runtime, config).await?;
         let parsed = events(&mut reporter).await?;
         ready.push((reporter, parsed));
     }
     let mut tasks = JoinSet::new();
-    let started = Instant::now();
+    let mark = bench.mark();
     for (mut reporter, parsed) in ready {
+        let polls = polls.clone();
         tasks.spawn(async move {
             let mut latencies = Vec::with_capacity(per_task);
             for i in 0..per_task {
                 let (event, build) = &parsed[i % parsed.len()];
                 let t = Instant::now();
-                expect_delivered(reporter.report(*event, build).await?)?;
+                let outcome = match path {
+                    Path::Records => counting_polls(&polls, reporter.report(*event, build)).await,
+                    Path::Json => {
+                        let documents = SAMPLES[i % SAMPLES.len()].1;
+                        counting_polls(&polls, reporter.report_json(*event, documents)).await
+                    }
+                };
+                expect_done(outcome?)?;
                 latencies.push(t.elapsed());
             }
             Ok::<_, anyhow::Error>(latencies)
         });
     }
-    collect(tasks, started).await
+    bench.collect(tasks, mark, Some(&polls)).await
 }
 
 /// Like `component_run`, but every event gets a fresh instance (instantiate, configure,
 /// report).
-async fn fresh_instance_run(runtime: &Arc<Runtime>, origin: &str, args: &Args) -> Result<Measured> {
-    let config = format!(r#"{{"serverUrl": "{origin}/hook"}}"#);
-    let mut parser = configured(runtime, &config).await?;
-    let config = parser.parse_config(&config).await?;
+async fn fresh_instance_run(
+    bench: &Bench,
+    runtime: &Arc<Runtime>,
+    config: &str,
+    concurrency: usize,
+) -> Result<Measured> {
+    let mut parser = configured(runtime, config).await?;
+    let config = parser.parse_config(config).await?;
     let parsed = Arc::new(events(&mut parser).await?);
-    let per_task = args.events.div_ceil(args.concurrency);
-    let started = Instant::now();
+    let per_task = bench.events.div_ceil(concurrency);
+    let mark = bench.mark();
     let mut tasks = JoinSet::new();
-    for _ in 0..args.concurrency {
+    for _ in 0..concurrency {
         let (config, parsed, runtime) = (config.clone(), parsed.clone(), runtime.clone());
         tasks.spawn(async move {
             let mut latencies = Vec::with_capacity(per_task);
@@ -306,23 +624,96 @@ async fn fresh_instance_run(runtime: &Arc<Runtime>, origin: &str, args: &Args) -
                 let t = Instant::now();
                 let mut reporter = runtime.reporter().await?;
                 reporter.configure(config.clone()).await?;
-                expect_delivered(reporter.report(*event, build).await?)?;
+                expect_done(reporter.report(*event, build).await?)?;
                 latencies.push(t.elapsed());
             }
             Ok::<_, anyhow::Error>(latencies)
         });
     }
-    collect(tasks, started).await
+    bench.collect(tasks, mark, None).await
 }
 
-/// `concurrency` keep-alive connections replaying the captured requests.
-async fn native_run(origin: &str, requests: Vec<Recorded>, args: &Args) -> Result<Measured> {
-    let addr = origin.trim_start_matches("http://").to_string();
-    let per_task = args.events.div_ceil(args.concurrency);
-    let requests = Arc::new(requests);
-    let started = Instant::now();
+/// The component's work done natively: the same crate filters, builds and encodes each
+/// payload from the same records, with the same headers, and the host's connection pool
+/// sends it.
+async fn native_run(
+    bench: &Bench,
+    runtime: &Arc<Runtime>,
+    config: &str,
+    concurrency: usize,
+) -> Result<Measured> {
+    let config = documents::config_from_json(&serde_json::from_str(config)?)
+        .map_err(|e| anyhow::anyhow!("config: {}: {}", e.key, e.message))?;
+    let settings = Arc::new(
+        Settings::from_config(config)
+            .map_err(|e| anyhow::anyhow!("config: {}: {}", e.key, e.message))?,
+    );
+    let mut parsed = Vec::new();
+    for (event, text) in SAMPLES {
+        let kind = match event {
+            Event::Started => EventKind::Started,
+            Event::Finished => EventKind::Finished,
+        };
+        let event = documents::event_from_json(&serde_json::from_str(text)?)
+            .map_err(|e| anyhow::anyhow!("event: {}: {}", e.key, e.message))?;
+        parsed.push((kind, event));
+    }
+    let parsed = Arc::new(parsed);
+    let per_task = bench.events.div_ceil(concurrency);
+    let mark = bench.mark();
     let mut tasks = JoinSet::new();
-    for _ in 0..args.concurrency {
+    for task in 0..concurrency {
+        let (settings, parsed, runtime) = (settings.clone(), parsed.clone(), runtime.clone());
+        tasks.spawn(async move {
+            let mut latencies = Vec::with_capacity(per_task);
+            for i in 0..per_task {
+                let (kind, event) = &parsed[i % parsed.len()];
+                let t = Instant::now();
+                if filter::skip_reason(&settings.selection, *kind, event).is_none() {
+                    let nonce = (task * per_task + i) as u64;
+                    let body = payload::render_body(&settings, *kind, event, nonce)
+                        .map_err(|e| anyhow::anyhow!("payload: {e:?}"))?;
+                    let url = settings.target.url();
+                    let id = signature::delivery_id(
+                        &url,
+                        &settings.payload.buildbot_url,
+                        event.build.buildid,
+                        *kind,
+                    );
+                    let mut request = hyper::Request::post(url)
+                        .header("Host", settings.target.authority.as_str());
+                    for (name, value) in settings.request_headers() {
+                        request = request.header(name, value);
+                    }
+                    let request = request
+                        .header("Idempotency-Key", id)
+                        .header("Content-Length", body.len())
+                        .body(Bytes::from(body))?;
+                    let status = runtime.send_natively(request).await?;
+                    if !(200..300).contains(&status) {
+                        bail!("native request answered {status}");
+                    }
+                }
+                latencies.push(t.elapsed());
+            }
+            Ok::<_, anyhow::Error>(latencies)
+        });
+    }
+    bench.collect(tasks, mark, None).await
+}
+
+/// `concurrency` plain hyper keep-alive connections replaying the captured requests.
+async fn replay_run(
+    bench: &Bench,
+    requests: Vec<Recorded>,
+    concurrency: usize,
+) -> Result<Measured> {
+    let addr = bench.origin.trim_start_matches("http://").to_string();
+    let per_task = bench.events.div_ceil(concurrency);
+    let requests = Arc::new(requests);
+    let mark = bench.mark();
+    let mut tasks = JoinSet::new();
+    for _ in 0..concurrency {
         let (addr, requests) = (addr.clone(), requests.clone());
         tasks.spawn(async move {
             let stream = TcpStream::connect(&addr).await?;
@@ -351,14 +742,5 @@ async fn native_run(origin: &str, requests: Vec<Recorded>, args: &Args) -> Resul
             Ok::<_, anyhow::Error>(latencies)
         });
     }
-    collect(tasks, started).await
-}
-
-/// Waits for every spawned measurement task and pools their latencies.
-async fn collect(mut tasks: JoinSet<Result<Vec<Duration>>>, started: Instant) -> Result<Measured> {
-    let mut all = Vec::new();
-    while let Some(result) = tasks.join_next().await {
-        all.extend(result.context("a measurement task panicked")??);
-    }
-    Ok(measured(&mut all, started.elapsed()))
+    bench.collect(tasks, mark, None).await
 }

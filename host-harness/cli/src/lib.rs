@@ -1,6 +1,9 @@
 //! The parts of the `status-push` CLI that tests share: the inspection [`receiver`] that
 //! `receive` and `demo` run (and the workspace's end-to-end tests push to), and the
-//! relay's accept loop that `serve` runs.
+//! relay service that `serve` runs: its accept loop and checks ([`serve`]), its
+//! background delivery from an outbox ([`courier`]) and its [`metrics`].
 
+pub mod courier;
+pub mod metrics;
 pub mod receiver;
 pub mod serve;

@@ -6,12 +6,16 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use status_push_cli::receiver::{Receiver, Reply};
-use status_push_host::outbox::{Outbox, OutboxError, PushResult};
+use status_push_cli::receiver::{Receiver, Reply, Verifier};
+use status_push_cli::serve::{Options as ServeOptions, Service};
+use status_push_host::outbox::{Outbox, OutboxError, Redeliver};
 use status_push_host::relay::Relay;
 use status_push_host::{Event, HostError, Outcome, Runtime, RuntimeOptions};
 
 mod bench;
+mod input;
+mod output;
+mod push;
 
 /// The component the CLI loads unless --wasm or STATUS_PUSH_WASM says otherwise.
 const DEFAULT_WASM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/status-push.wasm");
@@ -123,6 +127,20 @@ enum Command {
         #[arg(long)]
         outbox: PathBuf,
     },
+    /// Make dead letters pending again (then `deliver`, or a running `serve --outbox`,
+    /// sends them).
+    #[command(group = clap::ArgGroup::new("which").required(true))]
+    Redeliver {
+        /// The outbox file.
+        #[arg(long)]
+        outbox: PathBuf,
+        /// The dead letter's seq or delivery id (as `dead-letters` lists them).
+        #[arg(long, group = "which")]
+        id: Option<String>,
+        /// Every dead letter.
+        #[arg(long, group = "which")]
+        all: bool,
+    },
     /// Run a receiver on 127.0.0.1 that prints every request it gets.
     Receive {
         /// Port to listen on; 0 picks a free one.
@@ -131,14 +149,26 @@ enum Command {
         /// HTTP status to answer with.
         #[arg(long, default_value_t = 200)]
         status: u16,
+        /// Check each request's Standard Webhooks signature with this `whsec_…` key (and
+        /// its timestamp, ±5 minutes); prints `signature: verified` or why not.
+        #[arg(long, value_name = "WHSEC")]
+        verify_secret: Option<String>,
+        /// Check each request's GitHub signature (`X-Hub-Signature-256`) with this secret.
+        #[arg(long, value_name = "SECRET")]
+        github_secret: Option<String>,
     },
     /// Push a sample build's started and finished events to a local receiver and show
     /// what arrived.
     Demo,
     /// Host the relay world (target/status-push-relay.wasm) as an HTTP service:
     /// POST a build's data-API documents to /started or /finished and it pushes them.
+    /// GET /healthz and /metrics (Prometheus) for operations; SIGTERM or Ctrl-C stops it.
+    #[command(
+        after_help = "Beyond loopback, the config must set inboundToken or inboundSecret.\n\nExample:\n  status-push serve --config relay.json --listen 0.0.0.0:8080 --outbox /var/lib/status-push/outbox.sqlite"
+    )]
     Serve {
-        /// JSON options, the same keys as for `push`.
+        /// JSON options, the same keys as for `push`, plus inboundToken / inboundSecret
+        /// (how callers authenticate) and maxBodyBytes.
         #[arg(long)]
         config: PathBuf,
         /// Address to listen on.
@@ -147,16 +177,35 @@ enum Command {
         /// The relay component.
         #[arg(long, env = "STATUS_PUSH_RELAY_WASM", default_value = DEFAULT_RELAY_WASM)]
         relay: PathBuf,
+        /// Queue each event in this outbox (SQLite) and answer 202 with its delivery id,
+        /// then deliver in the background (per-build order, backoff, dead letters).
+        #[arg(long)]
+        outbox: Option<PathBuf>,
+        /// Requests handled at once; more get 503 with Retry-After.
+        #[arg(long, default_value_t = 64)]
+        max_concurrent: usize,
+        /// Seconds a client has to send a request's headers.
+        #[arg(long, default_value_t = 10)]
+        header_timeout_seconds: u64,
+        /// Seconds a client has to send a request's body (408 after).
+        #[arg(long, default_value_t = 10)]
+        body_timeout_seconds: u64,
+        /// At SIGTERM or Ctrl-C, seconds requests in flight have to finish.
+        #[arg(long, default_value_t = 10)]
+        shutdown_seconds: u64,
     },
-    /// Measure the component against a native client on one loopback receiver: events
-    /// per second, latency, cold start, memory, size. The last line is
-    /// `throughput ratio component/native: X.XX`.
+    /// Measure the component against the same work done natively and against a byte
+    /// replay, on one loopback receiver: events per second, latency, CPU per event, cold
+    /// start, memory, size. The last lines are `cpu per event: …` and the ratios
+    /// `component/native-same-work` and `component/byte-replay`.
     Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
+    output::reopen_closed_standard_fds();
     tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(|| output::QuietStderr)
+        .log_internal_errors(false)
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
@@ -181,7 +230,9 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("status-push: cannot start the async runtime: {e}");
+            output::complain(format_args!(
+                "status-push: cannot start the async runtime: {e}"
+            ));
             return ExitCode::from(3);
         }
     };
@@ -193,120 +244,102 @@ fn main() -> ExitCode {
                 build,
                 outbox: None,
                 stats,
-            } => push(&loader, &config, event.into(), &build, stats).await,
+            } => push::push(&loader, &config, event.into(), &build, stats).await,
             Command::Push {
                 config,
                 event,
                 build,
                 outbox: Some(outbox),
                 ..
-            } => push_via_outbox(&loader, &config, event.into(), &build, &outbox).await,
+            } => push::push_via_outbox(&loader, &config, event.into(), &build, &outbox).await,
             Command::Deliver {
                 outbox,
                 budget_seconds,
             } => deliver(&loader, &outbox, Duration::from_secs(budget_seconds)).await,
             Command::DeadLetters { outbox } => dead_letters(&outbox),
-            Command::Receive { port, status } => receive(port, status).await,
+            Command::Redeliver { outbox, id, all } => redeliver(&outbox, id, all),
+            Command::Receive {
+                port,
+                status,
+                verify_secret,
+                github_secret,
+            } => {
+                let verifier = Verifier::new(verify_secret.as_deref(), github_secret.as_deref())
+                    .map_err(|why| anyhow::anyhow!(why))?;
+                receive(port, status, verifier).await
+            }
             Command::Demo => demo(&loader).await,
             Command::Serve {
                 config,
                 listen,
                 relay,
-            } => serve(&loader, &config, &listen, &relay).await,
+                outbox,
+                max_concurrent,
+                header_timeout_seconds,
+                body_timeout_seconds,
+                shutdown_seconds,
+            } => {
+                let options = ServeOptions {
+                    max_concurrent,
+                    header_timeout: Duration::from_secs(header_timeout_seconds.max(1)),
+                    body_timeout: Duration::from_secs(body_timeout_seconds.max(1)),
+                    grace: Duration::from_secs(shutdown_seconds),
+                };
+                serve(
+                    &loader,
+                    &config,
+                    &listen,
+                    &relay,
+                    outbox.as_deref(),
+                    options,
+                )
+                .await
+            }
             Command::Bench(args) => bench::run(&loader, &args).await,
         }
     });
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("status-push: {e:#}");
+            output::complain(format_args!("status-push: {e:#}"));
             ExitCode::from(exit_code(&e))
         }
     }
 }
 
 fn exit_code(error: &anyhow::Error) -> u8 {
-    let host =
-        error
-            .downcast_ref::<HostError>()
-            .or_else(|| match error.downcast_ref::<OutboxError>() {
-                Some(OutboxError::Host(e)) => Some(e),
-                _ => None,
-            });
+    let host = error
+        .downcast_ref::<HostError>()
+        .or_else(|| error.downcast_ref::<push::Blamed>().map(|b| &b.error))
+        .or_else(|| match error.downcast_ref::<OutboxError>() {
+            Some(OutboxError::Host(e)) => Some(e),
+            _ => None,
+        });
     match host {
         Some(HostError::Push(_)) => 1,
-        Some(HostError::Config(_)) => 2,
+        Some(HostError::Config(_) | HostError::Event(_)) => 2,
         Some(_) => 3,
-        None if error.downcast_ref::<OutboxError>().is_some() => 3,
-        None => 2,
+        None => match error.downcast_ref::<OutboxError>() {
+            Some(OutboxError::NoSuchDeadLetter(_)) => 2,
+            Some(_) => 3,
+            None => 2,
+        },
     }
 }
 
+/// A `--config` file, bounded (see `input`).
 fn read(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
-}
-
-async fn push(
-    loader: &Loader,
-    config: &Path,
-    event: Event,
-    build: &Path,
-    stats: bool,
-) -> Result<ExitCode> {
-    let config = read(config)?;
-    let build = read(build)?;
-    let runtime = loader.load()?;
-    let mut reporter = runtime.reporter().await?;
-    let config = reporter.parse_config(&config).await?;
-    reporter.configure(config).await?;
-    let documents = reporter.parse_event(&build).await?;
-    let outcome = reporter.report(event, &documents).await;
-    if stats {
-        println!(
-            "stats: peak RSS {} KiB, component memory {} KiB",
-            bench::peak_rss_kib().unwrap_or(0),
-            reporter.peak_memory() / 1024
-        );
-    }
-    println!("{}", outcome?);
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn push_via_outbox(
-    loader: &Loader,
-    config: &Path,
-    event: Event,
-    build: &Path,
-    outbox_path: &Path,
-) -> Result<ExitCode> {
-    let config = read(config)?;
-    let build = read(build)?;
-    let runtime = loader.load()?;
-    let outbox = Outbox::open(outbox_path)?;
-    match outbox.push(&runtime, &config, event, &build).await? {
-        PushResult::Done(outcome) => {
-            println!("{outcome}");
-            Ok(ExitCode::SUCCESS)
-        }
-        PushResult::Pending(reason) => {
-            println!("pending: {reason} (kept in {})", outbox_path.display());
-            Ok(ExitCode::from(1))
-        }
-        PushResult::Dead(reason) => {
-            println!("dead letter: {reason}");
-            Ok(ExitCode::from(1))
-        }
-    }
+    Ok(input::read_text("--config", path, input::MAX_CONFIG_BYTES)?)
 }
 
 async fn deliver(loader: &Loader, outbox_path: &Path, budget: Duration) -> Result<ExitCode> {
     let runtime = loader.load()?;
     let outbox = Outbox::open(outbox_path)?;
     let summary = outbox.deliver(&runtime, budget).await?;
-    println!(
+    output::say(format_args!(
         "delivered: {}, dead letters: {}, pending: {}",
         summary.delivered, summary.dead, summary.pending
-    );
+    ));
     Ok(if summary.pending == 0 {
         ExitCode::SUCCESS
     } else {
@@ -317,9 +350,9 @@ async fn deliver(loader: &Loader, outbox_path: &Path, budget: Duration) -> Resul
 fn dead_letters(outbox_path: &Path) -> Result<ExitCode> {
     let outbox = Outbox::open(outbox_path)?;
     let letters = outbox.dead_letters()?;
-    println!("seq\tevent\tbuild\tdelivery_id\tattempts\tqueued_at\treason");
+    output::say("seq\tevent\tbuild\tdelivery_id\tattempts\tqueued_at\treason");
     for e in &letters {
-        println!(
+        output::say(format_args!(
             "{}\t{:?}\t{}\t{}\t{}\t{}\t{}",
             e.seq,
             e.event,
@@ -328,12 +361,30 @@ fn dead_letters(outbox_path: &Path) -> Result<ExitCode> {
             e.attempts,
             e.created_at,
             e.last_error.as_deref().unwrap_or("")
-        );
+        ));
     }
     Ok(ExitCode::SUCCESS)
 }
 
-async fn receive(port: u16, status: u16) -> Result<ExitCode> {
+fn redeliver(outbox_path: &Path, id: Option<String>, all: bool) -> Result<ExitCode> {
+    let which = match id {
+        _ if all => Redeliver::All,
+        Some(id) => match id.parse::<i64>() {
+            Ok(seq) => Redeliver::Seq(seq),
+            Err(_) => Redeliver::DeliveryId(id),
+        },
+        None => anyhow::bail!("say which dead letters: --id ID or --all"),
+    };
+    let outbox = Outbox::open(outbox_path)?;
+    let n = outbox.redeliver(&which)?;
+    println!(
+        "pending again: {n} (deliver them with `status-push deliver --outbox {}`, or a running `serve --outbox` does)",
+        outbox_path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn receive(port: u16, status: u16, verifier: Verifier) -> Result<ExitCode> {
     let receiver =
         Receiver::start_with(port, std::sync::Arc::new(move |_: &_| Reply::from(status)))
             .await
@@ -348,36 +399,97 @@ async fn receive(port: u16, status: u16) -> Result<ExitCode> {
             request = receiver.next_after(seen) => {
                 seen += 1;
                 println!("--- request {seen}\n{}", request.describe());
+                if let Some(verdict) = verifier.check(&request) {
+                    println!("{verdict}");
+                }
             }
             _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
         }
     }
 }
 
-async fn serve(loader: &Loader, config: &Path, listen: &str, relay: &Path) -> Result<ExitCode> {
+async fn serve(
+    loader: &Loader,
+    config: &Path,
+    listen: &str,
+    relay: &Path,
+    outbox_path: Option<&Path>,
+    options: ServeOptions,
+) -> Result<ExitCode> {
     let config = read(config)?;
+    let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host(listen)
+        .await
+        .with_context(|| format!("cannot resolve --listen {listen}"))?
+        .collect();
     let relay = std::sync::Arc::new(Relay::load(relay, &loader.options, &config).await?);
+    let outboxes = match outbox_path {
+        Some(path) => Some((Outbox::open(path)?, Outbox::open(path)?)),
+        None => None,
+    };
+    let (outbox, courier_outbox) = match outboxes {
+        Some((a, b)) => (Some(a), Some(b)),
+        None => (None, None),
+    };
+    let service = Service::new(relay, outbox, options.clone())?;
+    if !service.is_authenticated() && !addrs.iter().all(|a| a.ip().is_loopback()) {
+        anyhow::bail!(
+            "refusing to listen on {listen} without inbound authentication: anyone who reaches it could push build statuses; set inboundToken or inboundSecret in the config, or listen on 127.0.0.1"
+        );
+    }
+    // Only one process delivers from an outbox at a time: `deliver` and `push --outbox`
+    // wait while `serve` runs.
+    let lock = match &courier_outbox {
+        Some(outbox) => Some(outbox.delivery_lock()?),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
+    let service = std::sync::Arc::new(service);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let courier = courier_outbox
+        .and_then(|outbox| service.courier(outbox))
+        .map(|courier| tokio::spawn(courier.run(stopped, options.grace)));
     println!(
-        "relay listening on http://{}: POST build documents to /started or /finished",
-        listener.local_addr()?
+        "relay listening on http://{}{}: POST build documents to /started or /finished",
+        listener.local_addr()?,
+        outbox_path
+            .map(|p| format!(" (outbox {})", p.display()))
+            .unwrap_or_default()
     );
-    tokio::select! {
-        served = status_push_cli::serve::serve(relay, listener) => {
-            served.context("the relay listener failed")?
-        }
-        _ = tokio::signal::ctrl_c() => {}
+    status_push_cli::serve::serve(service, listener, shutdown_signal())
+        .await
+        .context("the relay listener failed")?;
+    let _ = stop.send(true);
+    if let Some(courier) = courier {
+        let _ = courier.await;
     }
+    drop(lock);
+    eprintln!("status-push: stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 async fn demo(loader: &Loader) -> Result<ExitCode> {
     let receiver = Receiver::start(0)
         .await
         .context("cannot start the demo receiver")?;
-    println!("receiver listening on {}", receiver.origin());
+    output::say(format_args!("receiver listening on {}", receiver.origin()));
     let runtime = loader.load()?;
     let mut reporter = runtime.reporter().await?;
     let config = format!(
@@ -394,10 +506,13 @@ async fn demo(loader: &Loader) -> Result<ExitCode> {
     for (i, (event, documents)) in samples.into_iter().enumerate() {
         let build = reporter.parse_event(documents).await?;
         let outcome: Outcome = reporter.report(event, &build).await?;
-        println!("\n=== {event:?} event: {outcome}");
+        output::say(format_args!("\n=== {event:?} event: {outcome}"));
         let arrived = receiver.wait_for(i + 1, Duration::from_secs(5)).await;
         match arrived.get(i) {
-            Some(request) => println!("--- the receiver got:\n{}", request.describe()),
+            Some(request) => output::say(format_args!(
+                "--- the receiver got:\n{}",
+                request.describe()
+            )),
             None => anyhow::bail!("the receiver got no request for the {event:?} event"),
         }
     }

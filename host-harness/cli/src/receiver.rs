@@ -13,7 +13,10 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
+use status_push::inbound::Inbound;
 use status_push::secret::{is_secret_header, REDACTED};
+use status_push::signature::Signer;
+use status_push::SigningScheme;
 
 /// One request as it arrived.
 #[derive(Debug, Clone)]
@@ -221,5 +224,57 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
+    }
+}
+
+/// Checks the signature of each request `receive` prints: Standard Webhooks (a `whsec_`
+/// key; the timestamp must be within ±5 minutes) or GitHub (`X-Hub-Signature-256`). The
+/// component's own code, natively; comparisons in constant time.
+#[derive(Debug, Default)]
+pub struct Verifier {
+    standard: Option<Inbound>,
+    github: Option<Signer>,
+}
+
+impl Verifier {
+    /// A verifier for either key or both; the error says which is malformed.
+    pub fn new(whsec: Option<&str>, github: Option<&str>) -> Result<Verifier, String> {
+        let standard = whsec
+            .map(|key| Inbound::new(None, Some(key)))
+            .transpose()
+            .map_err(|(_, why)| format!("--verify-secret: {why}"))?;
+        let github = github
+            .map(|key| Signer::new(SigningScheme::Github, key))
+            .transpose()
+            .map_err(|why| format!("--github-secret: {why}"))?;
+        Ok(Verifier { standard, github })
+    }
+
+    /// One line per configured scheme, `signature: verified (…)` or
+    /// `signature: does not verify (…): why`; `None` when no key was given.
+    pub fn check(&self, request: &Recorded) -> Option<String> {
+        let mut lines = Vec::new();
+        if let Some(inbound) = &self.standard {
+            let header = |name: &str| request.header(name).map(str::to_string);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            lines.push(match inbound.check(&header, &request.body, now) {
+                Ok(_) => "signature: verified (Standard Webhooks)".to_string(),
+                Err(refusal) => {
+                    format!("signature: does not verify (Standard Webhooks): {refusal}")
+                }
+            });
+        }
+        if let Some(signer) = &self.github {
+            lines.push(match request.header("x-hub-signature-256") {
+                Some(header) if signer.verifies_github(&request.body, header) => {
+                    "signature: verified (GitHub)".to_string()
+                }
+                Some(_) => "signature: does not verify (GitHub): X-Hub-Signature-256 does not match the body".to_string(),
+                None => "signature: does not verify (GitHub): no X-Hub-Signature-256 header".to_string(),
+            });
+        }
+        (!lines.is_empty()).then(|| lines.join("\n"))
     }
 }

@@ -1,6 +1,9 @@
 //! The `status-push` binary against loopback receivers: exit codes, one-line reasons and
 //! the requests that arrive.
 
+mod common;
+
+use common::{wasm, workspace};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::Arc;
@@ -8,20 +11,6 @@ use std::time::Duration;
 
 use serde_json::Value;
 use status_push_cli::receiver::{Receiver, Recorded, Reply};
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .expect("host-harness/cli is two levels below the workspace")
-        .to_path_buf()
-}
-
-fn wasm() -> PathBuf {
-    let path = workspace().join("target/status-push.wasm");
-    assert!(path.exists(), "build the component first: cargo xtask wasm");
-    path
-}
 
 async fn run(args: &[&str]) -> Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_status-push"))

@@ -4,22 +4,17 @@
 //! Asserts the host's peak RSS under 100 MiB, the component's linear memory under 16 MiB,
 //! valid JSON at the receiver, and log content byte-identical to the file.
 
+mod common;
+
+use common::workspace;
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use status_push_cli::receiver::Receiver;
 
 const LOG_BYTES: usize = 1 << 30;
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .expect("host-harness/cli is two levels below the workspace")
-        .to_path_buf()
-}
 
 /// Writes about `LOG_BYTES` of log lines (with non-ASCII, quotes and tabs to escape).
 fn write_log(path: &Path) -> usize {

@@ -2,6 +2,9 @@
 //! in the middle, then `deliver` once the receiver is back. Every event must arrive
 //! exactly once (by delivery id) and in per-build order.
 
+mod common;
+
+use common::workspace;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -9,14 +12,6 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use status_push_cli::receiver::Receiver;
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .expect("host-harness/cli is two levels below the workspace")
-        .to_path_buf()
-}
 
 fn cli() -> tokio::process::Command {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_status-push"));

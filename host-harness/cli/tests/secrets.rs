@@ -3,7 +3,9 @@
 //! receiver's own printout), is searched for the password, the signing secret, the
 //! bearer token and the encoded `Authorization` value.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::workspace;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,14 +23,6 @@ fn needles() -> Vec<String> {
     use base64::Engine as _;
     let basic = base64::engine::general_purpose::STANDARD.encode(format!("alice:{PASSWORD}"));
     vec![PASSWORD.into(), SIGNING.into(), TOKEN.into(), basic]
-}
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .expect("host-harness/cli is two levels below the workspace")
-        .to_path_buf()
 }
 
 async fn run(args: &[&str]) -> String {

@@ -1,4 +1,8 @@
-"""Runs status-push.wasm with wasmtime-py and turns its WIT results into Python types.
+"""Runs status-push.wasm with wasmtime-py: the second runtime the tests check the same
+.wasm on (the plugin itself runs on the native host, `_native`). Needs the `wasmtime`
+package (`pip install buildbot-status-push[wasmtime-py]`).
+
+Turns the component's WIT results into the types of `results.py`.
 
 Nothing here knows about Buildbot or Twisted: it is the host side of the component's
 contract (`wit/world.wit`), usable from any Python program.
@@ -11,90 +15,23 @@ process and cached.
 
 from __future__ import annotations
 
-import os
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
 from wasmtime import Engine, Store, WasiConfig, WasmtimeError
 from wasmtime.component import Component, Func, Linker, Record, Variant
 
+from .host import default_wasm_path
+from .results import ConfigError, Delivered, Outcome, PushFailure, Skipped
+
+__all__ = ["ComponentHost", "default_wasm_path", "ConfigError", "Delivered", "Outcome", "PushFailure", "Skipped"]
+
 REPORTER = "status-push:reporter/reporter@0.1.0"
 DOCUMENTS = "status-push:reporter/documents@0.1.0"
 
-_PACKAGE_DIR = Path(__file__).resolve().parent
-# The checkout this package lives in: integrations/buildbot/buildbot_status_push/ -> repo root.
-_REPO_WASM = _PACKAGE_DIR.parents[2] / "target" / "status-push.wasm"
-
-
-def default_wasm_path() -> Path:
-    """Where status-push.wasm is looked for when no `wasm_path` is given.
-
-    $STATUS_PUSH_WASM, else a copy shipped inside the package (for wheels built with it),
-    else the repository's own build output, target/status-push.wasm.
-    """
-    env = os.environ.get("STATUS_PUSH_WASM")
-    if env:
-        return Path(env)
-    bundled = _PACKAGE_DIR / "status-push.wasm"
-    if bundled.is_file():
-        return bundled
-    return _REPO_WASM
-
-
 class ComponentLoadError(Exception):
     """The .wasm could not be read, compiled or instantiated."""
-
-
-@dataclass(frozen=True)
-class ConfigError(Exception):
-    """`input-error`: which option (seed spelling, or JSON path of an event field) and why."""
-
-    key: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.key}: {self.message}"
-
-
-@dataclass(frozen=True)
-class Delivered:
-    """`outcome.delivered`."""
-
-    status: int
-    attempts: int
-    delivery_id: str
-
-
-@dataclass(frozen=True)
-class Skipped:
-    """`outcome.skipped`: the configuration filtered the event out; nothing was sent."""
-
-    reason: str  # builder | tags | branch | scheduler | results
-
-
-Outcome = Union[Delivered, Skipped]
-
-
-@dataclass(frozen=True)
-class PushFailure(Exception):
-    """`push-failure`: the event was not delivered.
-
-    `kind` is the `push-error` case name (`unreachable`, `timeout`, `http-status`, ...);
-    `detail` is its payload rendered as text.
-    """
-
-    kind: str
-    detail: str
-    retryable: bool
-    attempts: int
-    delivery_id: str
-
-    def __str__(self) -> str:
-        what = f"{self.kind}: {self.detail}" if self.detail else self.kind
-        how = "retryable" if self.retryable else "permanent"
-        return f"{what} ({how}, {self.attempts} attempt(s), delivery {self.delivery_id or '-'})"
 
 
 class Trapped(Exception):

@@ -2,32 +2,40 @@
 
 from __future__ import annotations
 
-from concurrent.futures import Future, ThreadPoolExecutor
+import os
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Generator, Optional, Sequence, TypeVar
+from typing import Any, ClassVar, Generator, Optional, Sequence
 
 from buildbot import config, interfaces, util
 from buildbot.reporters import utils
 from buildbot.reporters.base import ReporterBase
-from twisted.internet import defer
+from twisted.internet import defer, task
+from twisted.internet.threads import deferToThreadPool
 from twisted.python import failure, log
+from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from .component import (
-    ComponentHost,
-    ComponentLoadError,
+from .documents import BUILD_FIELDS, config_json, dumps, event_documents
+from .host import Outbox, Reporter, default_wasm_path, shared_host
+from .results import (
+    ComponentError,
     ConfigError,
     Delivered,
     Outcome,
+    OutboxEntry,
+    OutboxError,
     PushFailure,
     Skipped,
-    Trapped,
-    default_wasm_path,
 )
-from .documents import BUILD_FIELDS, config_json, dumps, event_documents
 
-T = TypeVar("T")
+# Builds delivered at once: each stuck build holds one thread for one pass (its own
+# retries, bounded by retryDeadlineSeconds), the others go on.
+DELIVERY_THREADS = 8
+# Waits between delivery passes of a build whose event is still pending.
+FIRST_RETRY_SECONDS = 1.0
+MAX_RETRY_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -63,11 +71,16 @@ class Options:
     signingScheme: Optional[str] = None
     signingSecret: Any = None
     caFile: Optional[str] = None
+    deadLetterAfterSeconds: Optional[int] = None
     wasm_path: Optional[str] = None
+    # A path; DEFAULT_OUTBOX: `status-push-<name>.sqlite` in the master's basedir; None: off.
+    outbox: Any = "default"
+    generators: Any = None
 
     def component_options(self) -> dict[str, Any]:
         opts = asdict(self)
-        del opts["wasm_path"]
+        for plugin_only in ("wasm_path", "outbox", "generators"):
+            del opts[plugin_only]
         return opts
 
     def wants_previous_build(self) -> bool:
@@ -136,69 +149,18 @@ class BuildEvents(util.ComparableMixin):
         return {"event": "finished" if finished else "started", "build": build}
 
 
-class _ComponentThread:
-    """One thread that owns one ComponentHost: a wasmtime Store is not thread-safe, and a
-    single FIFO thread also keeps every build's events in the order they happened."""
-
-    def __init__(self, wasm: Path, name: str):
-        from twisted.internet import reactor  # the one twistd installed, not a default
-
-        self._reactor: Any = reactor
-        self.wasm = wasm
-        self._name = name
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"wasm-{name}")
-        self._host: Optional[ComponentHost] = None  # touched by the executor's thread only
-        self._config: Optional[str] = None  # last accepted config, to rebuild after a trap
-
-    def _stderr(self, data: bytes) -> None:
-        # Called on the executor's thread while the component runs (`debug`).
-        text = data.decode("utf-8", "replace").rstrip("\n")
-        self._reactor.callFromThread(log.msg, f"{self._name} (component): {text}")
-
-    def _run(self, fn: Callable[[ComponentHost], T]) -> T:
-        if self._host is None:
-            self._host = ComponentHost(self.wasm, stderr=self._stderr)
-            if self._config is not None:
-                self._host.configure_json(self._config)
-        try:
-            return fn(self._host)
-        except Trapped:
-            # A trapped instance cannot be entered again; the next call gets a fresh one.
-            self._host = None
-            raise
-
-    def submit(self, fn: Callable[[ComponentHost], T]) -> "defer.Deferred[T]":
-        d: defer.Deferred[T] = defer.Deferred()
-
-        def done(fut: Future[T]) -> None:
-            exc = fut.exception()
-            if exc is None:
-                self._reactor.callFromThread(d.callback, fut.result())
-            else:
-                err = failure.Failure(exc, type(exc), exc.__traceback__)
-                self._reactor.callFromThread(d.errback, err)
-
-        self._executor.submit(self._run, fn).add_done_callback(done)
-        return d
-
-    def configure(self, config_text: str) -> "defer.Deferred[None]":
-        def apply(host: ComponentHost) -> None:
-            host.configure_json(config_text)
-            self._config = config_text
-
-        return self.submit(apply)
-
-    def close(self) -> "defer.Deferred[None]":
-        def drop(_host: ComponentHost) -> None:
-            self._host = None  # the Store is freed on the thread that used it
-
-        d = self.submit(drop)
-        d.addBoth(lambda _: self._executor.shutdown(wait=False))
-        return d
+def _events(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(event, build dict) pairs of one report: ours ({event, build}) or a Buildbot report
+    generator's ({builds: [...]}, e.g. BuildStatusGenerator)."""
+    if "event" in report:
+        return [(report["event"], report["build"])]
+    return [("finished" if b.get("complete") else "started", b) for b in report.get("builds", [])]
 
 
 class WasmStatusPush(ReporterBase):
-    """Buildbot's HttpStatusPush, with the request built and sent by status-push.wasm."""
+    """Buildbot's HttpStatusPush, with the request built and sent by status-push.wasm on the
+    status-push host: sandboxed to `serverUrl`'s origin, and every event kept in a durable
+    outbox until it is delivered or becomes a dead letter."""
 
     name: Optional[str] = "WasmStatusPush"
     secrets: ClassVar[list[str]] = [
@@ -211,9 +173,16 @@ class WasmStatusPush(ReporterBase):
     ]
 
     def __init__(self, *args: Any, **kwargs: Any):
-        self._thread: Optional[_ComponentThread] = None
+        self._reporter: Optional[Reporter] = None  # only without an outbox
+        self._outbox: Optional[Outbox] = None
+        self._config: Optional[str] = None
         self._debug = False
-        self._in_flight: set[defer.Deferred[None]] = set()
+        self._pool: Optional[ThreadPool] = None
+        self._active: dict[str, defer.Deferred[None]] = {}  # build key -> its delivery loop
+        self._again: set[str] = set()  # new events arrived while a pass was running
+        self._sleeps: set[defer.Deferred[None]] = set()
+        self._stopping = False
+        self._direct: dict[str, defer.Deferred[None]] = {}  # without an outbox: per-build chains
         super().__init__(*args, **kwargs)
 
     @staticmethod
@@ -230,84 +199,186 @@ class WasmStatusPush(ReporterBase):
                 "WasmStatusPush: format_fn must be a Jinja template string (the component "
                 "renders it with `build` = the payload), not a Python function"
             )
-        # wasmtime-py's wasi:http gives the host no TLS settings: it always verifies against
-        # the built-in web PKI roots. Refuse what it cannot honour rather than ignore it.
-        if opts.caFile is not None:
-            config.error("WasmStatusPush: caFile is not supported by the wasmtime-py host")
-        if not opts.verify and isinstance(serverUrl, str) and serverUrl.startswith("https:"):
-            config.error("WasmStatusPush: verify=False is not supported by the wasmtime-py host")
+        if opts.outbox is not None and not isinstance(opts.outbox, (str, os.PathLike)):
+            config.error("WasmStatusPush: outbox must be a file path or None")
         # Validate with the component itself now, so that `buildbot checkconfig` names the
         # bad option. Secrets are not rendered yet: a stand-in takes their place.
         check = {k: _placeholder(v) for k, v in opts.component_options().items()}
         if interfaces.IRenderable.providedBy(serverUrl):
             check["serverUrl"] = "http://127.0.0.1/"
         try:
-            ComponentHost(opts.wasm()).configure_json(config_json(check))
-        except ComponentLoadError as e:
+            shared_host(opts.wasm()).check_config(config_json(check))
+        except ComponentError as e:
             config.error(f"WasmStatusPush: {e} (set wasm_path= or $STATUS_PUSH_WASM)")
         except ConfigError as e:
             config.error(f"WasmStatusPush: {e}")
-        super().checkConfig(generators=[self._generator(opts)])
+        super().checkConfig(generators=self._generators(opts))
 
     @staticmethod
-    def _generator(opts: Options) -> BuildEvents:
-        return BuildEvents(opts.wantSteps, opts.wantLogs, opts.wants_previous_build())
+    def _generators(opts: Options) -> list[Any]:
+        if opts.generators is not None:
+            return list(opts.generators)
+        return [BuildEvents(opts.wantSteps, opts.wantLogs, opts.wants_previous_build())]
+
+    def _outbox_path(self, opts: Options) -> Optional[Path]:
+        if opts.outbox is None:
+            return None
+        if opts.outbox != "default":
+            return Path(opts.outbox)
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", self.name or "WasmStatusPush")
+        return Path(self.master.basedir) / f"status-push-{safe}.sqlite"
+
+    def _threads(self) -> ThreadPool:
+        if self._pool is None:
+            self._pool = ThreadPool(1, DELIVERY_THREADS, f"status-push-{self.name}")
+            self._pool.start()
+        return self._pool
+
+    def _in_thread(self, fn: Any, *args: Any) -> "defer.Deferred[Any]":
+        from twisted.internet import reactor
+
+        return deferToThreadPool(reactor, self._threads(), fn, *args)
 
     @defer.inlineCallbacks
     def reconfigService(self, serverUrl: Any = None, **kwargs: Any) -> Generator[Any, Any, None]:
         opts = self._options(serverUrl, kwargs)
         self._debug = bool(opts.debug)
+        self._stopping = False
         options = opts.component_options()
         if options["buildbotURL"] is None:
             options["buildbotURL"] = self.master.config.buildbotURL
-        if self._thread is not None and self._thread.wasm != opts.wasm():
-            yield self._drain_and_close()
-        if self._thread is None:
-            self._thread = _ComponentThread(opts.wasm(), self.name or "WasmStatusPush")
+        text = config_json(options)
+        self._host = shared_host(opts.wasm())
+        path = self._outbox_path(opts)
         try:
-            yield self._thread.configure(config_json(options))
+            if path is None:
+                self._reporter = yield self._in_thread(self._host.reporter, text)
+            else:
+                yield self._in_thread(self._host.check_config, text)
         except ConfigError as e:
             # Only reachable when a rendered secret is invalid: checkConfig saw the rest.
             raise ValueError(f"{self.name}: invalid configuration: {e}") from e
-        yield super().reconfigService(generators=[self._generator(opts)])
+        self._config = text
+        if path is None:
+            if self._outbox is not None or not getattr(self, "_said_no_outbox", False):
+                log.msg(
+                    f"{self.name}: outbox=None: events are kept in memory only; a master "
+                    "restart or an outage longer than retryDeadlineSeconds loses them"
+                )
+                self._said_no_outbox = True
+            self._outbox = None
+        elif self._outbox is None or Path(self._outbox.path) != path:
+            self._outbox = yield self._in_thread(Outbox, str(path))
+            log.msg(f"{self.name}: outbox {path}")
+            # Events left pending by a crash or a stop go first.
+            pending: list[OutboxEntry] = yield self._in_thread(self._outbox.pending)
+            keys = list(dict.fromkeys(e.build_key for e in pending))
+            if keys:
+                log.msg(f"{self.name}: delivering {len(pending)} pending event(s) from the outbox")
+            for key in keys:
+                self._kick(key)
+        yield super().reconfigService(generators=self._generators(opts))
 
-    def sendMessage(self, reports: list[dict[str, Any]]) -> "defer.Deferred[None]":
-        if self._thread is None:  # stopped: Buildbot stops the consumers first, so unlikely
-            log.msg(f"{self.name}: stopped, dropping {len(reports)} event(s)")
-            return defer.succeed(None)
+    @defer.inlineCallbacks
+    def sendMessage(self, reports: list[dict[str, Any]]) -> Generator[Any, Any, None]:
         for report in reports:
-            event: str = report["event"]
-            build: dict[str, Any] = report["build"]
+            for event, build in _events(report):
+                if self._outbox is None:
+                    self._push_direct(event, build)
+                    continue
+                # Durable before sendMessage returns; serialising a build with its logs
+                # can be large, so that happens off the reactor too.
+                try:
+                    _seq, key = yield self._in_thread(self._write, event, build)
+                except (ConfigError, PushFailure) as e:
+                    log.msg(f"{self._describe(event, build)} rejected by the component: {e}")
+                    continue
+                except (OutboxError, ComponentError) as e:
+                    log.msg(f"{self._describe(event, build)} not queued: {e}")
+                    continue
+                self._kick(key)
 
-            def push(
-                host: ComponentHost, event: str = event, build: dict[str, Any] = build
-            ) -> Outcome:
-                # Serialising a build with its logs can be large: keep it off the reactor.
-                return host.report(event, dumps(event_documents(build)))
+    def _write(self, event: str, build: dict[str, Any]) -> tuple[int, str]:
+        assert self._outbox is not None and self._config is not None
+        return self._outbox.write(self._host, self._config, event, dumps(event_documents(build)))
 
-            done: defer.Deferred[None] = self._thread.submit(push).addCallbacks(
-                self._reported,
-                self._failed,
-                callbackArgs=(event, build),
-                errbackArgs=(event, build),
-            )
-            self._in_flight.add(done)
-            done.addBoth(self._forget, done)
-        # Return at once: the reactor and Buildbot's per-build event chain go on while the
-        # component delivers (and retries) on its own thread.
-        return defer.succeed(None)
+    def _kick(self, key: str) -> None:
+        if self._stopping:
+            return
+        if key in self._active:
+            self._again.add(key)
+            return
+        d = self._deliver(key)
+        self._active[key] = d
+        d.addBoth(lambda _: self._active.pop(key, None))
 
-    def _forget(self, _: None, done: "defer.Deferred[None]") -> None:
-        self._in_flight.discard(done)
+    @defer.inlineCallbacks
+    def _deliver(self, key: str) -> Generator[Any, Any, None]:
+        """Delivers one build's events in order, pass after pass with backoff, until none
+        is pending; other builds run their own loops, so a stuck build delays no other."""
+        wait = FIRST_RETRY_SECONDS
+        outbox = self._outbox
+        while not self._stopping and outbox is not None:
+            self._again.discard(key)
+            try:
+                summary, dead = yield self._in_thread(outbox.deliver_build, self._host, key)
+            except (OutboxError, ComponentError) as e:
+                log.msg(f"{self.name}: delivery of {key} failed, will retry: {e}")
+                summary, dead = None, []
+            for entry in dead:
+                self._dead_letter(entry)
+            if summary is not None and summary.pending == 0:
+                if key in self._again:
+                    continue
+                return
+            if self._debug and summary is not None:
+                log.msg(f"{self.name}: {key}: {summary.pending} pending, next pass in {wait:.0f}s")
+            from twisted.internet import reactor
+
+            sleep = task.deferLater(reactor, wait, lambda: None)
+            self._sleeps.add(sleep)
+            try:
+                yield sleep
+            except defer.CancelledError:
+                return
+            finally:
+                self._sleeps.discard(sleep)
+            wait = min(wait * 2, MAX_RETRY_SECONDS)
+
+    def _dead_letter(self, entry: OutboxEntry) -> None:
+        buildid = entry.build_key.rsplit("|", 1)[-1]
+        log.msg(
+            f"{self.name}: dead letter: {entry.event} of buildid {buildid} (seq {entry.seq}, "
+            f"delivery {entry.delivery_id or '-'}, {entry.attempts} attempt(s)): "
+            f"{entry.last_error}; list with `status-push dead-letters --outbox "
+            f"{self._outbox.path if self._outbox else '?'}`"
+        )
+
+    def _push_direct(self, event: str, build: dict[str, Any]) -> None:
+        """Without an outbox: one call per event (the component's own retries), in order
+        within a build."""
+        key = str(build.get("buildid"))
+        reporter = self._reporter
+        assert reporter is not None
+        documents = dumps(event_documents(build))
+        before = self._direct.get(key, defer.succeed(None))
+
+        def push(_: Any) -> "defer.Deferred[Outcome]":
+            return self._in_thread(reporter.report, event, documents)
+
+        d = before.addBoth(push)
+        d.addCallbacks(
+            self._reported, self._failed, callbackArgs=(event, build), errbackArgs=(event, build)
+        )
+        self._direct[key] = d
+        d.addBoth(lambda _: self._direct.pop(key, None) if self._direct.get(key) is d else None)
 
     def _describe(self, event: str, build: dict[str, Any]) -> str:
-        builder = build.get("builder", {}).get("name", build["builderid"])
-        number, buildid = build["number"], build["buildid"]
+        builder = build.get("builder", {}).get("name", build.get("builderid"))
+        number, buildid = build.get("number"), build.get("buildid")
         return f"{self.name}: {event} of build {builder}#{number} (buildid {buildid})"
 
     def _reported(self, outcome: Outcome, event: str, build: dict[str, Any]) -> None:
-        # Quiet on the common path, like HttpStatusPush; a delivery that needed retries is
-        # worth a line, and `debug` tells everything.
         if isinstance(outcome, Delivered) and (outcome.attempts > 1 or self._debug):
             log.msg(
                 f"{self._describe(event, build)} delivered: HTTP {outcome.status} after "
@@ -322,21 +393,22 @@ class WasmStatusPush(ReporterBase):
             log.msg(f"{what} not delivered: push-failure {why.value}")
         elif why.check(ConfigError):
             log.msg(f"{what} rejected by the component: invalid event: {why.value}")
-        elif why.check(Trapped, ComponentLoadError):
+        elif why.check(ComponentError):
             log.msg(f"{what} not delivered: component error: {why.value}")
         else:
             log.err(why, f"{what}: unexpected error")
 
     @defer.inlineCallbacks
-    def _drain_and_close(self) -> Generator[Any, Any, None]:
-        # Each pending event is bounded by the component's retry deadline.
-        if self._in_flight:
-            yield defer.DeferredList(list(self._in_flight))
-        if self._thread is not None:
-            thread, self._thread = self._thread, None
-            yield thread.close()
-
-    @defer.inlineCallbacks
     def stopService(self) -> Generator[Any, Any, None]:
         yield super().stopService()
-        yield self._drain_and_close()
+        # A clean stop leaves pending events in the outbox for the next start: end the
+        # waits, let passes already running finish (each bounded by retryDeadlineSeconds).
+        self._stopping = True
+        for sleep in list(self._sleeps):
+            sleep.cancel()
+        running = list(self._active.values()) + list(self._direct.values())
+        if running:
+            yield defer.DeferredList(running, consumeErrors=True)
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            pool.stop()

@@ -56,6 +56,7 @@ class Receiver:
     port: int = 0
     status: int = 200  # what it answers; read per request, so it can change while running
     requests: list[Request] = field(default_factory=list)
+    tls: Any = None  # an ssl.SSLContext: serve HTTPS
     _server: Optional[ThreadingHTTPServer] = None
 
     def start(self) -> None:
@@ -73,6 +74,8 @@ class Receiver:
                 pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        if self.tls is not None:
+            self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True)
         self.port = int(self._server.server_address[1])
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 

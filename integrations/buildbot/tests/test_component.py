@@ -1,6 +1,7 @@
-"""The wasmtime-py host on its own (no master): every case recorded from Buildbot 4.3.0's
-HttpStatusPush (tests/fixtures/buildbot/ at the repository root) through ComponentHost,
-plus the typed errors and the plugin's option checks."""
+"""The hosts on their own (no master): every case recorded from Buildbot 4.3.0's
+HttpStatusPush (tests/fixtures/buildbot/ at the repository root) through the native host
+(the plugin's) and through wasmtime-py (a second runtime for the same .wasm), the typed
+errors, the outbox, and the plugin's option checks."""
 
 from __future__ import annotations
 
@@ -15,14 +16,18 @@ import pytest
 from buildbot.config.errors import ConfigErrors
 from support import Receiver, free_port
 
-from buildbot_status_push import WasmStatusPush
-from buildbot_status_push.component import (
-    ComponentHost,
+from buildbot_status_push import (
     ConfigError,
     Delivered,
+    Host,
+    Outbox,
+    OutboxError,
     PushFailure,
     Skipped,
+    WasmStatusPush,
 )
+from buildbot_status_push.component import ComponentHost
+from buildbot_status_push.host import shared_host
 
 REPO = Path(__file__).resolve().parents[3]
 WASM = Path(os.environ.get("STATUS_PUSH_WASM", REPO / "target" / "status-push.wasm"))
@@ -38,14 +43,25 @@ def receiver():
     r.stop()
 
 
+class NativeHost:
+    """The native host with ComponentHost's two calls, so both runtimes run one test."""
+
+    def configure_json(self, config: str) -> None:
+        self.reporter = shared_host(WASM).reporter(config)
+
+    def report(self, event: str, documents: str):
+        return self.reporter.report(event, documents)
+
+
+@pytest.mark.parametrize("runtime", ["native", "wasmtime-py"])
 @pytest.mark.parametrize("case", CASES)
-def test_recorded_buildbot_case(case: str, receiver: Receiver) -> None:
+def test_recorded_buildbot_case(case: str, runtime: str, receiver: Receiver) -> None:
     folder = FIXTURES / case
     config = json.loads((folder / "config.json").read_text())
     url = urlsplit(config["serverUrl"])
     config["serverUrl"] = url._replace(netloc=f"127.0.0.1:{receiver.port}").geturl()
     expected = json.loads((folder / "expected.json").read_text())
-    host = ComponentHost(WASM)
+    host = NativeHost() if runtime == "native" else ComponentHost(WASM)
     host.configure_json(json.dumps(config))
     for event in ("started", "finished"):
         before = len(receiver.requests)
@@ -68,23 +84,25 @@ def test_recorded_buildbot_case(case: str, receiver: Receiver) -> None:
 
 
 def test_config_error_names_the_key() -> None:
-    host = ComponentHost(WASM)
+    host = shared_host(WASM)
     with pytest.raises(ConfigError) as e:
-        host.configure_json(json.dumps({"serverUrl": "ftp://127.0.0.1/"}))
+        host.check_config(json.dumps({"serverUrl": "ftp://127.0.0.1/"}))
     assert e.value.key == "serverUrl"
     with pytest.raises(ConfigError) as e:
-        host.configure_json(json.dumps({"serverUrl": "http://127.0.0.1/", "wantLogs": True}))
+        host.reporter(json.dumps({"serverUrl": "http://127.0.0.1/", "wantLogs": True}))
     assert e.value.key == "wantLogs"
+    with pytest.raises(ConfigError) as e:
+        host.check_config(json.dumps({"serverUrl": "https://127.0.0.1/", "caFile": "/nope.pem"}))
+    assert e.value.key == "caFile"
 
 
 def test_unreachable_is_a_typed_retryable_failure() -> None:
-    host = ComponentHost(WASM)
-    host.configure_json(
+    reporter = shared_host(WASM).reporter(
         json.dumps({"serverUrl": f"http://127.0.0.1:{free_port()}/", "maxAttempts": 2})
     )
     event = (FIXTURES / "default_start_finish" / "started.json").read_text()
     with pytest.raises(PushFailure) as e:
-        host.report("started", event)
+        reporter.report("started", event)
     assert (e.value.kind, e.value.retryable, e.value.attempts) == ("unreachable", True, 2)
     assert e.value.delivery_id
 
@@ -112,9 +130,37 @@ def test_master_cfg_errors_name_the_option(monkeypatch: pytest.MonkeyPatch) -> N
     with pytest.raises(ConfigErrors, match="format_fn must be a Jinja template"):
         WasmStatusPush(serverUrl="http://127.0.0.1/", format_fn=lambda build: build)
     with pytest.raises(ConfigErrors, match="caFile"):
-        WasmStatusPush(serverUrl="https://127.0.0.1/", caFile="/etc/ssl/ca.pem")
+        WasmStatusPush(serverUrl="https://127.0.0.1/", caFile="/nonexistent/ca.pem")
+    with pytest.raises(ConfigErrors, match="outbox must be"):
+        WasmStatusPush(serverUrl="http://127.0.0.1/", outbox=3)
     with pytest.raises(TypeError, match="wantlogs"):
         WasmStatusPush(serverUrl="http://127.0.0.1/", wantlogs=True)
     with pytest.raises(ConfigErrors, match="cannot read"):
         WasmStatusPush(serverUrl="http://127.0.0.1/", wasm_path="/nonexistent/status-push.wasm")
     assert WasmStatusPush(serverUrl="http://127.0.0.1/", wantSteps=True).name == "WasmStatusPush"
+
+
+def test_outbox_keeps_until_delivered(tmp_path: Path, receiver: Receiver) -> None:
+    host = shared_host(WASM)
+    outbox = Outbox(str(tmp_path / "outbox.sqlite"))
+    down = json.dumps({"serverUrl": f"http://127.0.0.1:{free_port()}/", "maxAttempts": 1})
+    event = (FIXTURES / "default_start_finish" / "started.json").read_text()
+    _seq, key = outbox.write(host, down, "started", event)
+    summary, dead = outbox.deliver_build(host, key)
+    assert (summary.delivered, summary.pending, dead) == (0, 1, [])
+    assert [e.event for e in outbox.pending()] == ["started"]
+    refused = json.dumps({"serverUrl": f"http://127.0.0.1:{receiver.port}/"})
+    receiver.status = 400
+    # Another outbox: in this one the build's pending event blocks its later ones.
+    outbox = Outbox(str(tmp_path / "other.sqlite"))
+    seq, key = outbox.write(host, refused, "started", event)
+    summary, dead = outbox.deliver_build(host, key)
+    assert summary.dead == 1 and [d.seq for d in dead] == [seq]
+    assert dead[0].delivery_id.startswith("sp_") and "400" in (dead[0].last_error or "")
+    assert [d.seq for d in outbox.dead_letters()] == [seq]
+    receiver.status = 200
+    assert outbox.redeliver(seq) == 1
+    summary, dead = outbox.deliver_build(host, key)
+    assert (summary.delivered, dead, outbox.dead_letters()) == (1, [], [])
+    with pytest.raises(OutboxError):
+        outbox.redeliver(seq)

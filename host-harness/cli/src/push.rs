@@ -1,0 +1,157 @@
+//! `status-push push`: one event, read from bounded files, reported through the
+//! component; every failure is one line that says which side failed (the input files,
+//! the component, the receiver) and names the flag and file at fault.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use status_push_host::bindings::{PushError, PushFailure};
+use status_push_host::outbox::{Outbox, PushResult};
+use status_push_host::{Event, HostError, InputError, Reporter};
+
+use crate::input::{self, MAX_BUILD_BYTES, MAX_CONFIG_BYTES};
+use crate::output::say;
+use crate::Loader;
+
+/// A [`HostError`] with the input file it concerns, so the one line names both.
+#[derive(Debug)]
+pub struct Blamed {
+    /// What went wrong (the exit code follows it).
+    pub error: HostError,
+    /// The flags and files at fault: `--build PATH`, or both files.
+    input: String,
+}
+
+impl std::fmt::Display for Blamed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.error.is_trap() {
+            // The cause first; the input that provoked it after.
+            write!(f, "{} (input: {})", self.error, self.input)
+        } else {
+            write!(f, "{}: {}", self.input, self.error)
+        }
+    }
+}
+
+impl std::error::Error for Blamed {}
+
+fn blame(input: String) -> impl Fn(HostError) -> Blamed {
+    move |error| Blamed {
+        error,
+        input: input.clone(),
+    }
+}
+
+/// A report that ended before any attempt in `invalid-input` (a document, or a body
+/// over `maxBodyBytes`) or a `format_fn` failure is the input's fault, not a failed
+/// push: nothing was sent.
+fn input_fault(error: HostError) -> HostError {
+    match error {
+        HostError::Push(PushFailure {
+            error: PushError::InvalidInput(e),
+            attempts: 0,
+            ..
+        }) => HostError::Event(e),
+        HostError::Push(PushFailure {
+            error: PushError::Format(f),
+            attempts: 0,
+            ..
+        }) => HostError::Config(InputError {
+            key: "format_fn".into(),
+            message: f
+                .to_string()
+                .trim_start_matches("format_fn")
+                .trim_start_matches(':')
+                .trim_start()
+                .to_string(),
+        }),
+        other => other,
+    }
+}
+
+/// `push` without an outbox. With no `content_file` in the documents they go to the
+/// component as JSON in one call (`report_json`); otherwise they are parsed first, so
+/// each log file can be opened as a stream.
+pub async fn push(
+    loader: &Loader,
+    config_path: &Path,
+    event: Event,
+    build_path: &Path,
+    stats: bool,
+) -> Result<ExitCode> {
+    let config = input::read_text("--config", config_path, MAX_CONFIG_BYTES)?;
+    let build = input::read_text("--build", build_path, MAX_BUILD_BYTES)?;
+    let runtime = loader.load()?;
+    let mut reporter = runtime.reporter().await?;
+    configure(&mut reporter, &config)
+        .await
+        .map_err(blame(format!("--config {}", config_path.display())))?;
+    let outcome = if build.contains("\"content_file\"") {
+        match reporter.parse_event(&build).await {
+            Ok(documents) => reporter.report(event, &documents).await,
+            Err(e) => Err(e),
+        }
+    } else {
+        reporter.report_json(event, &build).await
+    };
+    if stats {
+        say(format_args!(
+            "stats: peak RSS {} KiB, component memory {} KiB",
+            crate::bench::peak_rss_kib().unwrap_or(0),
+            reporter.peak_memory() / 1024
+        ));
+    }
+    let outcome = outcome.map_err(input_fault).map_err(|e| match e {
+        // The receiver's side: no file to blame.
+        HostError::Push(_) => anyhow::Error::new(e),
+        // A trap while reporting may come from either file (a format_fn's output).
+        e if e.is_trap() => blame(format!(
+            "--config {}, --build {}",
+            config_path.display(),
+            build_path.display()
+        ))(e)
+        .into(),
+        e @ HostError::Config(_) => blame(format!("--config {}", config_path.display()))(e).into(),
+        e => blame(format!("--build {}", build_path.display()))(e).into(),
+    })?;
+    say(outcome);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn configure(reporter: &mut Reporter, json: &str) -> Result<(), HostError> {
+    let config = reporter.parse_config(json).await?;
+    reporter.configure(config).await
+}
+
+/// `push --outbox`: the event is kept in the outbox first, then delivered in order.
+pub async fn push_via_outbox(
+    loader: &Loader,
+    config_path: &Path,
+    event: Event,
+    build_path: &Path,
+    outbox_path: &Path,
+) -> Result<ExitCode> {
+    let config = input::read_text("--config", config_path, MAX_CONFIG_BYTES)?;
+    let build = input::read_text("--build", build_path, MAX_BUILD_BYTES)?;
+    input::check_regular_if_exists("--outbox", outbox_path)?;
+    let runtime = loader.load()?;
+    let outbox = Outbox::open(outbox_path)?;
+    match outbox.push(&runtime, &config, event, &build).await? {
+        PushResult::Done(outcome) => {
+            say(outcome);
+            Ok(ExitCode::SUCCESS)
+        }
+        PushResult::Pending(reason) => {
+            say(format_args!(
+                "pending: {reason} (kept in {})",
+                outbox_path.display()
+            ));
+            Ok(ExitCode::from(1))
+        }
+        PushResult::Dead(reason) => {
+            say(format_args!("dead letter: {reason}"));
+            Ok(ExitCode::from(1))
+        }
+    }
+}

@@ -1,0 +1,424 @@
+//! `buildbot_status_push._native`: the status-push host library (`status-push-host`) for
+//! Python. A thin layer: the component is loaded once ([`Host`]), a configured instance
+//! reports events given as JSON ([`Reporter`]), and the SQLite outbox keeps them until
+//! they are delivered ([`Outbox`]). Every call that runs the component, touches the
+//! network or the disk releases the GIL; its errors are the Python exceptions of
+//! `buildbot_status_push.results`.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use pyo3::call::PyCallArgs;
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyList;
+use status_push_host::bindings::PushError;
+use status_push_host::outbox::{self, DeliverySummary, Entry, OutboxError, Redeliver};
+use status_push_host::{Event, HostError, Limits, Outcome, Runtime, RuntimeOptions};
+
+/// One tokio runtime per process: the host's HTTP connection pool lives on it, so every
+/// reporter and outbox call shares its keep-alive connections.
+fn tokio() -> &'static tokio::runtime::Runtime {
+    static TOKIO: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    TOKIO.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("status-push-io")
+            .enable_all()
+            .build()
+            .expect("a tokio runtime can be built")
+    })
+}
+
+/// Runs host work to completion without the GIL.
+fn run<T: Send>(py: Python<'_>, work: impl std::future::Future<Output = T> + Send) -> T {
+    py.detach(|| tokio().block_on(work))
+}
+
+/// `buildbot_status_push.results`, where the Python-side types are defined.
+fn results(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
+    static MODULE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+    MODULE
+        .get_or_try_init(py, || {
+            py.import("buildbot_status_push.results").map(Bound::unbind)
+        })
+        .map(|m| m.bind(py))
+}
+
+fn exception<'py>(py: Python<'py>, class: &str, args: impl PyCallArgs<'py>) -> PyErr {
+    let made = results(py)
+        .and_then(|m| m.getattr(class))
+        .and_then(|c| c.call1(args));
+    match made {
+        Ok(value) => PyErr::from_value(value),
+        Err(e) => e,
+    }
+}
+
+fn push_error_kind(e: &PushError) -> &'static str {
+    match e {
+        PushError::NotConfigured => "not-configured",
+        PushError::InvalidInput(_) => "invalid-input",
+        PushError::Unreachable(_) => "unreachable",
+        PushError::ConnectionLost(_) => "connection-lost",
+        PushError::Timeout => "timeout",
+        PushError::HttpStatus(_) => "http-status",
+        PushError::Tls(_) => "tls",
+        PushError::Denied(_) => "denied",
+        PushError::Protocol(_) => "protocol",
+        PushError::Format(_) => "format",
+    }
+}
+
+fn push_error_detail(e: &PushError) -> String {
+    match e {
+        PushError::NotConfigured | PushError::Timeout => String::new(),
+        PushError::InvalidInput(i) => format!("{}: {}", i.key, i.message),
+        PushError::Unreachable(why)
+        | PushError::ConnectionLost(why)
+        | PushError::Tls(why)
+        | PushError::Denied(why)
+        | PushError::Protocol(why) => why.clone(),
+        PushError::HttpStatus(h) => match &h.retry_after {
+            Some(after) => format!("HTTP {}, Retry-After: {after}", h.status),
+            None => format!("HTTP {}", h.status),
+        },
+        PushError::Format(f) => f.to_string(),
+    }
+}
+
+/// A host error as the Python exception a caller would expect.
+fn host_error(py: Python<'_>, e: HostError) -> PyErr {
+    match e {
+        HostError::Config(input) => exception(py, "ConfigError", (input.key, input.message)),
+        HostError::Push(f) => exception(
+            py,
+            "PushFailure",
+            (
+                push_error_kind(&f.error),
+                push_error_detail(&f.error),
+                f.retryable,
+                f.attempts,
+                f.delivery_id,
+            ),
+        ),
+        other => exception(py, "ComponentError", (other.to_string(),)),
+    }
+}
+
+fn outbox_error(py: Python<'_>, e: OutboxError) -> PyErr {
+    match e {
+        OutboxError::Host(host) => host_error(py, host),
+        other => exception(py, "OutboxError", (other.to_string(),)),
+    }
+}
+
+fn event(name: &str) -> PyResult<Event> {
+    match name {
+        "started" => Ok(Event::Started),
+        "finished" => Ok(Event::Finished),
+        other => Err(PyValueError::new_err(format!(
+            "event must be 'started' or 'finished', not {other:?}"
+        ))),
+    }
+}
+
+fn outcome(py: Python<'_>, outcome: Outcome) -> PyResult<Py<PyAny>> {
+    let module = results(py)?;
+    let made = match outcome {
+        Outcome::Delivered(d) => {
+            module
+                .getattr("Delivered")?
+                .call1((d.status, d.attempts, d.delivery_id))?
+        }
+        Outcome::Skipped(reason) => {
+            let reason = format!("{reason:?}").to_lowercase();
+            module.getattr("Skipped")?.call1((reason,))?
+        }
+    };
+    Ok(made.unbind())
+}
+
+/// The compiled component: load it once per process, then make reporters from it.
+#[pyclass(frozen, module = "buildbot_status_push._native")]
+struct Host {
+    runtime: Arc<Runtime>,
+}
+
+#[pymethods]
+impl Host {
+    /// Compiles (or loads from `cache_dir`) the component at `wasm_path`. Each instance
+    /// gets at most `memory_bytes` of linear memory (128 MiB by default).
+    #[new]
+    #[pyo3(signature = (wasm_path, *, memory_bytes=None, cache_dir=None))]
+    fn new(
+        py: Python<'_>,
+        wasm_path: PathBuf,
+        memory_bytes: Option<usize>,
+        cache_dir: Option<PathBuf>,
+    ) -> PyResult<Host> {
+        let mut options = RuntimeOptions {
+            cache_dir,
+            ..RuntimeOptions::default()
+        };
+        if let Some(memory_bytes) = memory_bytes {
+            options.limits = Limits {
+                memory_bytes,
+                ..Limits::default()
+            };
+        }
+        let loaded = run(py, async { Runtime::load_with(&wasm_path, &options) });
+        let runtime = loaded.map_err(|e| host_error(py, e))?;
+        Ok(Host {
+            runtime: Arc::new(runtime),
+        })
+    }
+
+    /// Checks a configuration (seed option names, JSON) in a fresh instance, CA file
+    /// included; raises `ConfigError` naming the option.
+    fn check_config(&self, py: Python<'_>, config_json: String) -> PyResult<()> {
+        let runtime = self.runtime.clone();
+        run(py, async move {
+            configured(&runtime, &config_json).await.map(drop)
+        })
+        .map_err(|e| host_error(py, e))
+    }
+
+    /// A configured instance; raises `ConfigError` naming the option.
+    fn reporter(&self, py: Python<'_>, config_json: String) -> PyResult<Reporter> {
+        let runtime = self.runtime.clone();
+        let config = config_json.clone();
+        let instance = run(py, async move { configured(&runtime, &config).await })
+            .map_err(|e| host_error(py, e))?;
+        Ok(Reporter {
+            runtime: self.runtime.clone(),
+            config_json,
+            instance: tokio::sync::Mutex::new(Some(instance)),
+        })
+    }
+}
+
+async fn configured(
+    runtime: &Runtime,
+    config_json: &str,
+) -> Result<status_push_host::Reporter, HostError> {
+    let mut reporter = runtime.reporter().await?;
+    let config = reporter.parse_config(config_json).await?;
+    reporter.configure(config).await?;
+    Ok(reporter)
+}
+
+/// One configured instance. Calls from several threads take turns.
+#[pyclass(frozen, module = "buildbot_status_push._native")]
+struct Reporter {
+    runtime: Arc<Runtime>,
+    config_json: String,
+    /// `None` after a trap: the next call makes a fresh instance.
+    instance: tokio::sync::Mutex<Option<status_push_host::Reporter>>,
+}
+
+#[pymethods]
+impl Reporter {
+    /// Reports `event` ('started' or 'finished') of the build whose data-API documents
+    /// are `documents_json`; returns `Delivered` or `Skipped`, raises `PushFailure`.
+    fn report(
+        &self,
+        py: Python<'_>,
+        event_name: &str,
+        documents_json: String,
+    ) -> PyResult<Py<PyAny>> {
+        let event = event(event_name)?;
+        let result = run(py, async {
+            let mut slot = self.instance.lock().await;
+            if slot.is_none() {
+                *slot = Some(configured(&self.runtime, &self.config_json).await?);
+            }
+            let Some(instance) = slot.as_mut() else {
+                unreachable!("filled above")
+            };
+            let result = instance.report_json(event, &documents_json).await;
+            if result.as_ref().is_err_and(HostError::is_trap) {
+                *slot = None;
+            }
+            result
+        });
+        let delivered = result.map_err(|e| host_error(py, e))?;
+        outcome(py, delivered)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The durable outbox (SQLite), the same file format as `status-push push --outbox`.
+/// Safe to use from several threads: each call takes a connection of its own.
+#[pyclass(frozen, module = "buildbot_status_push._native")]
+struct Outbox {
+    path: PathBuf,
+    idle: Mutex<Vec<outbox::Outbox>>,
+}
+
+impl Outbox {
+    fn with<T>(
+        &self,
+        py: Python<'_>,
+        work: impl FnOnce(&outbox::Outbox) -> Result<T, OutboxError> + Send,
+    ) -> PyResult<T>
+    where
+        T: Send,
+    {
+        let result = py.detach(|| {
+            let taken = lock(&self.idle).pop();
+            let db = match taken {
+                Some(db) => db,
+                None => outbox::Outbox::open(&self.path)?,
+            };
+            let result = work(&db);
+            lock(&self.idle).push(db);
+            result
+        });
+        result.map_err(|e| outbox_error(py, e))
+    }
+}
+
+fn summary<'py>(py: Python<'py>, s: &DeliverySummary) -> PyResult<Bound<'py, PyAny>> {
+    results(py)?
+        .getattr("DeliverySummary")?
+        .call1((s.delivered, s.dead, s.pending))
+}
+
+fn entries<'py>(py: Python<'py>, list: Vec<Entry>) -> PyResult<Bound<'py, PyList>> {
+    let class = results(py)?.getattr("OutboxEntry")?;
+    let made = list
+        .into_iter()
+        .map(|e| {
+            let event = match e.event {
+                Event::Started => "started",
+                Event::Finished => "finished",
+            };
+            class.call1((
+                e.seq,
+                e.build_key,
+                event,
+                e.delivery_id,
+                e.created_at,
+                e.attempts,
+                e.last_error,
+            ))
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    PyList::new(py, made)
+}
+
+#[pymethods]
+impl Outbox {
+    /// Opens (creating, mode 0600) the outbox at `path`.
+    #[new]
+    fn new(py: Python<'_>, path: PathBuf) -> PyResult<Outbox> {
+        let db = py
+            .detach(|| outbox::Outbox::open(&path))
+            .map_err(|e| outbox_error(py, e))?;
+        Ok(Outbox {
+            path,
+            idle: Mutex::new(vec![db]),
+        })
+    }
+
+    /// The file.
+    #[getter]
+    fn path(&self) -> PathBuf {
+        self.path.clone()
+    }
+
+    /// Validates the event in the component and writes it durably; returns
+    /// `(seq, build_key)`. Raises `ConfigError` for what could never be delivered.
+    fn write(
+        &self,
+        py: Python<'_>,
+        host: &Host,
+        config_json: String,
+        event_name: &str,
+        documents_json: String,
+    ) -> PyResult<(i64, String)> {
+        let event = event(event_name)?;
+        let runtime = host.runtime.clone();
+        self.with(py, move |db| {
+            tokio().block_on(db.enqueue(&runtime, &config_json, event, &documents_json))
+        })
+    }
+
+    /// One delivery pass over one build's pending events, in order; returns
+    /// `(DeliverySummary, [OutboxEntry of the dead letters this pass made])`.
+    fn deliver_build<'py>(
+        &self,
+        py: Python<'py>,
+        host: &Host,
+        build_key: String,
+    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyList>)> {
+        let runtime = host.runtime.clone();
+        let (done, dead) = self.with(py, move |db| {
+            tokio().block_on(db.deliver_build(&runtime, &build_key))
+        })?;
+        Ok((summary(py, &done)?, entries(py, dead)?))
+    }
+
+    /// Delivers everything pending, pass after pass, for at most `budget_seconds`.
+    fn deliver<'py>(
+        &self,
+        py: Python<'py>,
+        host: &Host,
+        budget_seconds: f64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let budget = Duration::try_from_secs_f64(budget_seconds)
+            .map_err(|e| PyValueError::new_err(format!("budget_seconds: {e}")))?;
+        let runtime = host.runtime.clone();
+        let done = self.with(py, move |db| tokio().block_on(db.deliver(&runtime, budget)))?;
+        summary(py, &done)
+    }
+
+    /// Pending events, in delivery order.
+    fn pending<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let list = self.with(py, |db| db.pending())?;
+        entries(py, list)
+    }
+
+    /// Dead letters, oldest first.
+    fn dead_letters<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let list = self.with(py, |db| db.dead_letters())?;
+        entries(py, list)
+    }
+
+    /// Makes dead letters pending again: the one numbered `seq`, those with
+    /// `delivery_id`, or (neither given) all; returns how many. Raises `OutboxError` when
+    /// the one asked for is not a dead letter.
+    #[pyo3(signature = (seq=None, *, delivery_id=None))]
+    fn redeliver(
+        &self,
+        py: Python<'_>,
+        seq: Option<i64>,
+        delivery_id: Option<String>,
+    ) -> PyResult<usize> {
+        let which = match (seq, delivery_id) {
+            (Some(seq), None) => Redeliver::Seq(seq),
+            (None, Some(id)) => Redeliver::DeliveryId(id),
+            (None, None) => Redeliver::All,
+            (Some(_), Some(_)) => {
+                return Err(PyValueError::new_err("give seq or delivery_id, not both"))
+            }
+        };
+        self.with(py, move |db| db.redeliver(&which))
+    }
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Host>()?;
+    m.add_class::<Reporter>()?;
+    m.add_class::<Outbox>()?;
+    Ok(())
+}
