@@ -178,23 +178,45 @@ async fn serve_refuses_a_bad_config_before_it_listens() {
     let relay = workspace().join("target/status-push-relay.wasm");
     assert!(relay.exists(), "build the relay first: cargo xtask wasm");
     let dir = temp_dir("serve-badconfig");
-    let config = write_config(
-        &dir,
-        &serde_json::json!({"serverUrl": "http://127.0.0.1:9/", "wantStep": true}),
-    );
-    let serve = tokio::process::Command::new(env!("CARGO_BIN_EXE_status-push"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&config)
-        .arg("--relay")
-        .arg(&relay)
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(60), serve)
-        .await
-        .expect("serve exits instead of listening")
-        .expect("the CLI runs");
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
-    assert!(stderr.contains("wantStep"), "{stderr}");
+    // A FIFO as caFile would block an open() for reading until a writer came: it must be
+    // refused from its metadata, before serve listens.
+    let fifo = dir.join("ca.fifo");
+    let _ = std::fs::remove_file(&fifo);
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success(), "mkfifo");
+    let cases = [
+        (
+            serde_json::json!({"serverUrl": "http://127.0.0.1:9/", "wantStep": true}),
+            "wantStep".to_string(),
+        ),
+        (
+            serde_json::json!({"serverUrl": "https://127.0.0.1:9/", "caFile": fifo}),
+            "caFile".to_string(),
+        ),
+        (
+            serde_json::json!({"serverUrl": "https://127.0.0.1:9/", "caFile": dir}),
+            "caFile".to_string(),
+        ),
+    ];
+    for (config, key) in cases {
+        let config = write_config(&dir, &config);
+        let serve = tokio::process::Command::new(env!("CARGO_BIN_EXE_status-push"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .arg("--relay")
+            .arg(&relay)
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(Duration::from_secs(60), serve)
+            .await
+            .expect("serve exits instead of listening")
+            .expect("the CLI runs");
+        assert_eq!(out.status.code(), Some(2), "{key}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.contains(&key), "{stderr}");
+    }
 }
