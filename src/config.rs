@@ -39,8 +39,9 @@ const OWN_HEADERS: [&str; 6] = [
     "x-hub-signature-256",
 ];
 
-/// A validated configuration.
-#[derive(Debug)]
+/// A validated configuration. Its `Debug` shows no credential: the `Authorization` value
+/// and the signing key are [`Secret`]s, and configured header values are redacted (an API
+/// key may travel under any header name).
 pub struct Settings {
     /// Where the POST goes.
     pub target: Target,
@@ -66,6 +67,37 @@ pub struct Settings {
     pub signer: Option<Signer>,
     /// Who may ask the relay to push (the relay world only).
     pub inbound: Inbound,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                let shown = if name.eq_ignore_ascii_case("content-type") {
+                    value.as_str()
+                } else {
+                    crate::secret::REDACTED
+                };
+                (name.as_str(), shown)
+            })
+            .collect();
+        f.debug_struct("Settings")
+            .field("target", &crate::secret::redact_url(&self.target.url()))
+            .field("headers", &headers)
+            .field("authorization", &self.authorization)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("payload", &self.payload)
+            .field("template", &self.template.as_ref().map(|_| "<format_fn>"))
+            .field("selection", &self.selection)
+            .field("debug", &self.debug)
+            .field("timeouts", &self.timeouts)
+            .field("retry", &self.retry)
+            .field("signer", &self.signer)
+            .field("inbound", &self.inbound)
+            .finish()
+    }
 }
 
 impl Settings {
@@ -635,6 +667,9 @@ pub(crate) mod tests {
             scheme: crate::SigningScheme::Github,
             secret: "sig-hunter2".into(),
         });
+        c.headers = vec![("X-Api-Key".into(), "key-hunter2".into())];
+        c.inbound_token = Some("inbound-hunter2-0123456789".into());
+        c.server_url = "http://h/?token=q-hunter2".into();
         let shown = format!("{:?}", Settings::from_config(c).unwrap());
         // base64("alice:pw-hunter2") would show the password too.
         for secret in ["hunter2", "YWxpY2U6cHctaHVudGVyMg"] {
