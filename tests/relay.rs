@@ -23,13 +23,17 @@ fn relay_wasm() -> std::path::PathBuf {
 
 /// Starts the relay with `config` on 127.0.0.1:0; returns its address.
 async fn start_relay(config: Value) -> (String, tokio::task::JoinHandle<std::io::Result<()>>) {
-    let relay = Relay::load(
-        &relay_wasm(),
-        &RuntimeOptions::default(),
-        &config.to_string(),
-    )
-    .await
-    .expect("run `cargo xtask wasm` to build the relay");
+    start_relay_with(config, RuntimeOptions::default()).await
+}
+
+/// Starts the relay with `config` and `options` on 127.0.0.1:0; returns its address.
+async fn start_relay_with(
+    config: Value,
+    options: RuntimeOptions,
+) -> (String, tokio::task::JoinHandle<std::io::Result<()>>) {
+    let relay = Relay::load(&relay_wasm(), &options, &config.to_string())
+        .await
+        .expect("run `cargo xtask wasm` to build the relay");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     (
@@ -94,6 +98,27 @@ async fn posted_events_arrive_as_buildbot_sent_them() {
             got[n].header("idempotency-key").unwrap()
         );
     }
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trapping_relay_answers_500_and_the_service_stays_up() {
+    let receiver = Receiver::start(0).await.unwrap();
+    let config = json!({"serverUrl": format!("{}/hook", receiver.origin())});
+    // Little memory: a large (but not over maxBodyBytes) event makes the component trap.
+    let mut options = RuntimeOptions::default();
+    options.limits.memory_bytes = 8 << 20;
+    let (addr, server) = start_relay_with(config, options).await;
+    let mut big: Value = serde_json::from_str(&fixture("want_steps", "started.json")).unwrap();
+    big["properties"]["filler"] = json!(["x".repeat(6 << 20), "Test"]);
+    let (status, answer) = post(&addr, "/started", big.to_string()).await;
+    assert_eq!(status, 500, "{answer}");
+    assert!(answer["error"].is_string(), "{answer}");
+    // The next request gets a fresh instance and goes through.
+    let (status, answer) = post(&addr, "/started", fixture("want_steps", "started.json")).await;
+    assert_eq!(status, 200, "{answer}");
+    let got = receiver.wait_for(1, Duration::from_secs(5)).await;
+    assert_eq!(got.len(), 1, "only the second event was pushed");
     server.abort();
 }
 
