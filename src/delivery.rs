@@ -59,11 +59,7 @@ pub fn deliver(
                 attempts: 1,
                 delivery_id,
             }),
-            Err(error) => {
-                // A body refused for its size was never sent whole: no attempt was made.
-                let attempts = u32::from(!matches!(error, PushError::InvalidInput(_)));
-                Err(failure(error, attempts))
-            }
+            Err(error) => Err(failure(error, 1)),
         };
     };
 
