@@ -101,9 +101,12 @@ impl Serve {
 }
 
 /// Sends `request` as is on a new connection and reads the answer until the server
-/// closes it: (status, body). Status 0: the connection closed with no answer.
+/// closes it: (status, body). Status 0: no answer (the connection was refused, or closed
+/// before an answer, as when `serve` is killed mid-request).
 async fn raw(addr: &str, request: Vec<u8>) -> (u16, String) {
-    let stream = TcpStream::connect(addr).await.unwrap();
+    let Ok(stream) = TcpStream::connect(addr).await else {
+        return (0, String::new());
+    };
     let (mut read, mut write) = stream.into_split();
     // Written concurrently: the server may answer before the body is all sent.
     let writer = tokio::spawn(async move {
