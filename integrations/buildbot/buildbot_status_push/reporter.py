@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import asdict, dataclass
@@ -90,6 +91,29 @@ class Options:
 
     def wasm(self) -> Path:
         return Path(self.wasm_path) if self.wasm_path else default_wasm_path()
+
+
+class _TwistedLog(logging.Handler):
+    """Python `logging` records to Twisted's log (`twistd.log` in a master), with the
+    logger's name as the log's system: `[buildbot_status_push.component] status-push: ...`."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            log.msg(record.getMessage(), system=record.name)
+        except Exception:
+            self.handleError(record)
+
+
+def route_host_log_to_twisted() -> None:
+    """Sends the native host's log (logger `buildbot_status_push`: the component's `debug`
+    lines, host warnings) to Twisted's log, once per process. A master that configured
+    that logger itself (a handler of its own) keeps its configuration."""
+    logger = logging.getLogger("buildbot_status_push")
+    if logger.handlers:
+        return
+    logger.addHandler(_TwistedLog())
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
 
 
 def _placeholder(value: Any) -> Any:
@@ -242,6 +266,7 @@ class WasmStatusPush(ReporterBase):
     @defer.inlineCallbacks
     def reconfigService(self, serverUrl: Any = None, **kwargs: Any) -> Generator[Any, Any, None]:
         opts = self._options(serverUrl, kwargs)
+        route_host_log_to_twisted()
         self._debug = bool(opts.debug)
         self._stopping = False
         options = opts.component_options()

@@ -289,6 +289,12 @@ def test_plain_side_by_side(cluster: Cluster) -> None:
     assert doc["properties"] == {} and "steps" not in doc and "prev_build" not in doc
     www = f"http://127.0.0.1:{cluster.www_port}/"
     assert doc["url"] == f"{www}#/builders/{cluster.builderid}/builds/{doc['number']}"
+    # debug=True: the component's stderr reached the master's log, through the host's
+    # tracing log and Python's logging.
+    assert (
+        "[buildbot_status_push.component] status-push: -> POST "
+        f"http://127.0.0.1:{cluster.wasm.port}/plain" in cluster.master_log()
+    )
 
 
 def test_full_side_by_side(cluster: Cluster) -> None:

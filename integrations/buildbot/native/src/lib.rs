@@ -3,7 +3,10 @@
 //! reports events given as JSON ([`Reporter`]), and the SQLite outbox keeps them until
 //! they are delivered ([`Outbox`]). Every call that runs the component, touches the
 //! network or the disk releases the GIL; its errors are the Python exceptions of
-//! `buildbot_status_push.results`.
+//! `buildbot_status_push.results`. The host's `tracing` log (the component's `debug`
+//! lines, host warnings) goes to Python's `logging` (`buildbot_status_push.*`).
+
+mod logging;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -417,6 +420,7 @@ impl Outbox {
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    logging::install();
     m.add_class::<Host>()?;
     m.add_class::<Reporter>()?;
     m.add_class::<Outbox>()?;
