@@ -121,8 +121,10 @@ fn prepare(case: &Value, dir: &Path, vars: &[(&str, String)]) -> Vec<String> {
                     config["serverUrl"] = json!(format!("{}?q={}", vars[0].1, "a".repeat(100_000)))
                 }
                 Some("buildbot_url_10kb") => {
-                    config["buildbotURL"] =
-                        json!(format!("http://b.example/{}/", "a".repeat(10_000)))
+                    config["buildbotURL"] = json!(format!(
+                        "http://buildbot.example.org/{}/",
+                        "a".repeat(10_000)
+                    ))
                 }
                 Some("headers_140kib") => {
                     let headers: serde_json::Map<_, _> = (0..140)
