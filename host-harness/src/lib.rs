@@ -181,6 +181,6 @@ mod store;
 
 pub use bindings::{BuildEvent, Config, InputError, Outcome, PushError};
 pub use error::HostError;
-pub use reporter::{Event, Reporter};
+pub use reporter::{file_kind, Event, Reporter};
 pub use runtime::{Limits, Runtime, RuntimeOptions};
 pub use secret::Secret;

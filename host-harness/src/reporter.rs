@@ -236,8 +236,9 @@ fn check_content_file(path: &Path) -> Result<(), String> {
     }
 }
 
-/// What a non-regular file is, for an error message.
-pub(crate) fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+/// What a file that is not a regular file is (`a FIFO`, `a directory`, …), for an error
+/// message that says why a path was refused before it was opened.
+pub fn file_kind(meta: &std::fs::Metadata) -> &'static str {
     #[cfg(unix)]
     {
         use std::os::unix::fs::FileTypeExt;

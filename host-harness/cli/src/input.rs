@@ -63,30 +63,8 @@ fn check_regular(path: &Path) -> Result<(), String> {
     }
     Err(format!(
         "is {}; only a regular file is accepted",
-        kind(&meta)
+        status_push_host::file_kind(&meta)
     ))
-}
-
-fn kind(meta: &std::fs::Metadata) -> &'static str {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileTypeExt;
-        let t = meta.file_type();
-        if t.is_fifo() {
-            return "a FIFO";
-        }
-        if t.is_socket() {
-            return "a socket";
-        }
-        if t.is_char_device() || t.is_block_device() {
-            return "a device";
-        }
-    }
-    if meta.is_dir() {
-        "a directory"
-    } else {
-        "a special file"
-    }
 }
 
 fn human(bytes: u64) -> String {
