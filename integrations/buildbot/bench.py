@@ -16,7 +16,7 @@ so its CPU is not counted; CPU per event is this process's (`time.process_time`:
 threads, the native host's included).
 
     .venv/bin/python bench.py --events 2000 [--window 20] [--order stock,wasm,wasm-memory]
-                              [--profile]
+                              [--history 1000] [--profile]
 """
 
 from __future__ import annotations
@@ -90,6 +90,14 @@ def receiver_main() -> None:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
+
+    def orphaned() -> None:
+        # stdin is a pipe from the bench: EOF when it ends, however it ends (--max-seconds
+        # ends it with os._exit, which runs no `finally`), so no receiver is left behind.
+        sys.stdin.read()
+        os._exit(0)
+
+    threading.Thread(target=orphaned, daemon=True).start()
     print(server.server_address[1], flush=True)
     server.serve_forever()
 
@@ -123,7 +131,9 @@ class Case(unittest.TestCase):
                 await result
 
 
-def rows(builds: int) -> list[Any]:
+def rows(builds: int, history: int = 0) -> list[Any]:
+    """The builds the run reports (ids history+1 .. history+builds), after `history` earlier
+    successful builds of the same builder and sourcestamp."""
     from buildbot.test import fakedb
 
     out = [
@@ -134,7 +144,7 @@ def rows(builds: int) -> list[Any]:
                            project="p", repository="https://example.org/repo",
                            codebase="", created_at=10000000),
     ]
-    for i in range(1, builds + 1):
+    for i in range(1, history + builds + 1):
         out += [
             fakedb.Buildset(id=i, external_idstring=f"extid-{i}", reason="bench",
                             submitted_at=10000000, complete=1, complete_at=10000010, results=0),
@@ -145,6 +155,8 @@ def rows(builds: int) -> list[Any]:
                          masterid=92, started_at=10000001, complete_at=10000009,
                          state_string="build successful", results=0),
         ]
+        if i <= history:
+            continue
         out += [
             fakedb.BuildProperty(buildid=i, name=n, value=v, source=s)
             for n, v, s in [("buildername", "Builder0", "Builder"), ("buildnumber", i, "Build"),
@@ -178,13 +190,14 @@ def wasm_memory_reporter(url: str) -> Any:
     return WasmStatusPush(url, name="WasmStatusPushNoOutbox", outbox=None)
 
 
-async def run_one(master: Any, reporter: Any, events: int, window: int, port: int,
-                  profile: bool) -> dict[str, float]:
+async def run_one(master: Any, reporter: Any, events: int, window: int, history: int,
+                  port: int, profile: bool) -> dict[str, float]:
     from twisted.internet import reactor, task, threads
 
     await reporter.setServiceParent(master)
     stats(port, "/reset")
-    builds = [await master.data.get(("builds", i)) for i in range(1, events // 2 + 1)]
+    builds = [await master.data.get(("builds", i))
+              for i in range(history + 1, history + events // 2 + 1)]
     # As a master with window/2 builds running: their started events, then their finished.
     half = max(window // 2, 1)
     order = []
@@ -254,7 +267,7 @@ async def bench(args: argparse.Namespace, port: int) -> dict[str, dict[str, floa
     await master.startService()
     # As BuildMaster does (the fake master has none).
     master.httpservice = await httpclientservice.HTTPClientService.getService(master, "")
-    await master.db.insert_test_data(rows((args.events + 1) // 2))
+    await master.db.insert_test_data(rows((args.events + 1) // 2, args.history))
     url = f"http://127.0.0.1:{port}/status"
     results = {}
     try:
@@ -262,7 +275,7 @@ async def bench(args: argparse.Namespace, port: int) -> dict[str, dict[str, floa
                  "wasm-memory": wasm_memory_reporter}
         for name in args.order.split(","):
             results[name] = await run_one(master, kinds[name](url), args.events, args.window,
-                                          port, args.profile and name == "wasm")
+                                          args.history, port, args.profile and name == "wasm")
     finally:
         await master.stopService()
         await case.cleanup()
@@ -274,6 +287,13 @@ def main() -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=2000, help="events per reporter")
     ap.add_argument("--window", type=int, default=20, help="events in the reporter at once")
+    ap.add_argument("--history", type=int, default=1000,
+                    help="successful builds of the builder before the run's builds. The stock "
+                    "reporter (getResponsibleUsersForBuild -> getChangesForBuild -> "
+                    "getPrevSuccessfulBuild) reads up to 1000 of the builder's earlier "
+                    "successful builds per event: with >= 1000 every event costs the same, as "
+                    "on a builder with a long history; with 0 the cost grows with each build "
+                    "the run itself adds (what this script did before)")
     ap.add_argument("--order", default="stock,wasm",
                     help="reporters, in the order run: stock, wasm (outbox on), wasm-memory "
                     "(outbox=None, for comparison)")
@@ -291,8 +311,8 @@ def main() -> int:
     faulthandler.dump_traceback_later(args.max_seconds, exit=True)
     os.environ.setdefault("STATUS_PUSH_WASM",
                           os.path.join(HERE, "..", "..", "target", "status-push.wasm"))
-    rx = subprocess.Popen([sys.executable, __file__, "--receiver"], stdout=subprocess.PIPE,
-                          text=True)
+    rx = subprocess.Popen([sys.executable, __file__, "--receiver"], stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, text=True)
     work = tempfile.mkdtemp(prefix="sp-bench-")
     cwd = os.getcwd()
     try:
@@ -314,6 +334,7 @@ def main() -> int:
         os.chdir(cwd)
         rx.terminate()
         rx.wait()
+        rx.stdin.close()
         rx.stdout.close()
         shutil.rmtree(work, ignore_errors=True)
 

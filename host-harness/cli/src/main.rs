@@ -8,9 +8,11 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use status_push_cli::receiver::{Receiver, Reply, Verifier};
 use status_push_cli::serve::{Options as ServeOptions, Service};
-use status_push_host::outbox::{Outbox, OutboxError, Redeliver};
+use status_push_host::outbox::{OutboxError, Redeliver};
 use status_push_host::relay::Relay;
 use status_push_host::{Event, HostError, Outcome, Runtime, RuntimeOptions};
+
+use crate::push::open_outbox;
 
 mod bench;
 mod input;
@@ -102,8 +104,9 @@ enum Command {
         /// buildset, builder, steps, … (as in tests/fixtures/buildbot/*/started.json).
         #[arg(long)]
         build: PathBuf,
-        /// Write the event to this outbox (SQLite) before the first attempt; it stays
-        /// there until delivered or dead (see `deliver`, `dead-letters`).
+        /// Write the event to this outbox before the first attempt; it stays there until
+        /// delivered or dead (see `deliver`, `dead-letters`). A SQLite file, or a
+        /// PostgreSQL database: postgresql://user@host:port/db.
         #[arg(long)]
         outbox: Option<PathBuf>,
         /// Print `stats:` with this process's peak RSS and the component's peak memory.
@@ -114,7 +117,7 @@ enum Command {
     /// outage). Exits 0 once nothing is pending, 1 if events are still pending when the
     /// budget is spent.
     Deliver {
-        /// The outbox file.
+        /// The outbox: a SQLite file, or postgresql://user@host:port/db.
         #[arg(long)]
         outbox: PathBuf,
         /// How long to keep trying, in seconds.
@@ -123,7 +126,7 @@ enum Command {
     },
     /// List an outbox's dead letters: events that failed permanently or expired.
     DeadLetters {
-        /// The outbox file.
+        /// The outbox: a SQLite file, or postgresql://user@host:port/db.
         #[arg(long)]
         outbox: PathBuf,
     },
@@ -131,7 +134,7 @@ enum Command {
     /// sends them).
     #[command(group = clap::ArgGroup::new("which").required(true))]
     Redeliver {
-        /// The outbox file.
+        /// The outbox: a SQLite file, or postgresql://user@host:port/db.
         #[arg(long)]
         outbox: PathBuf,
         /// The dead letter's seq or delivery id (as `dead-letters` lists them).
@@ -177,8 +180,9 @@ enum Command {
         /// The relay component.
         #[arg(long, env = "STATUS_PUSH_RELAY_WASM", default_value = DEFAULT_RELAY_WASM)]
         relay: PathBuf,
-        /// Queue each event in this outbox (SQLite) and answer 202 with its delivery id,
-        /// then deliver in the background (per-build order, backoff, dead letters).
+        /// Queue each event in this outbox (a SQLite file, or postgresql://user@host/db)
+        /// and answer 202 with its delivery id, then deliver in the background (per-build
+        /// order, backoff, dead letters).
         #[arg(long)]
         outbox: Option<PathBuf>,
         /// Requests handled at once; more get 503 with Retry-After.
@@ -256,8 +260,8 @@ fn main() -> ExitCode {
                 outbox,
                 budget_seconds,
             } => deliver(&loader, &outbox, Duration::from_secs(budget_seconds)).await,
-            Command::DeadLetters { outbox } => dead_letters(&outbox),
-            Command::Redeliver { outbox, id, all } => redeliver(&outbox, id, all),
+            Command::DeadLetters { outbox } => dead_letters(&outbox).await,
+            Command::Redeliver { outbox, id, all } => redeliver(&outbox, id, all).await,
             Command::Receive {
                 port,
                 status,
@@ -332,9 +336,9 @@ fn read(path: &Path) -> Result<String> {
     Ok(input::read_text("--config", path, input::MAX_CONFIG_BYTES)?)
 }
 
-async fn deliver(loader: &Loader, outbox_path: &Path, budget: Duration) -> Result<ExitCode> {
+async fn deliver(loader: &Loader, location: &Path, budget: Duration) -> Result<ExitCode> {
     let runtime = loader.load()?;
-    let outbox = Outbox::open(outbox_path)?;
+    let outbox = open_outbox(location).await?;
     let summary = outbox.deliver(&runtime, budget).await?;
     output::say(format_args!(
         "delivered: {}, dead letters: {}, pending: {}",
@@ -347,9 +351,9 @@ async fn deliver(loader: &Loader, outbox_path: &Path, budget: Duration) -> Resul
     })
 }
 
-fn dead_letters(outbox_path: &Path) -> Result<ExitCode> {
-    let outbox = Outbox::open(outbox_path)?;
-    let letters = outbox.dead_letters()?;
+async fn dead_letters(location: &Path) -> Result<ExitCode> {
+    let outbox = open_outbox(location).await?;
+    let letters = outbox.dead_letters().await?;
     output::say("seq\tevent\tbuild\tdelivery_id\tattempts\tqueued_at\treason");
     for e in &letters {
         output::say(format_args!(
@@ -366,7 +370,7 @@ fn dead_letters(outbox_path: &Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn redeliver(outbox_path: &Path, id: Option<String>, all: bool) -> Result<ExitCode> {
+async fn redeliver(location: &Path, id: Option<String>, all: bool) -> Result<ExitCode> {
     let which = match id {
         _ if all => Redeliver::All,
         Some(id) => match id.parse::<i64>() {
@@ -375,11 +379,11 @@ fn redeliver(outbox_path: &Path, id: Option<String>, all: bool) -> Result<ExitCo
         },
         None => anyhow::bail!("say which dead letters: --id ID or --all"),
     };
-    let outbox = Outbox::open(outbox_path)?;
-    let n = outbox.redeliver(&which)?;
+    let outbox = open_outbox(location).await?;
+    let n = outbox.redeliver(&which).await?;
     println!(
         "pending again: {n} (deliver them with `status-push deliver --outbox {}`, or a running `serve --outbox` does)",
-        outbox_path.display()
+        outbox.location()
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -413,7 +417,7 @@ async fn serve(
     config: &Path,
     listen: &str,
     relay: &Path,
-    outbox_path: Option<&Path>,
+    location: Option<&Path>,
     options: ServeOptions,
 ) -> Result<ExitCode> {
     let config = read(config)?;
@@ -422,23 +426,20 @@ async fn serve(
         .with_context(|| format!("cannot resolve --listen {listen}"))?
         .collect();
     let relay = std::sync::Arc::new(Relay::load(relay, &loader.options, &config).await?);
-    let outboxes = match outbox_path {
-        Some(path) => Some((Outbox::open(path)?, Outbox::open(path)?)),
+    let outbox = match location {
+        Some(location) => Some(std::sync::Arc::new(open_outbox(location).await?)),
         None => None,
     };
-    let (outbox, courier_outbox) = match outboxes {
-        Some((a, b)) => (Some(a), Some(b)),
-        None => (None, None),
-    };
-    let service = Service::new(relay, outbox, options.clone())?;
+    let shown = outbox.as_ref().map(|o| o.location());
+    let service = Service::new(relay, outbox.clone(), options.clone())?;
     if !service.is_authenticated() && !addrs.iter().all(|a| a.ip().is_loopback()) {
         anyhow::bail!(
             "refusing to listen on {listen} without inbound authentication: anyone who reaches it could push build statuses; set inboundToken or inboundSecret in the config, or listen on 127.0.0.1"
         );
     }
-    // Only one process delivers from an outbox at a time: `deliver` and `push --outbox`
-    // wait while `serve` runs.
-    let lock = match &courier_outbox {
+    // Only one process delivers from a SQLite outbox at a time: `deliver` and
+    // `push --outbox` wait while `serve` runs. (PostgreSQL: workers share by claims.)
+    let lock = match &outbox {
         Some(outbox) => Some(outbox.delivery_lock()?),
         None => None,
     };
@@ -447,15 +448,13 @@ async fn serve(
         .with_context(|| format!("cannot listen on {listen}"))?;
     let service = std::sync::Arc::new(service);
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let courier = courier_outbox
-        .and_then(|outbox| service.courier(outbox))
+    let courier = service
+        .courier()
         .map(|courier| tokio::spawn(courier.run(stopped, options.grace)));
     println!(
         "relay listening on http://{}{}: POST build documents to /started or /finished",
         listener.local_addr()?,
-        outbox_path
-            .map(|p| format!(" (outbox {})", p.display()))
-            .unwrap_or_default()
+        shown.map(|l| format!(" (outbox {l})")).unwrap_or_default()
     );
     status_push_cli::serve::serve(service, listener, shutdown_signal())
         .await

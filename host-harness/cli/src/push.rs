@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use status_push_host::bindings::{PushError, PushFailure};
-use status_push_host::outbox::{Outbox, PushResult};
+use status_push_host::outbox::{Location, Outbox, PushResult};
 use status_push_host::{Event, HostError, InputError, Reporter};
 
 use crate::input::{self, MAX_BUILD_BYTES, MAX_CONFIG_BYTES};
@@ -130,13 +130,12 @@ pub async fn push_via_outbox(
     config_path: &Path,
     event: Event,
     build_path: &Path,
-    outbox_path: &Path,
+    location: &Path,
 ) -> Result<ExitCode> {
     let config = input::read_text("--config", config_path, MAX_CONFIG_BYTES)?;
     let build = input::read_text("--build", build_path, MAX_BUILD_BYTES)?;
-    input::check_regular_if_exists("--outbox", outbox_path)?;
     let runtime = loader.load()?;
-    let outbox = Outbox::open(outbox_path)?;
+    let outbox = open_outbox(location).await?;
     match outbox.push(&runtime, &config, event, &build).await? {
         PushResult::Done(outcome) => {
             say(outcome);
@@ -145,7 +144,7 @@ pub async fn push_via_outbox(
         PushResult::Pending(reason) => {
             say(format_args!(
                 "pending: {reason} (kept in {})",
-                outbox_path.display()
+                outbox.location()
             ));
             Ok(ExitCode::from(1))
         }
@@ -154,4 +153,15 @@ pub async fn push_via_outbox(
             Ok(ExitCode::from(1))
         }
     }
+}
+
+/// Opens the outbox `--outbox` names: a PostgreSQL URL, or a file that must be a regular
+/// one (or new). Parsed here rather than by clap, whose errors repeat the value: a URL's
+/// password would reach the terminal.
+pub async fn open_outbox(argument: &Path) -> Result<Outbox> {
+    let location = Location::parse(argument.as_os_str())?;
+    if let Location::Sqlite(path) = &location {
+        input::check_regular_if_exists("--outbox", path)?;
+    }
+    Ok(Outbox::open(&location).await?)
 }

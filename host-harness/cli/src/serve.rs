@@ -33,7 +33,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::courier::{with_outbox, Courier, SharedOutbox, StoreError};
+use crate::courier::Courier;
 use crate::metrics::{self, Metrics};
 
 /// A body over the limit is read and thrown away up to this many bytes (so the client
@@ -79,7 +79,7 @@ pub enum ServeError {
 
 /// What `serve --outbox` keeps to queue events.
 struct Durable {
-    outbox: SharedOutbox,
+    outbox: Arc<Outbox>,
     /// `serverUrl` and `buildbotURL` as the component reads them: the delivery id's
     /// inputs.
     target_url: String,
@@ -112,7 +112,7 @@ impl Service {
     /// delivered by [`Service::courier`] rather than pushed while the caller waits.
     pub fn new(
         relay: Arc<Relay>,
-        outbox: Option<Outbox>,
+        outbox: Option<Arc<Outbox>>,
         options: Options,
     ) -> Result<Service, ServeError> {
         let config = relay.config();
@@ -130,7 +130,7 @@ impl Service {
             .and_then(status_push::config::Settings::from_config)
             .map_err(|e| config_error(&e.key, e.message))?;
         let durable = outbox.map(|outbox| Durable {
-            outbox: Arc::new(Mutex::new(outbox)),
+            outbox,
             target_url: settings.target.url(),
             buildbot_url: settings.payload.buildbot_url.clone(),
             wake: Arc::new(Notify::new()),
@@ -153,12 +153,11 @@ impl Service {
         self.inbound.is_configured()
     }
 
-    /// The background deliverer of the outbox (a second connection to `outbox_path`),
-    /// or `None` without an outbox.
-    pub fn courier(&self, outbox: Outbox) -> Option<Courier> {
+    /// The background deliverer of the outbox, or `None` without an outbox.
+    pub fn courier(&self) -> Option<Courier> {
         let durable = self.durable.as_ref()?;
         Some(Courier {
-            outbox: Arc::new(Mutex::new(outbox)),
+            outbox: durable.outbox.clone(),
             relay: self.relay.clone(),
             metrics: self.metrics.clone(),
             wake: durable.wake.clone(),
@@ -305,7 +304,7 @@ impl Service {
             );
         }
         if let Some(durable) = &self.durable {
-            match with_outbox(&durable.outbox, |o| o.counts()).await {
+            match durable.outbox.counts().await {
                 Ok(counts) => {
                     self.metrics.pending.set(counts.pending as i64);
                     self.metrics.dead_letters.set(counts.dead as i64);
@@ -359,21 +358,20 @@ impl Service {
             kind,
         );
         let build_key = format!("{}|{}", self.relay.config().buildbot_url, documents.buildid);
-        let config_json = self.relay.config_json().to_string();
-        let dead_after = self.relay.dead_letter_after();
-        let queued = with_outbox(&durable.outbox, move |outbox| {
-            // The body was checked to be UTF-8 by `validate`.
-            let text = std::str::from_utf8(&body).unwrap_or_default();
-            outbox.accept(&Accepted {
-                config_json: &config_json,
+        // The body was checked to be UTF-8 by `validate`.
+        let text = std::str::from_utf8(&body).unwrap_or_default();
+        let queued = durable
+            .outbox
+            .accept(&Accepted {
+                config_json: self.relay.config_json(),
                 event,
                 documents_json: text,
                 build_key: &build_key,
-                dead_after,
+                dead_after: self.relay.dead_letter_after(),
+                report_budget: self.relay.request_budget(),
                 webhook_id: webhook_id.as_deref(),
             })
-        })
-        .await;
+            .await;
         match queued {
             Ok(seq) => {
                 if let Ok(mut accepted) = durable.accepted.lock() {
@@ -385,7 +383,7 @@ impl Service {
                     json!({"outcome": "accepted", "delivery_id": delivery_id, "seq": seq}),
                 )
             }
-            Err(StoreError::Outbox(OutboxError::Replayed(id))) => {
+            Err(OutboxError::Replayed(id)) => {
                 unauthorized(&format!("replayed: webhook-id {id} was already accepted"))
             }
             Err(e) => {

@@ -109,10 +109,11 @@ async fn a_killed_pusher_loses_nothing_and_order_holds_per_build() {
     // Kill it only once its event is in the outbox: that write is what must survive.
     let queued = async {
         loop {
-            let pending = status_push_host::outbox::Outbox::open(&outbox)
-                .and_then(|o| o.pending())
-                .map(|p| p.len())
-                .unwrap_or(0);
+            let location = status_push_host::outbox::Location::Sqlite(outbox.clone());
+            let pending = match status_push_host::outbox::Outbox::open(&location).await {
+                Ok(o) => o.pending().await.map(|p| p.len()).unwrap_or(0),
+                Err(_) => 0,
+            };
             if pending == 7 {
                 break;
             }

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use status_push::signature::Signer;
 use status_push::SigningScheme;
 use status_push_cli::receiver::{Receiver, Recorded, Reply};
-use status_push_host::outbox::Outbox;
+use status_push_host::outbox::{Location, Outbox};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
@@ -760,7 +760,7 @@ async fn under_load_with_a_flapping_receiver_every_accepted_event_arrives_once_i
     }
     assert!(peak_fds < 512, "open fds grew to {peak_fds}");
     assert!(peak_rss < 1 << 20, "RSS grew to {peak_rss} KiB");
-    assert!(Outbox::open(&outbox).unwrap().pending().unwrap().is_empty());
+    assert!(open(&outbox).await.pending().await.unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -778,7 +778,7 @@ async fn a_killed_serve_delivers_every_accepted_event_after_restart() {
     serve.child.start_kill().unwrap(); // SIGKILL: no cleanup runs
     let _ = serve.child.wait().await;
     let promised = loading.await.unwrap();
-    let pending = Outbox::open(&outbox).unwrap().pending().unwrap().len();
+    let pending = open(&outbox).await.pending().await.unwrap().len();
     println!(
         "kill -9: {} events accepted before the kill, {pending} still pending",
         promised.len()
@@ -852,7 +852,7 @@ async fn health_metrics_and_sigterm_leave_pending_events_in_the_outbox() {
         .unwrap();
     assert!(status.success(), "{status:?}");
     println!("SIGTERM: stopped in {:.1?}", stopping.elapsed());
-    assert_eq!(Outbox::open(&outbox).unwrap().pending().unwrap().len(), 3);
+    assert_eq!(open(&outbox).await.pending().await.unwrap().len(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -898,7 +898,7 @@ async fn redeliver_makes_dead_letters_pending_again() {
             "{out:?}"
         );
     }
-    let letters = Outbox::open(&outbox).unwrap().dead_letters().unwrap();
+    let letters = open(&outbox).await.dead_letters().await.unwrap();
     assert_eq!(letters.len(), 2);
     let redeliver = |args: &[&str]| {
         let mut command = cli();
@@ -994,4 +994,10 @@ async fn receive_says_whether_each_signature_verifies() {
         "{verdicts:?}"
     );
     let _ = child.kill().await;
+}
+
+async fn open(path: &std::path::Path) -> Outbox {
+    Outbox::open(&Location::Sqlite(path.to_path_buf()))
+        .await
+        .unwrap()
 }

@@ -2,8 +2,9 @@
 loaded once per process.
 
 `Host` compiles the component, `Host.reporter(config_json)` gives a configured instance,
-`Outbox(path)` is the durable SQLite outbox the `status-push` CLI reads too. Every call
-that runs the component or touches the network or the disk releases the GIL.
+`Outbox(location)` is the durable outbox the `status-push` CLI reads too: a SQLite file,
+or a postgresql:// URL several masters share. Every call that runs the component or
+touches the network or the disk releases the GIL.
 """
 
 from __future__ import annotations

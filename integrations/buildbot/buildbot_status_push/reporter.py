@@ -37,6 +37,10 @@ DELIVERY_THREADS = 8
 # Waits between delivery passes of a build whose event is still pending.
 FIRST_RETRY_SECONDS = 1.0
 MAX_RETRY_SECONDS = 30.0
+# How often the outbox is read for builds this master has no delivery loop for: events
+# another master left behind in a shared (PostgreSQL) outbox, dead letters made pending
+# again by `status-push redeliver`.
+SWEEP_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -74,7 +78,8 @@ class Options:
     caFile: Optional[str] = None
     deadLetterAfterSeconds: Optional[int] = None
     wasm_path: Optional[str] = None
-    # A path; DEFAULT_OUTBOX: `status-push-<name>.sqlite` in the master's basedir; None: off.
+    # A file path, or a postgresql:// URL shared by several masters; "default":
+    # `status-push-<name>.sqlite` in the master's basedir; None: off.
     outbox: Any = "default"
     generators: Any = None
 
@@ -194,11 +199,14 @@ class WasmStatusPush(ReporterBase):
         "auth",
         "headers",
         "signingSecret",
+        "outbox",  # a postgresql:// URL may carry a password
     ]
 
     def __init__(self, *args: Any, **kwargs: Any):
         self._reporter: Optional[Reporter] = None  # only without an outbox
         self._outbox: Optional[Outbox] = None
+        self._outbox_at: Optional[str] = None  # what `outbox=` said, for reconfigs
+        self._sweeper: Optional[task.LoopingCall] = None
         self._config: Optional[str] = None
         self._debug = False
         self._pool: Optional[ThreadPool] = None
@@ -223,8 +231,14 @@ class WasmStatusPush(ReporterBase):
                 "WasmStatusPush: format_fn must be a Jinja template string (the component "
                 "renders it with `build` = the payload), not a Python function"
             )
-        if opts.outbox is not None and not isinstance(opts.outbox, (str, os.PathLike)):
-            config.error("WasmStatusPush: outbox must be a file path or None")
+        if (
+            opts.outbox is not None
+            and not isinstance(opts.outbox, (str, os.PathLike))
+            and not interfaces.IRenderable.providedBy(opts.outbox)
+        ):
+            config.error(
+                "WasmStatusPush: outbox must be a file path, a postgresql:// URL or None"
+            )
         # Validate with the component itself now, so that `buildbot checkconfig` names the
         # bad option. Secrets are not rendered yet: a stand-in takes their place.
         check = {k: _placeholder(v) for k, v in opts.component_options().items()}
@@ -244,13 +258,17 @@ class WasmStatusPush(ReporterBase):
             return list(opts.generators)
         return [BuildEvents(opts.wantSteps, opts.wantLogs, opts.wants_previous_build())]
 
-    def _outbox_path(self, opts: Options) -> Optional[Path]:
+    def _outbox_location(self, opts: Options) -> Optional[str]:
+        """A file path or a PostgreSQL URL; relative paths are the master's basedir's."""
         if opts.outbox is None:
             return None
-        if opts.outbox != "default":
-            return Path(opts.outbox)
-        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", self.name or "WasmStatusPush")
-        return Path(self.master.basedir) / f"status-push-{safe}.sqlite"
+        if opts.outbox == "default":
+            safe = re.sub(r"[^A-Za-z0-9_.-]", "_", self.name or "WasmStatusPush")
+            return str(Path(self.master.basedir) / f"status-push-{safe}.sqlite")
+        text = os.fspath(opts.outbox)
+        if text.startswith(("postgresql://", "postgres://")):
+            return text
+        return str(Path(self.master.basedir) / text)
 
     def _threads(self) -> ThreadPool:
         if self._pool is None:
@@ -274,9 +292,9 @@ class WasmStatusPush(ReporterBase):
             options["buildbotURL"] = self.master.config.buildbotURL
         text = config_json(options)
         self._host = shared_host(opts.wasm())
-        path = self._outbox_path(opts)
+        location = self._outbox_location(opts)
         try:
-            if path is None:
+            if location is None:
                 self._reporter = yield self._in_thread(self._host.reporter, text)
             else:
                 yield self._in_thread(self._host.check_config, text)
@@ -284,7 +302,7 @@ class WasmStatusPush(ReporterBase):
             # Only reachable when a rendered secret is invalid: checkConfig saw the rest.
             raise ValueError(f"{self.name}: invalid configuration: {e}") from e
         self._config = text
-        if path is None:
+        if location is None:
             if self._outbox is not None or not getattr(self, "_said_no_outbox", False):
                 log.msg(
                     f"{self.name}: outbox=None: events are kept in memory only; a master "
@@ -292,17 +310,46 @@ class WasmStatusPush(ReporterBase):
                 )
                 self._said_no_outbox = True
             self._outbox = None
-        elif self._outbox is None or Path(self._outbox.path) != path:
-            self._outbox = yield self._in_thread(Outbox, str(path))
-            log.msg(f"{self.name}: outbox {path}")
+            self._outbox_at = None
+        elif self._outbox is None or self._outbox_at != location:
+            try:
+                self._outbox = yield self._in_thread(Outbox, location)
+            except OutboxError as e:
+                # The message names the location without its password.
+                raise ValueError(f"{self.name}: {e}") from None
+            self._outbox_at = location
+            log.msg(f"{self.name}: outbox {self._outbox.location}")
             # Events left pending by a crash or a stop go first.
-            pending: list[OutboxEntry] = yield self._in_thread(self._outbox.pending)
-            keys = list(dict.fromkeys(e.build_key for e in pending))
-            if keys:
-                log.msg(f"{self.name}: delivering {len(pending)} pending event(s) from the outbox")
-            for key in keys:
-                self._kick(key)
+            yield self._sweep(first=True)
+        if self._outbox is not None and self._sweeper is None:
+            self._sweeper = task.LoopingCall(self._sweep)
+            self._sweeper.start(SWEEP_SECONDS, now=False).addErrback(
+                log.err, f"{self.name}: outbox sweep stopped"
+            )
         yield super().reconfigService(generators=self._generators(opts))
+
+    @defer.inlineCallbacks
+    def _sweep(self, first: bool = False) -> Generator[Any, Any, None]:
+        """Starts a delivery loop for every build with pending events and none running."""
+        outbox = self._outbox
+        if outbox is None or self._stopping:
+            return
+        try:
+            pending: list[OutboxEntry] = yield self._in_thread(outbox.pending)
+        except (OutboxError, ComponentError) as e:
+            log.msg(f"{self.name}: cannot read the outbox, will retry: {e}")
+            return
+        keys = [k for k in dict.fromkeys(e.build_key for e in pending) if k not in self._active]
+        if keys:
+            # Later sweeps find only what no loop here holds: another master's events, or
+            # dead letters made pending again.
+            picked = sum(1 for e in pending if e.build_key in keys)
+            log.msg(
+                f"{self.name}: delivering {picked} pending event(s) of {len(keys)} build(s) "
+                f"from the outbox{'' if first else ' (left by another master, or redelivered)'}"
+            )
+        for key in keys:
+            self._kick(key)
 
     @defer.inlineCallbacks
     def sendMessage(self, reports: list[dict[str, Any]]) -> Generator[Any, Any, None]:
@@ -335,7 +382,14 @@ class WasmStatusPush(ReporterBase):
             return
         d = self._deliver(key)
         self._active[key] = d
-        d.addBoth(lambda _: self._active.pop(key, None))
+
+        def done(result: Any) -> Any:
+            # Return the result, never `d` itself (which `pop` would): a Deferred whose
+            # callback returns it stalls for good, and stopService waits on it.
+            self._active.pop(key, None)
+            return result
+
+        d.addBoth(done)
 
     @defer.inlineCallbacks
     def _deliver(self, key: str) -> Generator[Any, Any, None]:
@@ -352,9 +406,11 @@ class WasmStatusPush(ReporterBase):
                 summary, dead = None, []
             for entry in dead:
                 self._dead_letter(entry)
+            if key in self._again:
+                # An event was written during the pass, maybe after it looked: look again
+                # now rather than after a wait.
+                continue
             if summary is not None and summary.pending == 0:
-                if key in self._again:
-                    continue
                 return
             if self._debug and summary is not None:
                 log.msg(f"{self.name}: {key}: {summary.pending} pending, next pass in {wait:.0f}s")
@@ -376,7 +432,7 @@ class WasmStatusPush(ReporterBase):
             f"{self.name}: dead letter: {entry.event} of buildid {buildid} (seq {entry.seq}, "
             f"delivery {entry.delivery_id or '-'}, {entry.attempts} attempt(s)): "
             f"{entry.last_error}; list with `status-push dead-letters --outbox "
-            f"{self._outbox.path if self._outbox else '?'}`"
+            f"{self._outbox.location if self._outbox else '?'}`"
         )
 
     def _push_direct(self, event: str, build: dict[str, Any]) -> None:
@@ -386,17 +442,30 @@ class WasmStatusPush(ReporterBase):
         reporter = self._reporter
         assert reporter is not None
         documents = dumps(event_documents(build))
-        before = self._direct.get(key, defer.succeed(None))
-
-        def push(_: Any) -> "defer.Deferred[Outcome]":
-            return self._in_thread(reporter.report, event, documents)
-
-        d = before.addBoth(push)
+        before = self._direct.get(key)
+        # One Deferred per event, started when the build's previous one is done, so each
+        # waits for its predecessor without sharing (and changing) its result.
+        d: defer.Deferred[Any] = defer.Deferred()
+        d.addCallback(lambda _: self._in_thread(reporter.report, event, documents))
         d.addCallbacks(
             self._reported, self._failed, callbackArgs=(event, build), errbackArgs=(event, build)
         )
+
+        def done(result: Any) -> None:
+            if self._direct.get(key) is d:
+                del self._direct[key]
+
+        d.addBoth(done)
         self._direct[key] = d
-        d.addBoth(lambda _: self._direct.pop(key, None) if self._direct.get(key) is d else None)
+        if before is None:
+            d.callback(None)
+        else:
+
+            def start(result: Any) -> Any:
+                d.callback(None)
+                return result
+
+            before.addBoth(start)
 
     def _describe(self, event: str, build: dict[str, Any]) -> str:
         builder = build.get("builder", {}).get("name", build.get("builderid"))
@@ -429,6 +498,9 @@ class WasmStatusPush(ReporterBase):
         # A clean stop leaves pending events in the outbox for the next start: end the
         # waits, let passes already running finish (each bounded by retryDeadlineSeconds).
         self._stopping = True
+        if self._sweeper is not None and self._sweeper.running:
+            self._sweeper.stop()
+        self._sweeper = None
         for sleep in list(self._sleeps):
             sleep.cancel()
         running = list(self._active.values()) + list(self._direct.values())

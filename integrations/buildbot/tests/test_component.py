@@ -164,3 +164,40 @@ def test_outbox_keeps_until_delivered(tmp_path: Path, receiver: Receiver) -> Non
     assert (summary.delivered, dead, outbox.dead_letters()) == (1, [], [])
     with pytest.raises(OutboxError):
         outbox.redeliver(seq)
+
+
+def test_a_finished_delivery_loop_lets_stop_complete():
+    # A loop's bookkeeping callback once returned the loop's own Deferred (dict.pop's
+    # value), which stalls that Deferred for good: stopService, waiting on it, hung.
+    from twisted.internet import defer
+
+    reporter = WasmStatusPush("http://127.0.0.1:9/hook", wasm_path=str(WASM))
+    loop: defer.Deferred[None] = defer.Deferred()
+    reporter._deliver = lambda key: loop  # type: ignore[method-assign]
+    reporter._kick("m|1")
+    waiting = defer.DeferredList(list(reporter._active.values()))
+    loop.callback(None)
+    assert waiting.called
+    assert reporter._active == {}
+
+
+def test_without_an_outbox_events_of_a_build_go_one_after_another(monkeypatch):
+    from twisted.internet import defer
+
+    import buildbot_status_push.reporter as module
+
+    monkeypatch.setattr(module, "event_documents", lambda build: build)
+    reporter = WasmStatusPush("http://127.0.0.1:9/hook", wasm_path=str(WASM), outbox=None)
+    calls: list[defer.Deferred[None]] = []
+    reporter._reporter = type("Fake", (), {"report": None})()  # type: ignore[assignment]
+    reporter._in_thread = lambda fn, *args: calls.append(defer.Deferred()) or calls[-1]  # type: ignore[method-assign]
+    reporter._reported = lambda outcome, event, build: None  # type: ignore[method-assign]
+    build = {"buildid": 3, "number": 3, "builderid": 1}
+    for event in ("started", "finished", "finished"):
+        reporter._push_direct(event, build)
+    assert len(calls) == 1, "the second waits for the first"
+    calls[0].callback(None)
+    assert len(calls) == 2
+    calls[1].callback(None)
+    calls[2].callback(None)
+    assert reporter._direct == {}

@@ -2,6 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
+#[allow(dead_code)] // Only the PostgreSQL tests start a server.
+pub mod postgres;
+
 /// The workspace root: `host-harness/cli` is two levels below it.
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

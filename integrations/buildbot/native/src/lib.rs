@@ -9,7 +9,7 @@
 mod logging;
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use pyo3::call::PyCallArgs;
@@ -252,40 +252,24 @@ impl Reporter {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// The durable outbox (SQLite), the same file format as `status-push push --outbox`.
-/// Safe to use from several threads: each call takes a connection of its own.
+/// The durable outbox: a SQLite file (the same format as `status-push push --outbox`) or a
+/// PostgreSQL database several masters share. Safe to use from several threads.
 #[pyclass(frozen, module = "buildbot_status_push._native")]
 struct Outbox {
-    path: PathBuf,
-    idle: Mutex<Vec<outbox::Outbox>>,
+    outbox: outbox::Outbox,
 }
 
 impl Outbox {
-    fn with<T>(
-        &self,
+    fn with<'a, T, F>(
+        &'a self,
         py: Python<'_>,
-        work: impl FnOnce(&outbox::Outbox) -> Result<T, OutboxError> + Send,
+        work: impl FnOnce(&'a outbox::Outbox) -> F,
     ) -> PyResult<T>
     where
         T: Send,
+        F: std::future::Future<Output = Result<T, OutboxError>> + Send + 'a,
     {
-        let result = py.detach(|| {
-            let taken = lock(&self.idle).pop();
-            let db = match taken {
-                Some(db) => db,
-                None => outbox::Outbox::open(&self.path)?,
-            };
-            let result = work(&db);
-            lock(&self.idle).push(db);
-            result
-        });
-        result.map_err(|e| outbox_error(py, e))
+        run(py, work(&self.outbox)).map_err(|e| outbox_error(py, e))
     }
 }
 
@@ -320,22 +304,20 @@ fn entries<'py>(py: Python<'py>, list: Vec<Entry>) -> PyResult<Bound<'py, PyList
 
 #[pymethods]
 impl Outbox {
-    /// Opens (creating, mode 0600) the outbox at `path`.
+    /// Opens the outbox at `location`: a file path (created with mode 0600) or a
+    /// `postgresql://` URL (its tables created or migrated).
     #[new]
-    fn new(py: Python<'_>, path: PathBuf) -> PyResult<Outbox> {
-        let db = py
-            .detach(|| outbox::Outbox::open(&path))
-            .map_err(|e| outbox_error(py, e))?;
-        Ok(Outbox {
-            path,
-            idle: Mutex::new(vec![db]),
-        })
+    fn new(py: Python<'_>, location: &str) -> PyResult<Outbox> {
+        let location =
+            outbox::Location::parse(location.as_ref()).map_err(|e| outbox_error(py, e))?;
+        let outbox = run(py, outbox::Outbox::open(&location)).map_err(|e| outbox_error(py, e))?;
+        Ok(Outbox { outbox })
     }
 
-    /// The file.
+    /// Where it is: the file, or the URL without its password.
     #[getter]
-    fn path(&self) -> PathBuf {
-        self.path.clone()
+    fn location(&self) -> String {
+        self.outbox.location().to_string()
     }
 
     /// Validates the event in the component and writes it durably; returns
@@ -350,8 +332,9 @@ impl Outbox {
     ) -> PyResult<(i64, String)> {
         let event = event(event_name)?;
         let runtime = host.runtime.clone();
-        self.with(py, move |db| {
-            tokio().block_on(db.enqueue(&runtime, &config_json, event, &documents_json))
+        self.with(py, |db| async move {
+            db.enqueue(&runtime, &config_json, event, &documents_json)
+                .await
         })
     }
 
@@ -364,8 +347,8 @@ impl Outbox {
         build_key: String,
     ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyList>)> {
         let runtime = host.runtime.clone();
-        let (done, dead) = self.with(py, move |db| {
-            tokio().block_on(db.deliver_build(&runtime, &build_key))
+        let (done, dead) = self.with(py, |db| async move {
+            db.deliver_build(&runtime, &build_key).await
         })?;
         Ok((summary(py, &done)?, entries(py, dead)?))
     }
@@ -380,7 +363,7 @@ impl Outbox {
         let budget = Duration::try_from_secs_f64(budget_seconds)
             .map_err(|e| PyValueError::new_err(format!("budget_seconds: {e}")))?;
         let runtime = host.runtime.clone();
-        let done = self.with(py, move |db| tokio().block_on(db.deliver(&runtime, budget)))?;
+        let done = self.with(py, |db| async move { db.deliver(&runtime, budget).await })?;
         summary(py, &done)
     }
 
@@ -414,7 +397,7 @@ impl Outbox {
                 return Err(PyValueError::new_err("give seq or delivery_id, not both"))
             }
         };
-        self.with(py, move |db| db.redeliver(&which))
+        self.with(py, |db| async move { db.redeliver(&which).await })
     }
 }
 

@@ -1,0 +1,187 @@
+//! A throwaway PostgreSQL server for one test: `initdb` into a temporary directory, a free
+//! loopback port and a private socket directory, password authentication over TCP, and
+//! `pg_ctl stop` when dropped. Never a system service. The server binaries come from
+//! `$STATUS_PUSH_PG_BIN`, or the newest `/usr/lib/postgresql/*/bin` (Debian's layout;
+//! `scripts/test.sh` installs them where they are missing).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The superuser's password: the tests' wrong-credentials case uses another.
+pub const PASSWORD: &str = "status-push-test";
+
+/// A running server; stopped (immediately, it holds nothing of value) when dropped.
+pub struct Postgres {
+    bin: PathBuf,
+    dir: PathBuf,
+    /// Its loopback port.
+    pub port: u16,
+}
+
+fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("STATUS_PUSH_PG_BIN") {
+        return PathBuf::from(dir);
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|dirs| dirs.flatten().map(|d| d.path().join("bin")).collect())
+        .unwrap_or_default();
+    found.retain(|d| d.join("initdb").exists());
+    // Highest major version last.
+    found.sort_by_key(|d| {
+        d.parent()
+            .and_then(|v| v.file_name())
+            .and_then(|v| v.to_str())
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(0)
+    });
+    found.pop().expect(
+        "PostgreSQL server binaries (initdb, pg_ctl) not found under /usr/lib/postgresql/*/bin; \
+         install them (scripts/test.sh does: apt-get install postgresql) or set STATUS_PUSH_PG_BIN",
+    )
+}
+
+fn is_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
+}
+
+/// `program args…`, as the `postgres` user when this is root (initdb refuses root).
+fn as_server_user(bin: &Path, program: &str) -> Command {
+    if is_root() {
+        let mut command = Command::new("runuser");
+        command
+            .args(["-u", "postgres", "--"])
+            .arg(bin.join(program));
+        command
+    } else {
+        Command::new(bin.join(program))
+    }
+}
+
+fn run(mut command: Command, what: &str) {
+    let output = command
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        output.status.success(),
+        "{what} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+impl Postgres {
+    /// Starts a fresh server with `fsync` off: these tests kill workers, not the server.
+    pub fn start(name: &str) -> Postgres {
+        Postgres::start_with(name, false)
+    }
+
+    /// Starts a fresh server that flushes its commits, as a production one does.
+    pub fn start_durable(name: &str) -> Postgres {
+        Postgres::start_with(name, true)
+    }
+
+    fn start_with(name: &str, fsync: bool) -> Postgres {
+        let bin = bin_dir();
+        let dir = std::env::temp_dir().join(format!(
+            "status-push-postgres-{name}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("socket")).unwrap();
+        std::fs::write(dir.join("pwfile"), PASSWORD).unwrap();
+        if is_root() {
+            run(
+                {
+                    let mut c = Command::new("chown");
+                    c.args(["-R", "postgres:"]).arg(&dir);
+                    c
+                },
+                "chown",
+            );
+        }
+        let mut initdb = as_server_user(&bin, "initdb");
+        initdb
+            .arg("-D")
+            .arg(dir.join("data"))
+            .args([
+                "-U",
+                "postgres",
+                "--auth-host=scram-sha-256",
+                "--auth-local=trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ])
+            .arg(format!("--pwfile={}", dir.join("pwfile").display()));
+        run(initdb, "initdb");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut start = as_server_user(&bin, "pg_ctl");
+        start
+            .arg("-D")
+            .arg(dir.join("data"))
+            .arg("-l")
+            .arg(dir.join("server.log"))
+            .arg("-o")
+            .arg(format!(
+                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync={} -c max_connections=200",
+                dir.join("socket").display(),
+                if fsync { "on" } else { "off" }
+            ))
+            .args(["-w", "-t", "60", "start"]);
+        run(start, "pg_ctl start");
+        Postgres { bin, dir, port }
+    }
+
+    /// `postgresql://postgres:PASSWORD@127.0.0.1:PORT/postgres`.
+    pub fn url(&self) -> String {
+        self.url_of("postgres")
+    }
+
+    /// The URL of database `db` on this server.
+    pub fn url_of(&self, db: &str) -> String {
+        format!(
+            "postgresql://postgres:{PASSWORD}@127.0.0.1:{}/{db}",
+            self.port
+        )
+    }
+
+    /// Runs SQL through `psql` (over the private socket) and returns its unaligned output.
+    pub fn sql(&self, sql: &str) -> String {
+        let output = Command::new(self.bin.join("psql"))
+            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-U", "postgres"])
+            .arg("-h")
+            .arg(self.dir.join("socket"))
+            .arg("-p")
+            .arg(self.port.to_string())
+            .args(["-d", "postgres", "-c", sql])
+            .stdin(Stdio::null())
+            .output()
+            .expect("psql runs");
+        assert!(
+            output.status.success(),
+            "psql {sql}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let mut stop = as_server_user(&self.bin, "pg_ctl");
+        stop.arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-m", "immediate", "-w", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let _ = stop.status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

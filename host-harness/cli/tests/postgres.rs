@@ -1,0 +1,440 @@
+//! The PostgreSQL outbox, shared by several hosts, against a real server each test starts
+//! itself (`common::postgres`): three `deliver` workers through an outage, a flapping
+//! receiver and a `kill -9`; `push`, `dead-letters`, `redeliver` and `serve` on one
+//! database; and what a bad URL, bad credentials or a newer schema say.
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::postgres::Postgres;
+use common::{wasm, workspace};
+use serde_json::{json, Value};
+use status_push_cli::receiver::{Receiver, Recorded, Reply};
+use status_push_host::outbox::{Location, Outbox};
+use status_push_host::{Event, Runtime};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+fn cli() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_status-push"));
+    command
+        .env("STATUS_PUSH_WASM", wasm())
+        .env(
+            "STATUS_PUSH_RELAY_WASM",
+            workspace().join("target/status-push-relay.wasm"),
+        )
+        .env(
+            "STATUS_PUSH_CACHE_DIR",
+            workspace().join("target/tmp/postgres-tests-cache"),
+        )
+        .kill_on_drop(true);
+    command
+}
+
+fn documents(event: &str, buildid: i64) -> String {
+    let fixture = workspace().join(format!(
+        "tests/fixtures/buildbot/default_start_finish/{event}.json"
+    ));
+    let mut doc: Value = serde_json::from_str(&std::fs::read_to_string(fixture).unwrap()).unwrap();
+    doc["build"]["buildid"] = buildid.into();
+    doc["build"]["number"] = buildid.into();
+    doc.to_string()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("status-push-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// What the receiver answered, in arrival order: (path, delivery id, status, when).
+type Log = Arc<Mutex<Vec<(String, String, u16, Instant)>>>;
+
+/// A receiver that answers 503 for the first 400 ms of every 1.2 s and 200 otherwise,
+/// logging each answer.
+async fn flapping_receiver(port: u16, log: Log, epoch: Instant) -> Receiver {
+    Receiver::start_with(
+        port,
+        Arc::new(move |r: &Recorded| {
+            let status = if epoch.elapsed().as_millis() % 1_200 < 400 {
+                503
+            } else {
+                200
+            };
+            let id = r.header("idempotency-key").unwrap_or_default().to_string();
+            log.lock()
+                .unwrap()
+                .push((r.path.clone(), id, status, Instant::now()));
+            Reply::from(status)
+        }),
+    )
+    .await
+    .unwrap()
+}
+
+fn delivered(log: &Log) -> usize {
+    log.lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, _, status, _)| *status == 200)
+        .count()
+}
+
+const BUILDS: i64 = 20;
+const PER_BUILD: i64 = 10;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_workers_deliver_everything_once_in_order_through_outage_flapping_and_a_kill() {
+    let pg = Postgres::start("workers");
+    let url = pg.url();
+    let port = free_port();
+    // 200 events over 20 builds, queued while the receiver is down. Each goes to its own
+    // path, so each has its own delivery id (server URL, master, build, kind); within a
+    // build, event i must arrive after event i - 1.
+    let runtime = Runtime::load(&wasm()).unwrap();
+    let outbox = Outbox::open(&Location::parse(url.as_ref()).unwrap())
+        .await
+        .unwrap();
+    for i in 0..PER_BUILD {
+        for build in 0..BUILDS {
+            let (event, name) = if i % 2 == 0 {
+                (Event::Started, "started")
+            } else {
+                (Event::Finished, "finished")
+            };
+            let config = json!({"serverUrl": format!("http://127.0.0.1:{port}/build/{build}/{i}")});
+            outbox
+                .enqueue(
+                    &runtime,
+                    &config.to_string(),
+                    event,
+                    &documents(name, 1000 + build),
+                )
+                .await
+                .unwrap();
+        }
+    }
+    assert_eq!(outbox.counts().await.unwrap().pending, 200);
+
+    let dir = temp_dir("pg-workers");
+    let mut workers = Vec::new();
+    for n in 0..3 {
+        let log = std::fs::File::create(dir.join(format!("worker-{n}.log"))).unwrap();
+        workers.push(
+            cli()
+                .args(["deliver", "--outbox", &url, "--budget-seconds", "240"])
+                .stdout(Stdio::piped())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+    }
+    // Down for 2 s, then flapping: 503 windows, and the listener gone for 1.5 s once a
+    // quarter of the events are in.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let log: Log = Arc::default();
+    let epoch = Instant::now();
+    let mut receiver = flapping_receiver(port, log.clone(), epoch).await;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while delivered(&log) < 50 {
+        assert!(Instant::now() < deadline, "stuck at {}", delivered(&log));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(receiver);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    receiver = flapping_receiver(port, log.clone(), epoch).await;
+    while delivered(&log) < 100 {
+        assert!(Instant::now() < deadline, "stuck at {}", delivered(&log));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Mid-run: whatever worker 0 holds now is in flight, and its claims outlive it.
+    workers[0].start_kill().unwrap();
+    workers[0].wait().await.unwrap();
+    for (n, worker) in workers.iter_mut().enumerate().skip(1) {
+        let status = tokio::time::timeout(Duration::from_secs(200), worker.wait())
+            .await
+            .unwrap_or_else(|_| panic!("worker {n} finishes"))
+            .unwrap();
+        let mut out = String::new();
+        let mut lines = BufReader::new(worker.stdout.take().unwrap()).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            out.push_str(&line);
+        }
+        assert!(status.success(), "worker {n}: {status:?} {out}");
+        assert!(out.contains("pending: 0"), "worker {n}: {out}");
+    }
+    drop(receiver);
+
+    let log = log.lock().unwrap().clone();
+    let mut first_ok: HashMap<String, Instant> = HashMap::new();
+    let mut oks: HashMap<String, usize> = HashMap::new();
+    let mut ids: HashMap<String, String> = HashMap::new();
+    for (path, id, status, at) in &log {
+        let known = ids.entry(path.clone()).or_insert_with(|| id.clone());
+        assert_eq!(
+            known, id,
+            "{path}: the delivery id changed between attempts"
+        );
+        if *status == 200 {
+            first_ok.entry(path.clone()).or_insert(*at);
+            *oks.entry(path.clone()).or_default() += 1;
+        }
+    }
+    assert_eq!(first_ok.len(), 200, "every event delivered");
+    let distinct: std::collections::HashSet<&String> = ids.values().collect();
+    assert_eq!(distinct.len(), 200, "one delivery id per event");
+    // A build's event i is never attempted before its event i - 1 was delivered.
+    for (path, _, _, at) in &log {
+        let mut parts = path.trim_start_matches("/build/").split('/');
+        let (build, i): (i64, i64) = (
+            parts.next().unwrap().parse().unwrap(),
+            parts.next().unwrap().parse().unwrap(),
+        );
+        if i > 0 {
+            let before = first_ok[&format!("/build/{build}/{}", i - 1)];
+            assert!(
+                before <= *at,
+                "{path} was attempted before /build/{build}/{} was delivered",
+                i - 1
+            );
+        }
+    }
+    // Duplicates only from the killed worker's calls in flight: at most one batch.
+    let duplicates: usize = oks.values().map(|n| n - 1).sum();
+    println!(
+        "requests: {}, delivered: 200, duplicates by delivery id: {duplicates}",
+        log.len()
+    );
+    assert!(duplicates <= 8, "{duplicates} duplicates");
+    assert_eq!(
+        pg.sql("SELECT count(*) FROM status_push_events"),
+        "0",
+        "nothing pending or dead"
+    );
+}
+
+/// Runs the CLI; returns (exit code, stdout, stderr).
+async fn run(args: &[&str]) -> (i32, String, String) {
+    let out = cli().args(args).output().await.unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_dead_letters_redeliver_and_serve_share_one_database() {
+    let pg = Postgres::start("cli");
+    let url = pg.url();
+    let refuse = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let receiver = {
+        let refuse = refuse.clone();
+        Receiver::start_with(
+            0,
+            Arc::new(move |_: &Recorded| {
+                Reply::from(if refuse.load(std::sync::atomic::Ordering::Relaxed) {
+                    400
+                } else {
+                    200
+                })
+            }),
+        )
+        .await
+        .unwrap()
+    };
+    let dir = temp_dir("pg-cli");
+    let config = dir.join("config.json");
+    std::fs::write(
+        &config,
+        json!({"serverUrl": format!("{}/hook", receiver.origin())}).to_string(),
+    )
+    .unwrap();
+    let build = dir.join("started.json");
+    std::fs::write(&build, documents("started", 77)).unwrap();
+    let push = [
+        "push",
+        "--outbox",
+        &url,
+        "--config",
+        config.to_str().unwrap(),
+        "--event",
+        "started",
+        "--build",
+        build.to_str().unwrap(),
+    ];
+    let (code, out, _) = run(&push).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.starts_with("dead letter: "), "{out}");
+    let (code, out, err) = run(&["dead-letters", "--outbox", &url]).await;
+    assert_eq!(code, 0, "{err}");
+    let line = out.lines().nth(1).unwrap_or_else(|| panic!("{out}"));
+    let delivery_id = receiver.requests()[0]
+        .header("idempotency-key")
+        .unwrap()
+        .to_string();
+    assert!(line.contains(&delivery_id), "{line}");
+    assert!(line.contains("HTTP 400"), "{line}");
+
+    let (code, out, err) = run(&["redeliver", "--outbox", &url, "--id", &delivery_id]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("pending again: 1"), "{out}");
+    assert!(!out.contains(common::postgres::PASSWORD), "{out}");
+    refuse.store(false, std::sync::atomic::Ordering::Relaxed);
+
+    // `serve` on the same database delivers the redelivered event, and what it accepts.
+    let relay_config = dir.join("relay.json");
+    std::fs::write(
+        &relay_config,
+        json!({"serverUrl": format!("{}/hook", receiver.origin())}).to_string(),
+    )
+    .unwrap();
+    let mut serve = cli()
+        .args(["serve", "--config", relay_config.to_str().unwrap()])
+        .args(["--listen", "127.0.0.1:0", "--outbox", &url])
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(dir.join("serve.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(serve.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(120), lines.next_line())
+        .await
+        .expect("serve starts")
+        .unwrap()
+        .expect("serve prints its address");
+    assert!(!line.contains(common::postgres::PASSWORD), "{line}");
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split([' ', '(']).next())
+        .map(|a| a.trim_end_matches(':').to_string())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    let body = documents("finished", 77);
+    let request = format!(
+        "POST /finished HTTP/1.1\r\nHost: relay\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes())
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut answer)
+        .await
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+    let requests = receiver.wait_for(3, Duration::from_secs(60)).await;
+    assert_eq!(
+        requests.len(),
+        3,
+        "400, then started and finished delivered"
+    );
+    let events: Vec<String> = requests[1..]
+        .iter()
+        .map(|r| {
+            let body: Value = serde_json::from_slice(&r.body).unwrap();
+            body["complete"].to_string()
+        })
+        .collect();
+    assert_eq!(events, ["false", "true"], "started, then finished");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pg.sql("SELECT count(*) FROM status_push_events") != "0" {
+        assert!(Instant::now() < deadline, "the outbox empties");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    serve.start_kill().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_database_url_credentials_or_schema_is_one_line_and_queues_nothing() {
+    let pg = Postgres::start("bad");
+    let receiver = Receiver::start(0).await.unwrap();
+    let dir = temp_dir("pg-bad");
+    let config = dir.join("config.json");
+    std::fs::write(
+        &config,
+        json!({"serverUrl": format!("{}/hook", receiver.origin())}).to_string(),
+    )
+    .unwrap();
+    let build = dir.join("started.json");
+    std::fs::write(&build, documents("started", 5)).unwrap();
+    let push = |outbox: String| {
+        let config = config.to_str().unwrap().to_string();
+        let build = build.to_str().unwrap().to_string();
+        async move {
+            run(&[
+                "push", "--outbox", &outbox, "--config", &config, "--event", "started", "--build",
+                &build,
+            ])
+            .await
+        }
+    };
+    let one_line = |err: &str, wanted: &str| {
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(wanted), "wanted {wanted:?} in {err}");
+        assert!(!err.contains("s3cret"), "{err}");
+        assert!(!err.contains(common::postgres::PASSWORD), "{err}");
+    };
+
+    // Nothing listens there.
+    let nobody = format!(
+        "postgresql://postgres:s3cret@127.0.0.1:{}/postgres",
+        free_port()
+    );
+    let (code, _, err) = push(nobody.clone()).await;
+    assert_eq!(code, 3, "{err}");
+    one_line(&err, "error connecting to server: Connection refused");
+    let (code, _, err) = run(&["deliver", "--outbox", &nobody]).await;
+    assert_eq!(code, 3, "{err}");
+    one_line(&err, "postgres:<redacted>@127.0.0.1");
+
+    // Wrong password.
+    let wrong = format!(
+        "postgresql://postgres:s3cret@127.0.0.1:{}/postgres",
+        pg.port
+    );
+    let (code, _, err) = push(wrong.clone()).await;
+    assert_eq!(code, 3, "{err}");
+    one_line(&err, "password authentication failed");
+
+    // Not a URL that parses.
+    let (code, _, err) = run(&[
+        "dead-letters",
+        "--outbox",
+        "postgresql://postgres:s3cret@127.0.0.1:notaport/postgres",
+    ])
+    .await;
+    assert_eq!(code, 3, "{err}");
+    one_line(&err, "invalid connection string");
+
+    // A schema from a newer status-push: refused before anything is written.
+    let (code, _, err) = run(&["dead-letters", "--outbox", &pg.url()]).await;
+    assert_eq!(code, 0, "{err}");
+    pg.sql("UPDATE status_push_schema SET version = 99");
+    let (code, _, err) = push(pg.url()).await;
+    assert_eq!(code, 3, "{err}");
+    one_line(
+        &err,
+        "schema is version 99, newer than this status-push's 2",
+    );
+    assert_eq!(pg.sql("SELECT count(*) FROM status_push_events"), "0");
+    assert_eq!(pg.sql("SELECT version FROM status_push_schema"), "99");
+
+    assert!(
+        receiver.requests().is_empty(),
+        "no event is sent unless it was queued"
+    );
+}

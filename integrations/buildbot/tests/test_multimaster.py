@@ -1,0 +1,335 @@
+"""Multi-master: two real Buildbot masters share Buildbot's database and WasmStatusPush's
+outbox on one PostgreSQL server (started by this test, see postgres.py). The receiver is
+down while each master runs a build; master 1 is killed with SIGKILL, while it holds a
+lease on one of its events, and never restarted; the receiver returns: master 2 delivers
+master 1's pending events (its sweep runs a delivery loop for every build with pending
+events, and the dead master's lease runs out), each once, in per-build order.
+
+Builders b1 and b2 are configured on both masters; worker w1 attaches to master 1 and w2
+to master 2, so b1's build runs on master 1 and b2's on master 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import pytest
+import requests
+from postgres import Postgres
+from support import Receiver, Request, free_port, wait_for
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[2]
+BIN = Path(sys.executable).parent
+WORK = HERE.parent / ".e2e" / "multimaster"
+REPORT = HERE.parent / ".e2e" / "report.txt"
+WASM = Path(os.environ.get("STATUS_PUSH_WASM", REPO / "target" / "status-push.wasm"))
+
+# Buildbot's tables and the outbox's (status_push_*) in one database.
+DATABASE = "buildbot"
+# The server's clock in milliseconds, as the outbox's leases use it.
+NOW_MS = "floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+
+
+def report(line: str) -> None:
+    REPORT.parent.mkdir(parents=True, exist_ok=True)
+    with REPORT.open("a", encoding="utf-8") as f:
+        f.write(line + "\n")
+
+
+def delivery_id(r: Request) -> str:
+    return dict((k.lower(), v) for k, v in r.headers)["idempotency-key"]
+
+
+class Master:
+    """One master and its worker, each in its own process."""
+
+    def __init__(self, name: str, workername: str, env: dict[str, str]) -> None:
+        self.name = name
+        self.workername = workername
+        self.env = env
+        self.dir = WORK / name
+        self.worker_dir = WORK / f"worker-{workername}"
+        self.www_port = free_port()
+        self.pb_port = free_port()
+        self.api = f"http://127.0.0.1:{self.www_port}/api/v2"
+        self.url = f"http://127.0.0.1:{self.www_port}/"
+        self.proc: Optional[subprocess.Popen[bytes]] = None
+        self.worker: Optional[subprocess.Popen[bytes]] = None
+
+    def log(self) -> str:
+        path = self.dir / "twistd.log"
+        return path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+
+    def _spawn(self, argv: list[str], logname: str) -> subprocess.Popen[bytes]:
+        with (WORK / logname).open("wb") as out:
+            return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=self.env)
+
+    def _run(self, *argv: str) -> None:
+        out = subprocess.run(argv, timeout=120, env=self.env, capture_output=True)
+        assert out.returncode == 0, f"{argv}: {out.stdout!r} {out.stderr!r}"
+
+    def create(self, settings: dict[str, Any]) -> None:
+        # create-master also creates (or upgrades) Buildbot's schema in the shared database.
+        self._run(str(BIN / "buildbot"), "create-master", "--db", settings["db_url"], str(self.dir))
+        shutil.copy(HERE / "multimaster.cfg", self.dir / "master.cfg")
+        settings = dict(settings, name=self.name, www_port=self.www_port, pb_port=self.pb_port)
+        (self.dir / "settings.json").write_text(json.dumps(settings))
+
+    def start(self) -> None:
+        self.proc = self._spawn(
+            [str(BIN / "buildbot"), "start", "--nodaemon", str(self.dir)], f"{self.name}.out"
+        )
+        wait_for(
+            f"{self.name} to start",
+            lambda: self.alive() and "BuildMaster is running" in self.log(),
+            90,
+        )
+
+    def start_worker(self) -> None:
+        self._run(
+            str(BIN / "buildbot-worker"),
+            "create-worker",
+            str(self.worker_dir),
+            f"127.0.0.1:{self.pb_port}",
+            self.workername,
+            "pass",
+        )
+        self.worker = self._spawn(
+            [str(BIN / "buildbot-worker"), "start", "--nodaemon", str(self.worker_dir)],
+            f"worker-{self.workername}.out",
+        )
+
+    def alive(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            pytest.fail(f"{self.name} exited ({self.proc.returncode}); see {self.dir}/twistd.log")
+        return True
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        r = requests.get(f"{self.api}/{path}", timeout=10, **kwargs)
+        r.raise_for_status()
+        return r.json()
+
+    def force(self, builder: str) -> int:
+        """Forces a build of `builder` through this master's REST API; its build request."""
+        builderid = self.get("builders", params={"name": builder})["builders"][0]["builderid"]
+        r = requests.post(
+            f"{self.api}/forceschedulers/force",
+            json={
+                "jsonrpc": "2.0",
+                "method": "force",
+                "id": 1,
+                "params": {"builderid": str(builderid), "reason": "mm", "owner": "mm"},
+            },
+            timeout=10,
+        )
+        r.raise_for_status()
+        assert "error" not in r.json(), r.json()
+        _bsid, brids = r.json()["result"]
+        return int(list(brids.values())[0])
+
+    def kill(self) -> None:
+        """SIGKILL (`buildbot start --nodaemon` is twistd itself), and its worker stopped."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        if self.worker is not None:
+            self.worker.terminate()
+
+    def stop(self) -> None:
+        for proc in (self.worker, self.proc):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=45)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[Postgres]:
+    shutil.rmtree(WORK, ignore_errors=True)
+    WORK.mkdir(parents=True)
+    pg = Postgres.start("multimaster")
+    try:
+        pg.createdb(DATABASE)
+        yield pg
+    finally:
+        (WORK / "postgres.log").write_text(pg.log())
+        pg.stop()
+
+
+class Cluster:
+    def __init__(self, pg: Postgres) -> None:
+        self.pg = pg
+        self.receiver = Receiver("multimaster", port=free_port())  # started later: refused
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": os.environ.get("HOME", "/tmp"),
+            "LANG": "C.UTF-8",
+            "PYTHONUNBUFFERED": "1",
+            "STATUS_PUSH_WASM": str(WASM),
+        }
+        self.m1 = Master("m1", "w1", env)
+        self.m2 = Master("m2", "w2", env)
+        self.settings = {
+            # SQLAlchemy 2.1's default PostgreSQL driver is psycopg 3: Buildbot gets psycopg2.
+            "db_url": pg.url(DATABASE, "postgresql+psycopg2"),
+            "outbox_url": pg.url(DATABASE),
+            "receiver_port": self.receiver.port,
+        }
+
+    def start(self) -> None:
+        # One after the other: the first creates Buildbot's schema and registers the
+        # builders; the second finds them.
+        for m in (self.m1, self.m2):
+            m.create(self.settings)
+            m.start()
+        for m in (self.m1, self.m2):
+            m.start_worker()
+
+        def connected() -> bool:
+            workers = {w["name"]: w for w in self.m2.get("workers")["workers"]}
+            return all(workers.get(n, {}).get("connected_to") for n in ("w1", "w2"))
+
+        wait_for("both workers to connect", connected, 60)
+
+    def sql(self, sql: str) -> str:
+        return self.pg.sql(sql, DATABASE)
+
+    def stop(self) -> None:
+        for m in (self.m2, self.m1):
+            m.stop()
+        self.receiver.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(postgres: Postgres) -> Iterator[Cluster]:
+    assert WASM.is_file(), f"{WASM} is missing: build it with `cargo xtask wasm`"
+    c = Cluster(postgres)
+    try:
+        c.start()
+        yield c
+    finally:
+        c.stop()
+    # Whatever happened to the deliveries, the plugin never raised in a master.
+    for m in (c.m1, c.m2):
+        entries = re.split(r"\n(?=\d{4}-\d\d-\d\d )", m.log())
+        ours = [e for e in entries if "Traceback" in e and "buildbot_status_push" in e]
+        assert not ours, f"the plugin raised in {m.name}:\n" + "\n".join(ours)
+
+
+def test_surviving_master_delivers_dead_masters_events(cluster: Cluster) -> None:
+    m1, m2, receiver = cluster.m1, cluster.m2, cluster.receiver
+    started = time.monotonic()
+
+    # The receiver is down (nothing listens on its port): one build on each master.
+    brids = {m1.name: m1.force("b1"), m2.name: m2.force("b2")}
+
+    def finished(m: Master, brid: int) -> Optional[dict[str, Any]]:
+        builds = m.get(f"buildrequests/{brid}/builds")["builds"]
+        return builds[0] if builds and builds[0]["complete"] else None
+
+    builds = {
+        m.name: wait_for(f"{m.name}'s build to finish", lambda m=m: finished(m, brids[m.name]), 90)
+        for m in (m1, m2)
+    }
+    assert all(b["results"] == 0 for b in builds.values()), builds
+    # Each build ran on the master its worker is attached to.
+    masters = {m["masterid"]: m["name"] for m in m2.get("masters")["masters"]}
+    for m in (m1, m2):
+        ran_on = masters[builds[m.name]["masterid"]]
+        assert ran_on.endswith(str(m.dir)), (m.name, ran_on)
+    keys = {m.name: f"{m.url}|{builds[m.name]['buildid']}" for m in (m1, m2)}
+
+    # Both masters wrote started and finished to the shared outbox, none delivered.
+    wait_for(
+        "4 pending events in the shared outbox",
+        lambda: cluster.sql("SELECT count(*) FROM status_push_events WHERE NOT dead") == "4",
+        60,
+    )
+    per_build = cluster.sql(
+        "SELECT build_key, string_agg(event, ',' ORDER BY seq) FROM status_push_events "
+        "WHERE NOT dead GROUP BY build_key ORDER BY build_key"
+    )
+    assert per_build.splitlines() == sorted(f"{keys[n]}|started,finished" for n in keys), per_build
+
+    # Kill master 1 while it holds a lease on its build's head event (it retries the
+    # refused receiver pass after pass): master 2 must wait the lease out.
+    assert m1.proc is not None
+    holds_lease = (
+        f"SELECT max(claimed_until_ms - {NOW_MS}) FROM status_push_events "
+        f"WHERE claimed_by LIKE '%:{m1.proc.pid}:%' AND claimed_until_ms > {NOW_MS}"
+    )
+    lease_left_ms = int(
+        wait_for("master 1 to hold a lease", lambda: cluster.sql(holds_lease), 60, 0.1)
+    )
+    m1.kill()
+    killed = time.monotonic()
+    m2_log_at_kill = len(m2.log())
+    outage = killed - started
+
+    # The receiver returns.
+    receiver.start()
+    back = time.monotonic()
+
+    def arrived(m: Master) -> Optional[dict[str, list[Request]]]:
+        got = receiver.for_build(builds[m.name]["buildid"])
+        return got if got["started"] and got["finished"] else None
+
+    seen_at: dict[str, float] = {}
+
+    def all_arrived() -> bool:
+        for m in (m1, m2):
+            if m.name not in seen_at and arrived(m):
+                seen_at[m.name] = time.monotonic() - back
+        m2.alive()
+        return len(seen_at) == 2
+
+    wait_for("both builds' events at the receiver", all_arrived, 120, 0.2)
+    time.sleep(3)  # a duplicate would arrive right behind
+
+    ids = {builds[m.name]["buildid"]: m.name for m in (m1, m2)}
+    ours = [r for r in list(receiver.requests) if r.doc().get("buildid") in ids]
+    counts = Counter(delivery_id(r) for r in ours)
+    duplicates = sum(n - 1 for n in counts.values())
+    print(
+        f"\nrequests {len(ours)}, distinct delivery ids {len(counts)}, duplicates {duplicates}; "
+        f"lease left at kill {lease_left_ms / 1000:.1f}s; since the receiver returned: "
+        + ", ".join(f"{n} {t:.1f}s" for n, t in sorted(seen_at.items()))
+    )
+    for buildid, name in ids.items():
+        mine = [r for r in ours if r.doc()["buildid"] == buildid]
+        assert [r.event for r in mine] == ["started", "finished"], (name, [r.event for r in mine])
+        # Each master's own configuration (its serverUrl) travelled with its events.
+        assert all(r.path == f"/{name}" for r in mine), (name, [r.path for r in mine])
+        assert mine[1].doc()["complete"] and mine[1].doc()["results"] == 0
+    assert duplicates == 0 and len(counts) == 4, counts
+    assert cluster.sql("SELECT count(*) FROM status_push_events") == "0"
+
+    # Master 2 took master 1's build on (its sweep) and posted its events after the kill.
+    log = m2.log()
+    assert re.search(r"wasm-m2: delivering \d+ pending event\(s\) of \d+ build\(s\) from the outbox", log)
+    after_kill = log[m2_log_at_kill:]
+    post_m1 = f"status-push: -> POST http://127.0.0.1:{receiver.port}/m1"
+    assert post_m1 in after_kill, f"no {post_m1!r} in m2's log after the kill"
+    assert "status-push: <- 200" in after_kill
+
+    report(
+        f"multi-master on PostgreSQL: m1 killed (-9) holding a lease with "
+        f"{lease_left_ms / 1000:.1f}s left, after a {outage:.0f}s receiver outage; m2 "
+        f"delivered m1's 2 events {seen_at['m1']:.1f}s after the receiver returned "
+        f"(its own {seen_at['m2']:.1f}s), 4/4 once each, in per-build order, outbox empty"
+    )
