@@ -84,7 +84,7 @@ impl Policy {
 
 /// A CA file must be a regular file of at most [`MAX_CA_FILE_BYTES`], checked before it
 /// is opened: opening a FIFO blocks, and a device never ends.
-fn check_ca_file(path: &std::path::Path) -> Result<(), String> {
+pub(crate) fn check_ca_file(path: &std::path::Path) -> Result<(), String> {
     let meta = std::fs::metadata(path)
         .map_err(|e| format!("cannot use CA file {}: {e}", path.display()))?;
     if !meta.is_file() {

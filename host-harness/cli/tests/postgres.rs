@@ -438,3 +438,42 @@ async fn a_bad_database_url_credentials_or_schema_is_one_line_and_queues_nothing
         "no event is sent unless it was queued"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sslmode_require_is_tls_verified_against_sslrootcert() {
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let pg = Postgres::start_tls("tls", &cert.cert.pem(), &cert.signing_key.serialize_pem());
+    let dir = temp_dir("pg-tls");
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, cert.cert.pem()).unwrap();
+
+    let verified = format!("{}?sslmode=require&sslrootcert={}", pg.url(), ca.display());
+    let (code, _, err) = run(&["dead-letters", "--outbox", &verified]).await;
+    assert_eq!(code, 0, "{err}");
+    // The connection really is TLS, as the server sees it.
+    let outbox = Outbox::open(&Location::parse(verified.as_ref()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(outbox.counts().await.unwrap().pending, 0);
+    assert_eq!(
+        pg.sql(
+            "SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+             WHERE a.application_name = 'status-push'"
+        ),
+        "t"
+    );
+
+    // A server certificate no configured root vouches for: refused, one line.
+    let unverified = format!("{}?sslmode=require", pg.url());
+    let (code, _, err) = run(&["dead-letters", "--outbox", &unverified]).await;
+    assert_eq!(code, 3, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("UnknownIssuer"), "{err}");
+    assert!(!err.contains(common::postgres::PASSWORD), "{err}");
+
+    // An sslrootcert that is not a certificate file.
+    let bad = format!("{}?sslmode=require&sslrootcert={}", pg.url(), dir.display());
+    let (code, _, err) = run(&["dead-letters", "--outbox", &bad]).await;
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("sslrootcert"), "{err}");
+}

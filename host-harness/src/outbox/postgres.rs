@@ -13,7 +13,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Mutex;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::config::SslMode;
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
+use tokio_postgres::{Client, Connection, NoTls, Socket};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{
     Claim, Counts, Entry, Failed, NewEvent, OutboxError, Redeliver, Row, FIRST_BACKOFF_MS,
@@ -63,11 +66,16 @@ const MIGRATIONS: &[&str] = &["
     CREATE INDEX status_push_seen_webhook_ids_at ON status_push_seen_webhook_ids (seen_at);"];
 
 /// A PostgreSQL connection URL (`postgresql://` or `postgres://`). Prints with its
-/// password (in the authority or the query) redacted.
+/// password (in the authority or the query) redacted. `sslmode=require` connects over
+/// TLS and verifies the server's certificate against the system's roots and, if given,
+/// `sslrootcert=PATH` (stricter than libpq's `require`, which checks nothing); otherwise
+/// the connection is plain.
 #[derive(Clone)]
 pub struct PostgresUrl {
+    /// The URL as tokio-postgres reads it (without `sslrootcert`, which it does not know).
     url: Secret,
     shown: String,
+    root_cert: Option<std::path::PathBuf>,
 }
 
 impl PostgresUrl {
@@ -79,6 +87,7 @@ impl PostgresUrl {
     /// Parses `url`; the error names what is wrong without repeating the password.
     pub fn parse(url: &str) -> Result<PostgresUrl, OutboxError> {
         let shown = redact(url);
+        let (url, root_cert) = take_root_cert(url);
         let config: tokio_postgres::Config =
             url.parse()
                 .map_err(|error: tokio_postgres::Error| OutboxError::Postgres {
@@ -94,7 +103,30 @@ impl PostgresUrl {
         Ok(PostgresUrl {
             url: Secret::new(url),
             shown,
+            root_cert,
         })
+    }
+
+    /// The rustls configuration for `sslmode=require`; `None` for a plain connection.
+    fn tls(&self) -> Result<Option<MakeRustlsConnect>, OutboxError> {
+        if self.config().get_ssl_mode() != SslMode::Require {
+            return Ok(None);
+        }
+        let unusable = |message: String| OutboxError::Location {
+            location: self.shown.clone(),
+            message,
+        };
+        if let Some(path) = &self.root_cert {
+            crate::policy::check_ca_file(path)
+                .map_err(|why| unusable(format!("sslrootcert: {why}")))?;
+        }
+        let policy = crate::client::TlsPolicy::Verify {
+            ca_file: self.root_cert.clone(),
+        };
+        let config = crate::client::Client::default()
+            .tls_config(&policy)
+            .map_err(|e| unusable(format!("sslrootcert: {e}")))?;
+        Ok(Some(MakeRustlsConnect::new((*config).clone())))
     }
 
     fn config(&self) -> tokio_postgres::Config {
@@ -129,6 +161,29 @@ impl std::fmt::Display for PostgresUrl {
 impl std::fmt::Debug for PostgresUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "PostgresUrl({})", self.shown)
+    }
+}
+
+/// `url` without its `sslrootcert=PATH` parameter, and that path.
+fn take_root_cert(url: &str) -> (String, Option<std::path::PathBuf>) {
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_string(), None);
+    };
+    let mut root_cert = None;
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| match pair.split_once('=') {
+            Some(("sslrootcert", path)) => {
+                root_cert = Some(std::path::PathBuf::from(path));
+                false
+            }
+            _ => true,
+        })
+        .collect();
+    if kept.is_empty() {
+        (base.to_string(), root_cert)
+    } else {
+        (format!("{base}?{}", kept.join("&")), root_cert)
     }
 }
 
@@ -221,17 +276,24 @@ impl Postgres {
     }
 
     async fn connect(&self) -> Result<Client, OutboxError> {
-        let config = self.url.config();
+        match self.url.tls()? {
+            Some(tls) => self.connect_with(tls).await,
+            None => self.connect_with(NoTls).await,
+        }
+    }
+
+    async fn connect_with<T>(&self, tls: T) -> Result<Client, OutboxError>
+    where
+        T: MakeTlsConnect<Socket>,
+        T::Stream: Send + 'static,
+        T::TlsConnect: Send,
+        <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+    {
         let (client, connection) = self
-            .bounded(config.connect(NoTls))
+            .bounded(self.url.config().connect(tls))
             .await?
             .map_err(|e| self.error(e))?;
-        let shown = self.url.shown.clone();
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::warn!("outbox {shown}: connection lost: {}", super::one_line(&e));
-            }
-        });
+        tokio::spawn(drive(connection, self.url.shown.clone()));
         Ok(client)
     }
 
@@ -515,6 +577,17 @@ impl Postgres {
     }
 }
 
+/// Runs a connection until it closes (the client is dropped, or the server goes away).
+async fn drive<S, T>(connection: Connection<S, T>, shown: String)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    if let Err(e) = connection.await {
+        tracing::warn!("outbox {shown}: connection lost: {}", super::one_line(&e));
+    }
+}
+
 /// What [`migrate`] found.
 enum Schema {
     /// At [`SCHEMA_VERSION`] (now).
@@ -599,6 +672,22 @@ mod tests {
             assert_eq!(parsed.to_string(), shown);
             assert!(!format!("{parsed:?}").contains("s3cret"));
         }
+    }
+
+    #[test]
+    fn sslrootcert_is_ours_and_the_rest_goes_to_tokio_postgres() {
+        let parsed =
+            PostgresUrl::parse("postgresql://ci@db/x?sslmode=require&sslrootcert=/etc/ca.pem")
+                .unwrap();
+        assert_eq!(parsed.root_cert.as_deref(), Some("/etc/ca.pem".as_ref()));
+        assert_eq!(parsed.url.expose(), "postgresql://ci@db/x?sslmode=require");
+        assert_eq!(parsed.config().get_ssl_mode(), SslMode::Require);
+        let plain = PostgresUrl::parse("postgresql://ci@db/x?sslrootcert=/etc/ca.pem").unwrap();
+        assert_eq!(plain.url.expose(), "postgresql://ci@db/x");
+        assert!(
+            plain.tls().unwrap().is_none(),
+            "TLS only with sslmode=require"
+        );
     }
 
     #[test]

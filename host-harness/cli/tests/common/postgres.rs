@@ -75,15 +75,20 @@ fn run(mut command: Command, what: &str) {
 impl Postgres {
     /// Starts a fresh server with `fsync` off: these tests kill workers, not the server.
     pub fn start(name: &str) -> Postgres {
-        Postgres::start_with(name, false)
+        Postgres::start_with(name, false, None)
     }
 
     /// Starts a fresh server that flushes its commits, as a production one does.
     pub fn start_durable(name: &str) -> Postgres {
-        Postgres::start_with(name, true)
+        Postgres::start_with(name, true, None)
     }
 
-    fn start_with(name: &str, fsync: bool) -> Postgres {
+    /// Starts a fresh server that also accepts TLS, with this certificate and key (PEM).
+    pub fn start_tls(name: &str, cert: &str, key: &str) -> Postgres {
+        Postgres::start_with(name, false, Some((cert, key)))
+    }
+
+    fn start_with(name: &str, fsync: bool, tls: Option<(&str, &str)>) -> Postgres {
         let bin = bin_dir();
         let dir = std::env::temp_dir().join(format!(
             "status-push-postgres-{name}-{}",
@@ -92,6 +97,22 @@ impl Postgres {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("socket")).unwrap();
         std::fs::write(dir.join("pwfile"), PASSWORD).unwrap();
+        let mut options = String::new();
+        if let Some((cert, key)) = tls {
+            std::fs::write(dir.join("server.crt"), cert).unwrap();
+            std::fs::write(dir.join("server.key"), key).unwrap();
+            // The server refuses a key others can read.
+            std::fs::set_permissions(
+                dir.join("server.key"),
+                std::os::unix::fs::PermissionsExt::from_mode(0o600),
+            )
+            .unwrap();
+            options = format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                dir.join("server.crt").display(),
+                dir.join("server.key").display()
+            );
+        }
         if is_root() {
             run(
                 {
@@ -130,7 +151,7 @@ impl Postgres {
             .arg(dir.join("server.log"))
             .arg("-o")
             .arg(format!(
-                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync={} -c max_connections=200",
+                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync={} -c max_connections=200{options}",
                 dir.join("socket").display(),
                 if fsync { "on" } else { "off" }
             ))
