@@ -38,14 +38,8 @@ fn push(outbox: &Path, config: &Path, event: &str, build: &Path) -> tokio::proce
 }
 
 fn documents(dir: &Path, event: &str, buildid: i64) -> PathBuf {
-    let fixture = workspace().join(format!(
-        "tests/fixtures/buildbot/default_start_finish/{event}.json"
-    ));
-    let mut doc: Value = serde_json::from_str(&std::fs::read_to_string(fixture).unwrap()).unwrap();
-    doc["build"]["buildid"] = buildid.into();
-    doc["build"]["number"] = buildid.into();
     let path = dir.join(format!("{event}-{buildid}.json"));
-    std::fs::write(&path, doc.to_string()).unwrap();
+    std::fs::write(&path, common::documents(event, buildid)).unwrap();
     path
 }
 

@@ -17,21 +17,11 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::postgres::Postgres;
-use common::{wasm, workspace};
-use serde_json::{json, Value};
+use common::{documents, wasm};
+use serde_json::json;
 use status_push_cli::receiver::Receiver;
 use status_push_host::outbox::{Location, Outbox};
 use status_push_host::{Event, Runtime};
-
-fn documents(event: &str, buildid: i64) -> String {
-    let fixture = workspace().join(format!(
-        "tests/fixtures/buildbot/default_start_finish/{event}.json"
-    ));
-    let mut doc: Value = serde_json::from_str(&std::fs::read_to_string(fixture).unwrap()).unwrap();
-    doc["build"]["buildid"] = buildid.into();
-    doc["build"]["number"] = buildid.into();
-    doc.to_string()
-}
 
 /// Queues `events` events (not timed), then runs `workers` deliver processes until the
 /// outbox is empty; returns the wall time of the delivery.

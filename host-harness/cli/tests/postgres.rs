@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::postgres::Postgres;
-use common::{wasm, workspace};
+use common::{documents, free_port, temp_dir, wasm};
 use serde_json::{json, Value};
 use status_push_cli::receiver::{Receiver, Recorded, Reply};
 use status_push_host::outbox::{Location, Outbox};
@@ -20,44 +20,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
 fn cli() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_status-push"));
-    command
-        .env("STATUS_PUSH_WASM", wasm())
-        .env(
-            "STATUS_PUSH_RELAY_WASM",
-            workspace().join("target/status-push-relay.wasm"),
-        )
-        .env(
-            "STATUS_PUSH_CACHE_DIR",
-            workspace().join("target/tmp/postgres-tests-cache"),
-        )
-        .kill_on_drop(true);
-    command
-}
-
-fn documents(event: &str, buildid: i64) -> String {
-    let fixture = workspace().join(format!(
-        "tests/fixtures/buildbot/default_start_finish/{event}.json"
-    ));
-    let mut doc: Value = serde_json::from_str(&std::fs::read_to_string(fixture).unwrap()).unwrap();
-    doc["build"]["buildid"] = buildid.into();
-    doc["build"]["number"] = buildid.into();
-    doc.to_string()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn temp_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("status-push-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::cli("postgres-tests-cache")
 }
 
 /// What the receiver answered, in arrival order: (path, delivery id, status, when).

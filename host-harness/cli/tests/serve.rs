@@ -5,9 +5,9 @@
 
 mod common;
 
-use common::workspace;
+use common::{documents, temp_dir};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,29 +27,7 @@ const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const OTHER_SECRET: &str = "whsec_c2VjcmV0LWtleS1mb3ItdGVzdHMtb25seQ==";
 
 fn cli() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_status-push"));
-    command
-        .env(
-            "STATUS_PUSH_WASM",
-            workspace().join("target/status-push.wasm"),
-        )
-        .env(
-            "STATUS_PUSH_RELAY_WASM",
-            workspace().join("target/status-push-relay.wasm"),
-        )
-        .env(
-            "STATUS_PUSH_CACHE_DIR",
-            workspace().join("target/tmp/serve-tests-cache"),
-        )
-        .kill_on_drop(true);
-    command
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("status-push-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::cli("serve-tests-cache")
 }
 
 /// A running `status-push serve`; killed when dropped.
@@ -147,16 +125,6 @@ fn post(path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
     let mut request = head.into_bytes();
     request.extend_from_slice(body);
     request
-}
-
-fn documents(event: &str, buildid: i64) -> String {
-    let fixture = workspace().join(format!(
-        "tests/fixtures/buildbot/default_start_finish/{event}.json"
-    ));
-    let mut doc: Value = serde_json::from_str(&std::fs::read_to_string(fixture).unwrap()).unwrap();
-    doc["build"]["buildid"] = buildid.into();
-    doc["build"]["number"] = buildid.into();
-    doc.to_string()
 }
 
 fn now_s() -> u64 {

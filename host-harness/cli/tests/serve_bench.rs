@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::workspace;
+use common::{documents, workspace};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -21,16 +21,6 @@ use tokio::net::TcpStream;
 const TOKEN: &str = "t0ken-of-sixteen-chars";
 const CLIENTS: usize = 4;
 const RUN: Duration = Duration::from_secs(5);
-
-fn documents(event: &str, buildid: i64) -> String {
-    let fixture = workspace().join(format!(
-        "tests/fixtures/buildbot/default_start_finish/{event}.json"
-    ));
-    let mut doc: Value = serde_json::from_str(&std::fs::read_to_string(fixture).unwrap()).unwrap();
-    doc["build"]["buildid"] = buildid.into();
-    doc["build"]["number"] = buildid.into();
-    doc.to_string()
-}
 
 /// Starts `serve` with `args`; returns the child and its address.
 async fn serve(dir: &Path, config: &Value, args: &[&str]) -> (tokio::process::Child, String) {

@@ -128,16 +128,15 @@ class Postgres:
         names a driver for SQLAlchemy, e.g. `postgresql+psycopg2`."""
         return f"{scheme}://{USER}:{PASSWORD}@127.0.0.1:{self.port}/{database}"
 
+    def _client_args(self) -> list[str]:
+        """The superuser, over the private socket."""
+        return ["-U", USER, "-h", str(self.dir / "socket"), "-p", str(self.port)]
+
     def createdb(self, database: str) -> None:
         _run(
             [
                 str(self.bin / "createdb"),
-                "-U",
-                USER,
-                "-h",
-                str(self.dir / "socket"),
-                "-p",
-                str(self.port),
+                *self._client_args(),
                 database,
             ],
             f"createdb {database}",
@@ -153,12 +152,7 @@ class Postgres:
                 "-t",
                 "-v",
                 "ON_ERROR_STOP=1",
-                "-U",
-                USER,
-                "-h",
-                str(self.dir / "socket"),
-                "-p",
-                str(self.port),
+                *self._client_args(),
                 "-d",
                 database,
                 "-c",

@@ -27,6 +27,36 @@ def wait_for(what: str, check: Callable[[], Optional[T]], timeout: float, every:
         time.sleep(every)
 
 
+def get_json(api: str, path: str, **kwargs: Any) -> Any:
+    """GET a master's REST API (`api` = http://…/api/v2)."""
+    import requests
+
+    r = requests.get(f"{api}/{path}", timeout=10, **kwargs)
+    r.raise_for_status()
+    return r.json()
+
+
+def force(api: str, scheduler: str, builderid: int, who: str) -> int:
+    """Forces a build through a master's REST API (`api` = http://…/api/v2) and the force
+    scheduler `scheduler`; returns its build request's id."""
+    import requests
+
+    r = requests.post(
+        f"{api}/forceschedulers/{scheduler}",
+        json={
+            "jsonrpc": "2.0",
+            "method": "force",
+            "id": 1,
+            "params": {"builderid": str(builderid), "reason": who, "owner": who},
+        },
+        timeout=10,
+    )
+    r.raise_for_status()
+    assert "error" not in r.json(), r.json()
+    _bsid, brids = r.json()["result"]
+    return int(list(brids.values())[0])
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

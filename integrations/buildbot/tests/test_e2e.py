@@ -22,8 +22,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import pytest
-import requests
-from support import Receiver, Request, free_port, wait_for
+from support import Receiver, Request, force, free_port, get_json, wait_for
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
@@ -138,9 +137,7 @@ class Cluster:
         return True
 
     def _get(self, path: str, **kwargs: Any) -> Any:
-        r = requests.get(f"{self.api}/{path}", timeout=10, **kwargs)
-        r.raise_for_status()
-        return r.json()
+        return get_json(self.api, path, **kwargs)
 
     def reconfigure(self, phase: str) -> None:
         if phase == self.phase:
@@ -175,20 +172,7 @@ class Cluster:
         """Forces a build through the REST API (the force scheduler) and waits for its end."""
         builderid = self._get("builders", params={"name": builder})["builders"][0]["builderid"]
         scheduler = "force" if builder == "greet" else f"force-{builder}"
-        r = requests.post(
-            f"{self.api}/forceschedulers/{scheduler}",
-            json={
-                "jsonrpc": "2.0",
-                "method": "force",
-                "id": 1,
-                "params": {"builderid": str(builderid), "reason": "e2e", "owner": "e2e"},
-            },
-            timeout=10,
-        )
-        r.raise_for_status()
-        assert "error" not in r.json(), r.json()
-        _bsid, brids = r.json()["result"]
-        brid = list(brids.values())[0]
+        brid = force(self.api, scheduler, builderid, "e2e")
 
         def finished() -> Optional[dict[str, Any]]:
             builds = self._get(f"buildrequests/{brid}/builds")["builds"]

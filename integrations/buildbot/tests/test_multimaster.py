@@ -24,9 +24,8 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import pytest
-import requests
 from postgres import Postgres
-from support import Receiver, Request, free_port, wait_for
+from support import Receiver, Request, force, free_port, get_json, wait_for
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
@@ -117,27 +116,12 @@ class Master:
         return True
 
     def get(self, path: str, **kwargs: Any) -> Any:
-        r = requests.get(f"{self.api}/{path}", timeout=10, **kwargs)
-        r.raise_for_status()
-        return r.json()
+        return get_json(self.api, path, **kwargs)
 
     def force(self, builder: str) -> int:
         """Forces a build of `builder` through this master's REST API; its build request."""
         builderid = self.get("builders", params={"name": builder})["builders"][0]["builderid"]
-        r = requests.post(
-            f"{self.api}/forceschedulers/force",
-            json={
-                "jsonrpc": "2.0",
-                "method": "force",
-                "id": 1,
-                "params": {"builderid": str(builderid), "reason": "mm", "owner": "mm"},
-            },
-            timeout=10,
-        )
-        r.raise_for_status()
-        assert "error" not in r.json(), r.json()
-        _bsid, brids = r.json()["result"]
-        return int(list(brids.values())[0])
+        return force(self.api, "force", builderid, "mm")
 
     def kill(self) -> None:
         """SIGKILL (`buildbot start --nodaemon` is twistd itself), and its worker stopped."""

@@ -21,3 +21,57 @@ pub fn wasm() -> PathBuf {
     assert!(path.exists(), "build the component first: cargo xtask wasm");
     path
 }
+
+/// The recorded `default_start_finish` documents of `event`, as build `buildid`.
+#[allow(dead_code)]
+pub fn documents(event: &str, buildid: i64) -> String {
+    let fixture = workspace().join(format!(
+        "tests/fixtures/buildbot/default_start_finish/{event}.json"
+    ));
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture).unwrap()).unwrap();
+    doc["build"]["buildid"] = buildid.into();
+    doc["build"]["number"] = buildid.into();
+    doc.to_string()
+}
+
+/// A fresh, empty `status-push-NAME-PID` under the system's temporary directory.
+#[allow(dead_code)]
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("status-push-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A loopback port nothing listens on (at the time of asking).
+#[allow(dead_code)]
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `status-push`, with both components and a compile cache named `cache` under
+/// `target/tmp`; killed when dropped.
+#[allow(dead_code)]
+pub fn cli(cache: &str) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_status-push"));
+    command
+        .env(
+            "STATUS_PUSH_WASM",
+            workspace().join("target/status-push.wasm"),
+        )
+        .env(
+            "STATUS_PUSH_RELAY_WASM",
+            workspace().join("target/status-push-relay.wasm"),
+        )
+        .env(
+            "STATUS_PUSH_CACHE_DIR",
+            workspace().join("target/tmp").join(cache),
+        )
+        .kill_on_drop(true);
+    command
+}
