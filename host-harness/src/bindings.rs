@@ -47,6 +47,25 @@ pub use wit::exports::status_push::reporter::types::{
     Sourcestamp, Step, StepUrl,
 };
 
+impl PushError {
+    /// The WIT name of this `push-error` case (`unreachable`, `http-status`, …), as logs,
+    /// metrics labels and other hosts' bindings name it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PushError::NotConfigured => "not-configured",
+            PushError::InvalidInput(_) => "invalid-input",
+            PushError::Unreachable(_) => "unreachable",
+            PushError::ConnectionLost(_) => "connection-lost",
+            PushError::Timeout => "timeout",
+            PushError::HttpStatus(_) => "http-status",
+            PushError::Tls(_) => "tls",
+            PushError::Denied(_) => "denied",
+            PushError::Protocol(_) => "protocol",
+            PushError::Format(_) => "format",
+        }
+    }
+}
+
 /// The reporter's options (the WIT's `config` record): the seed's `HttpStatusPush` options
 /// under WIT names. [`crate::Reporter::parse_config`] makes one from the seed's JSON; the
 /// WIT documents each field's default and meaning.

@@ -11,7 +11,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use status_push_host::bindings::PushError;
 use status_push_host::outbox::{attempt_queued, Outbox, Queued, Settled};
 use status_push_host::relay::Relay;
 use status_push_host::{HostError, Outcome};
@@ -156,18 +155,7 @@ impl Courier {
 /// The WIT name of a failure's `push-error` case, or what failed instead.
 pub fn failure_kind(error: &HostError) -> &'static str {
     match error {
-        HostError::Push(failure) => match &failure.error {
-            PushError::NotConfigured => "not-configured",
-            PushError::InvalidInput(_) => "invalid-input",
-            PushError::Unreachable(_) => "unreachable",
-            PushError::ConnectionLost(_) => "connection-lost",
-            PushError::Timeout => "timeout",
-            PushError::HttpStatus(_) => "http-status",
-            PushError::Tls(_) => "tls",
-            PushError::Denied(_) => "denied",
-            PushError::Protocol(_) => "protocol",
-            PushError::Format(_) => "format",
-        },
+        HostError::Push(failure) => failure.error.kind(),
         HostError::Config(_) => "invalid-config",
         HostError::Load { .. } | HostError::Instantiate(_) => "instantiate",
         HostError::Trap(_) => "trap",

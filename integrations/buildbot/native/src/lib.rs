@@ -60,21 +60,6 @@ fn exception<'py>(py: Python<'py>, class: &str, args: impl PyCallArgs<'py>) -> P
     }
 }
 
-fn push_error_kind(e: &PushError) -> &'static str {
-    match e {
-        PushError::NotConfigured => "not-configured",
-        PushError::InvalidInput(_) => "invalid-input",
-        PushError::Unreachable(_) => "unreachable",
-        PushError::ConnectionLost(_) => "connection-lost",
-        PushError::Timeout => "timeout",
-        PushError::HttpStatus(_) => "http-status",
-        PushError::Tls(_) => "tls",
-        PushError::Denied(_) => "denied",
-        PushError::Protocol(_) => "protocol",
-        PushError::Format(_) => "format",
-    }
-}
-
 fn push_error_detail(e: &PushError) -> String {
     match e {
         PushError::NotConfigured | PushError::Timeout => String::new(),
@@ -100,7 +85,7 @@ fn host_error(py: Python<'_>, e: HostError) -> PyErr {
             py,
             "PushFailure",
             (
-                push_error_kind(&f.error),
+                f.error.kind(),
                 push_error_detail(&f.error),
                 f.retryable,
                 f.attempts,
