@@ -6,6 +6,7 @@
 mod common;
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -189,6 +190,20 @@ async fn three_workers_deliver_everything_once_in_order_through_outage_flapping_
     );
 }
 
+/// A `push` configuration for `receiver`'s `/hook` and build `buildid`'s started
+/// documents, written into `dir`: (config, build).
+fn push_inputs(dir: &Path, receiver: &Receiver, buildid: i64) -> (PathBuf, PathBuf) {
+    let config = dir.join("config.json");
+    std::fs::write(
+        &config,
+        json!({"serverUrl": format!("{}/hook", receiver.origin())}).to_string(),
+    )
+    .unwrap();
+    let build = dir.join("started.json");
+    std::fs::write(&build, documents("started", buildid)).unwrap();
+    (config, build)
+}
+
 /// Runs the CLI; returns (exit code, stdout, stderr).
 async fn run(args: &[&str]) -> (i32, String, String) {
     let out = cli().args(args).output().await.unwrap();
@@ -220,14 +235,7 @@ async fn push_dead_letters_redeliver_and_serve_share_one_database() {
         .unwrap()
     };
     let dir = temp_dir("pg-cli");
-    let config = dir.join("config.json");
-    std::fs::write(
-        &config,
-        json!({"serverUrl": format!("{}/hook", receiver.origin())}).to_string(),
-    )
-    .unwrap();
-    let build = dir.join("started.json");
-    std::fs::write(&build, documents("started", 77)).unwrap();
+    let (config, build) = push_inputs(&dir, &receiver, 77);
     let push = [
         "push",
         "--outbox",
@@ -259,14 +267,8 @@ async fn push_dead_letters_redeliver_and_serve_share_one_database() {
     refuse.store(false, std::sync::atomic::Ordering::Relaxed);
 
     // `serve` on the same database delivers the redelivered event, and what it accepts.
-    let relay_config = dir.join("relay.json");
-    std::fs::write(
-        &relay_config,
-        json!({"serverUrl": format!("{}/hook", receiver.origin())}).to_string(),
-    )
-    .unwrap();
     let mut serve = cli()
-        .args(["serve", "--config", relay_config.to_str().unwrap()])
+        .args(["serve", "--config", config.to_str().unwrap()])
         .args(["--listen", "127.0.0.1:0", "--outbox", &url])
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(dir.join("serve.log")).unwrap())
@@ -326,14 +328,7 @@ async fn a_bad_database_url_credentials_or_schema_is_one_line_and_queues_nothing
     let pg = Postgres::start("bad");
     let receiver = Receiver::start(0).await.unwrap();
     let dir = temp_dir("pg-bad");
-    let config = dir.join("config.json");
-    std::fs::write(
-        &config,
-        json!({"serverUrl": format!("{}/hook", receiver.origin())}).to_string(),
-    )
-    .unwrap();
-    let build = dir.join("started.json");
-    std::fs::write(&build, documents("started", 5)).unwrap();
+    let (config, build) = push_inputs(&dir, &receiver, 5);
     let push = |outbox: String| {
         let config = config.to_str().unwrap().to_string();
         let build = build.to_str().unwrap().to_string();
