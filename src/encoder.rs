@@ -94,7 +94,18 @@ pub fn write_str_content(out: &mut Vec<u8>, s: &str) {
     };
     let bytes = s.as_bytes();
     let mut plain_from = 0;
-    for (i, c) in s.char_indices() {
+    let mut i = 0;
+    // Bytes, not chars: almost every byte is printable ASCII, which needs no decoding.
+    while i < bytes.len() {
+        let b = bytes[i];
+        if (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\' {
+            i += 1;
+            continue;
+        }
+        // `i` is always on a character boundary: it only moves by whole characters.
+        let Some(c) = s.get(i..).and_then(|rest| rest.chars().next()) else {
+            break;
+        };
         let escape: Option<&[u8]> = match c {
             '"' => Some(b"\\\""),
             '\\' => Some(b"\\\\"),
@@ -103,11 +114,11 @@ pub fn write_str_content(out: &mut Vec<u8>, s: &str) {
             '\t' => Some(b"\\t"),
             '\u{8}' => Some(b"\\b"),
             '\u{c}' => Some(b"\\f"),
-            ' '..='~' => continue,
             _ => None,
         };
         out.extend_from_slice(&bytes[plain_from..i]);
-        plain_from = i + c.len_utf8();
+        i += c.len_utf8();
+        plain_from = i;
         match escape {
             Some(seq) => out.extend_from_slice(seq),
             None => {

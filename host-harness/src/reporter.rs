@@ -183,6 +183,25 @@ impl Reporter {
             .map_err(HostError::Push)
     }
 
+    /// Reports one event given as its data-API documents in JSON, the way a host that
+    /// holds JSON should: handed over once ([`Reporter::report_json`]) when every log text
+    /// is inline, and parsed first ([`Reporter::parse_event`], then [`Reporter::report`])
+    /// only when a log names a `content_file` to stream. Parsing first costs one more call,
+    /// lifting the records out of the component and lowering them back in.
+    pub async fn report_documents(
+        &mut self,
+        event: Event,
+        documents: &str,
+    ) -> Result<Outcome, HostError> {
+        // Any mention goes the parsing way, so a misused `content_file` is refused as the
+        // event's error (`HostError::Event`, naming its JSON path) either way.
+        if !documents.contains("\"content_file\"") {
+            return self.report_json(event, documents).await;
+        }
+        let build = self.parse_event(documents).await?;
+        self.report(event, &build).await
+    }
+
     fn set_report_budget(&mut self) {
         let budget = self
             .policy

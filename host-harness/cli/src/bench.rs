@@ -1,8 +1,9 @@
 //! `status-push bench`: where an event's time goes, in one run against one loopback
 //! receiver (on a thread of its own, so its CPU is not counted). At each concurrency:
 //!
-//! - the component with reused instances, given records (`report`) or JSON
-//!   (`report-json`), and with a fresh instance per event;
+//! - the component with reused instances, given records (`report`), JSON
+//!   (`report-json`) or JSON parsed first (`parse-event`, then `report`), and with a fresh
+//!   instance per event;
 //! - **native same work**: the component's own crate compiled for the host filters,
 //!   builds and encodes each payload from the same records and sends it through the
 //!   host's own connection pool: the component's work without the sandbox;
@@ -10,8 +11,10 @@
 //!   connections: the HTTP path's limit.
 //!
 //! Then the attribution runs: a call the filter skips (the call, lifting and lowering,
-//! filtering) and a host that answers a canned 200 without a socket (everything but the
-//! network). `--only RUN` runs one of them alone, for `valgrind --tool=callgrind`.
+//! filtering), a host that answers a canned 200 without a socket (everything but the
+//! network), and the component and the native same work on a one-thread tokio runtime
+//! (without the cost of waking other workers). `--only RUN` runs one of them alone, for
+//! `valgrind --tool=callgrind`.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -65,6 +68,9 @@ enum Only {
     Record,
     /// The component, reused instances, report-json.
     Json,
+    /// The component, reused instances, parse-event then report (JSON lifted out as
+    /// records and lowered back in).
+    Parsed,
     /// The component, a fresh instance per event.
     Fresh,
     /// The component's crate natively, through the host's connection pool.
@@ -75,6 +81,8 @@ enum Only {
     Skip,
     /// The component, records, with the host answering a canned 200 without a socket.
     Canned,
+    /// The component, records, on a tokio runtime of one thread.
+    OneThread,
 }
 
 const SAMPLES: [(Event, &str); 2] = [
@@ -171,7 +179,12 @@ pub async fn run(loader: &Loader, args: &Args) -> Result<ExitCode> {
     )?);
     let canned =
         Runtime::load_with(&loader.wasm, &cold(Some(cache.clone())))?.with_canned_responses();
-    let _ = std::fs::remove_dir_all(&cache);
+    let load_cached = || {
+        Ok(Runtime::load_with(
+            &loader.wasm,
+            &cold(Some(cache.clone())),
+        )?)
+    };
     let overhead = instantiate_overhead(&runtime, &origin, 200).await?;
     println!(
         "per-event instantiate + configure: {:.0} µs (fresh instance, no request)",
@@ -199,6 +212,9 @@ pub async fn run(loader: &Loader, args: &Args) -> Result<ExitCode> {
             component_run(&bench, &runtime, &config, concurrency, Path::Json)
                 .await?
                 .print("component, reused, report-json");
+            component_run(&bench, &runtime, &config, concurrency, Path::Parsed)
+                .await?
+                .print("component, reused, parse + report");
             fresh_instance_run(&bench, &runtime, &config, concurrency)
                 .await?
                 .print("component, fresh instance per event");
@@ -236,7 +252,17 @@ pub async fn run(loader: &Loader, args: &Args) -> Result<ExitCode> {
         component_run(&bench, &canned, &config, first, Path::Json)
             .await?
             .print("canned 200, no socket, report-json");
+        let (bench, config) = (&bench, &config);
+        on_one_thread(load_cached, |runtime| async move {
+            component_run(bench, &runtime, config, first, Path::Records).await
+        })?
+        .print("one-thread runtime, records");
+        on_one_thread(load_cached, |runtime| async move {
+            native_run(bench, &runtime, config, first).await
+        })?
+        .print("one-thread runtime, native same work");
     }
+    let _ = std::fs::remove_dir_all(&cache);
     println!(
         "\nrequests received: {} over {} connections",
         counter.load(Ordering::Relaxed),
@@ -278,6 +304,7 @@ async fn run_only(
             component_run(bench, &runtime, &config, concurrency, Path::Records).await?
         }
         Only::Json => component_run(bench, &runtime, &config, concurrency, Path::Json).await?,
+        Only::Parsed => component_run(bench, &runtime, &config, concurrency, Path::Parsed).await?,
         Only::Skip => {
             let skipping = format!(
                 r#"{{"serverUrl": "{}/hook", "builders": ["no-such-builder"]}}"#,
@@ -286,6 +313,12 @@ async fn run_only(
             component_run(bench, &runtime, &skipping, concurrency, Path::Records).await?
         }
         Only::Fresh => fresh_instance_run(bench, &runtime, &config, concurrency).await?,
+        Only::OneThread => on_one_thread(
+            || Ok(loader.load()?),
+            |runtime| async move {
+                component_run(bench, &runtime, &config, concurrency, Path::Records).await
+            },
+        )?,
         Only::Native => native_run(bench, &runtime, &config, concurrency).await?,
         Only::Replay => {
             let requests = capture(&runtime, &config).await?;
@@ -540,6 +573,32 @@ impl Bench {
     }
 }
 
+/// Runs a measurement on a tokio runtime of one thread, started for it, with a component
+/// runtime (and so a connection pool) of its own. No other worker can be woken there, so
+/// the difference from the same run on the shared multi-thread runtime is what waking
+/// workers between tasks costs: the task hops callgrind does not see.
+fn on_one_thread<F>(
+    load: impl Fn() -> Result<Runtime> + Sync,
+    measure: impl FnOnce(Arc<Runtime>) -> F + Send,
+) -> Result<Measured>
+where
+    F: Future<Output = Result<Measured>>,
+{
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let tokio = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                let _entered = tokio.enter();
+                let runtime = Arc::new(load()?);
+                tokio.block_on(measure(runtime))
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("the one-thread measurement panicked"))?
+    })
+}
+
 /// Awaits `future`, counting its polls into `polls`.
 async fn counting_polls<T>(polls: &AtomicU64, future: impl Future<Output = T>) -> T {
     let mut future = std::pin::pin!(future);
@@ -557,6 +616,9 @@ enum Path {
     Records,
     /// `report-json`: the documents as one string, parsed by the guest.
     Json,
+    /// `parse-event`, then `report`: the documents parsed by the guest, lifted out as
+    /// records and lowered back in.
+    Parsed,
 }
 
 /// `concurrency` tasks, each with its own configured instance, reporting the sample
@@ -590,6 +652,11 @@ async fn component_run(
                     Path::Json => {
                         let documents = SAMPLES[i % SAMPLES.len()].1;
                         counting_polls(&polls, reporter.report_json(*event, documents)).await
+                    }
+                    Path::Parsed => {
+                        let documents = SAMPLES[i % SAMPLES.len()].1;
+                        let records = reporter.parse_event(documents).await?;
+                        counting_polls(&polls, reporter.report(*event, &records)).await
                     }
                 };
                 expect_done(outcome?)?;

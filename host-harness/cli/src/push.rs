@@ -70,9 +70,8 @@ fn input_fault(error: HostError) -> HostError {
     }
 }
 
-/// `push` without an outbox. With no `content_file` in the documents they go to the
-/// component as JSON in one call (`report_json`); otherwise they are parsed first, so
-/// each log file can be opened as a stream.
+/// `push` without an outbox: the documents go to the component as JSON in one call,
+/// unless a log names a `content_file` to stream (`Reporter::report_documents`).
 pub async fn push(
     loader: &Loader,
     config_path: &Path,
@@ -87,14 +86,7 @@ pub async fn push(
     configure(&mut reporter, &config)
         .await
         .map_err(blame(format!("--config {}", config_path.display())))?;
-    let outcome = if build.contains("\"content_file\"") {
-        match reporter.parse_event(&build).await {
-            Ok(documents) => reporter.report(event, &documents).await,
-            Err(e) => Err(e),
-        }
-    } else {
-        reporter.report_json(event, &build).await
-    };
+    let outcome = reporter.report_documents(event, &build).await;
     if stats {
         say(format_args!(
             "stats: peak RSS {} KiB, component memory {} KiB",

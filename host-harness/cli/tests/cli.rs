@@ -220,3 +220,56 @@ async fn serve_refuses_a_bad_config_before_it_listens() {
         assert!(stderr.contains(&key), "{stderr}");
     }
 }
+
+/// `bench`'s last three lines are read by scripts (issue #15), and its attribution runs
+/// include the ones the README's table quotes; `--only` prints one line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_ends_with_cpu_per_event_and_the_two_ratios() {
+    let out = run(&["bench", "--events", "40", "--concurrency", "1,2"]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    for row in [
+        "component, reused, parse + report",
+        "one-thread runtime, records",
+        "one-thread runtime, native same work",
+    ] {
+        assert!(stdout.contains(row), "no {row:?} in\n{stdout}");
+    }
+    let lines: Vec<&str> = stdout.lines().collect();
+    let [cpu, native, replay] = lines[lines.len() - 3..] else {
+        panic!("fewer than three lines:\n{stdout}");
+    };
+    let micros = |text: &str| {
+        let value = text.strip_suffix(" µs").expect("in µs");
+        value.parse::<f64>().expect("a number") > 0.0
+            && value.split('.').nth(1).map(str::len) == Some(1)
+    };
+    let cpu = cpu
+        .strip_prefix("cpu per event: component ")
+        .unwrap_or_else(|| panic!("{cpu}"));
+    let figures: Vec<&str> = cpu
+        .split(", native same work ")
+        .flat_map(|part| part.split(", byte replay "))
+        .collect();
+    assert_eq!(figures.len(), 3, "{cpu}");
+    assert!(figures.iter().all(|f| micros(f)), "{cpu}");
+    for (line, label) in [
+        (native, "ratio component/native-same-work: "),
+        (replay, "ratio component/byte-replay: "),
+    ] {
+        let ratio = line.strip_prefix(label).unwrap_or_else(|| panic!("{line}"));
+        assert_eq!(ratio.split('.').nth(1).map(str::len), Some(2), "{line}");
+        assert!(ratio.parse::<f64>().unwrap() > 0.0, "{line}");
+    }
+
+    for only in ["parsed", "one-thread"] {
+        let out = run(&["bench", "--only", only, "--events", "20"]).await;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{only}: {out:?}");
+        assert_eq!(stdout.lines().count(), 1, "{only}: {stdout}");
+        assert!(
+            stdout.contains("20 events, concurrency 1"),
+            "{only}: {stdout}"
+        );
+    }
+}

@@ -802,8 +802,7 @@ async fn call(runtime: &Runtime, row: &Row) -> Result<Outcome, HostError> {
     let mut reporter = runtime.reporter().await?;
     let config = reporter.parse_config(&row.config).await?;
     reporter.configure(config).await?;
-    let build = reporter.parse_event(&row.documents).await?;
-    reporter.report(event, &build).await
+    reporter.report_documents(event, &row.documents).await
 }
 
 #[cfg(test)]
