@@ -48,39 +48,55 @@ impl<'a> Object<'a> {
         self.map.get(key).filter(|v| !v.is_null())
     }
 
-    fn required(&self, key: &str) -> Result<&'a Value> {
-        self.get(key)
+    /// `read` of the value at `key`, `None` when absent or `null`. The key's path is built
+    /// only for an error: an event reads about a hundred fields, and building each path
+    /// up front was a `format!` and an allocation per field.
+    fn opt_with<T>(
+        &self,
+        key: &str,
+        read: impl FnOnce(&'a Value) -> Option<T>,
+        expected: &str,
+    ) -> Result<Option<T>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(value) => read(value)
+                .map(Some)
+                .ok_or_else(|| error(self.key(key), expected)),
+        }
+    }
+
+    fn with<T>(
+        &self,
+        key: &str,
+        read: impl FnOnce(&'a Value) -> Option<T>,
+        expected: &str,
+    ) -> Result<T> {
+        self.opt_with(key, read, expected)?
             .ok_or_else(|| error(self.key(key), "is missing"))
     }
 
     fn int(&self, key: &str) -> Result<i64> {
-        expect_int(self.required(key)?, &self.key(key))
+        self.with(key, Value::as_i64, EXPECTED_INT)
     }
 
     fn opt_int(&self, key: &str) -> Result<Option<i64>> {
-        self.get(key)
-            .map(|v| expect_int(v, &self.key(key)))
-            .transpose()
+        self.opt_with(key, Value::as_i64, EXPECTED_INT)
     }
 
     fn string(&self, key: &str) -> Result<String> {
-        expect_string(self.required(key)?, &self.key(key))
+        self.with(key, as_string, EXPECTED_STRING)
     }
 
     fn opt_string(&self, key: &str) -> Result<Option<String>> {
-        self.get(key)
-            .map(|v| expect_string(v, &self.key(key)))
-            .transpose()
+        self.opt_with(key, as_string, EXPECTED_STRING)
     }
 
     fn boolean(&self, key: &str) -> Result<bool> {
-        expect_bool(self.required(key)?, &self.key(key))
+        self.with(key, Value::as_bool, EXPECTED_BOOL)
     }
 
     fn opt_bool(&self, key: &str) -> Result<Option<bool>> {
-        self.get(key)
-            .map(|v| expect_bool(v, &self.key(key)))
-            .transpose()
+        self.opt_with(key, Value::as_bool, EXPECTED_BOOL)
     }
 
     fn object(&self, key: &str) -> Result<Object<'a>> {
@@ -132,23 +148,20 @@ fn as_object(value: &Value, path: String) -> Result<Object<'_>> {
     }
 }
 
+const EXPECTED_INT: &str = "expected an integer";
+const EXPECTED_STRING: &str = "expected a string";
+const EXPECTED_BOOL: &str = "expected true or false";
+
+fn as_string(value: &Value) -> Option<String> {
+    value.as_str().map(str::to_string)
+}
+
 fn expect_int(value: &Value, key: &str) -> Result<i64> {
-    value
-        .as_i64()
-        .ok_or_else(|| error(key, "expected an integer"))
+    value.as_i64().ok_or_else(|| error(key, EXPECTED_INT))
 }
 
 fn expect_string(value: &Value, key: &str) -> Result<String> {
-    value
-        .as_str()
-        .map(str::to_string)
-        .ok_or_else(|| error(key, "expected a string"))
-}
-
-fn expect_bool(value: &Value, key: &str) -> Result<bool> {
-    value
-        .as_bool()
-        .ok_or_else(|| error(key, "expected true or false"))
+    as_string(value).ok_or_else(|| error(key, EXPECTED_STRING))
 }
 
 /// The configuration keys `parse_config` accepts, in the README's order.

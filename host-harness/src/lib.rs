@@ -60,7 +60,7 @@
 //! hands the documents to the component once, as one string (log texts inline), and
 //! [`Reporter::report_documents`] does so unless a log names a `content_file` to stream.
 //! Parsing first ([`Reporter::parse_event`], then [`Reporter::report`]) lifts the
-//! records out of the component and lowers them back in: 16% more work per event.
+//! records out of the component and lowers them back in: a fifth more work per event.
 //!
 //! ```no_run
 //! # use status_push_host::{Event, HostError, Reporter};
