@@ -15,7 +15,7 @@ use common::postgres::Postgres;
 use common::{documents, free_port, temp_dir, wasm};
 use serde_json::{json, Value};
 use status_push_cli::receiver::{Receiver, Recorded, Reply};
-use status_push_host::outbox::{Location, Outbox};
+use status_push_host::outbox::{Accepted, Location, Outbox, OutboxError};
 use status_push_host::{Event, Runtime};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
@@ -274,19 +274,8 @@ async fn push_dead_letters_redeliver_and_serve_share_one_database() {
         .stderr(std::fs::File::create(dir.join("serve.log")).unwrap())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(serve.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(Duration::from_secs(120), lines.next_line())
-        .await
-        .expect("serve starts")
-        .unwrap()
-        .expect("serve prints its address");
+    let (line, addr) = common::serve_address(&mut serve, &dir.join("serve.log")).await;
     assert!(!line.contains(common::postgres::PASSWORD), "{line}");
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split([' ', '(']).next())
-        .map(|a| a.trim_end_matches(':').to_string())
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
     let body = documents("finished", 77);
     let request = format!(
         "POST /finished HTTP/1.1\r\nHost: relay\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
@@ -413,6 +402,24 @@ async fn sslmode_require_is_tls_verified_against_sslrootcert() {
         .await
         .unwrap();
     assert_eq!(outbox.counts().await.unwrap().pending, 0);
+    // A `webhook-id` is taken once within the replay window: the id and the event are
+    // one statement.
+    let documents = documents("started", 5);
+    let accepted = Accepted {
+        config_json: r#"{"serverUrl": "http://127.0.0.1:9/"}"#,
+        event: Event::Started,
+        documents_json: &documents,
+        build_key: "http://localhost:8080/|5",
+        dead_after: Duration::from_secs(60),
+        report_budget: Duration::from_secs(5),
+        webhook_id: Some("msg_once"),
+    };
+    outbox.accept(&accepted).await.unwrap();
+    assert!(matches!(
+        outbox.accept(&accepted).await,
+        Err(OutboxError::Replayed(id)) if id == "msg_once"
+    ));
+    assert_eq!(outbox.counts().await.unwrap().pending, 1);
     assert_eq!(
         pg.sql(
             "SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)

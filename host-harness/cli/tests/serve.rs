@@ -53,23 +53,7 @@ impl Serve {
             .stderr(log)
             .spawn()
             .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = tokio::time::timeout(Duration::from_secs(120), lines.next_line())
-            .await
-            .expect("serve starts")
-            .unwrap()
-            .unwrap_or_else(|| {
-                panic!(
-                    "serve exited: {}",
-                    std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default()
-                )
-            });
-        let addr = line
-            .split("http://")
-            .nth(1)
-            .and_then(|rest| rest.split([' ', '(']).next())
-            .map(|a| a.trim_end_matches(':').to_string())
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        let (_, addr) = common::serve_address(&mut child, &dir.join("serve.log")).await;
         Serve { child, addr }
     }
 

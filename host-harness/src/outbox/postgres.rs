@@ -338,23 +338,20 @@ impl Postgres {
     ) -> Result<Option<i64>, OutboxError> {
         let columns = "INSERT INTO status_push_events
                            (build_key, event, config, documents, created_at, expires_at, budget_ms)";
-        let rows = match webhook_id {
+        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
+            &event.build_key,
+            &event.event,
+            &event.config,
+            &event.documents,
+            &event.dead_after_s,
+            &event.budget_ms,
+        ];
+        let rows = match &webhook_id {
             None => {
                 let sql = format!(
                     "{columns} VALUES ($1, $2, $3, $4, {NOW_S}, {NOW_S} + $5, $6) RETURNING seq"
                 );
-                self.query(
-                    &sql,
-                    &[
-                        &event.build_key,
-                        &event.event,
-                        &event.config,
-                        &event.documents,
-                        &event.dead_after_s,
-                        &event.budget_ms,
-                    ],
-                )
-                .await?
+                self.query(&sql, &params).await?
             }
             Some(id) => {
                 self.execute(
@@ -375,20 +372,11 @@ impl Postgres {
                      {columns} SELECT $1, $2, $3, $4, {NOW_S}, {NOW_S} + $5, $6
                      WHERE EXISTS (SELECT 1 FROM fresh) RETURNING seq"
                 );
-                self.query(
-                    &sql,
-                    &[
-                        &event.build_key,
-                        &event.event,
-                        &event.config,
-                        &event.documents,
-                        &event.dead_after_s,
-                        &event.budget_ms,
-                        &id,
-                        &replay_window_s,
-                    ],
-                )
-                .await?
+                params.extend([
+                    id as &(dyn tokio_postgres::types::ToSql + Sync),
+                    &replay_window_s,
+                ]);
+                self.query(&sql, &params).await?
             }
         };
         Ok(rows.first().map(|r| r.get(0)))

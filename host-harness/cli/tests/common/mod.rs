@@ -75,3 +75,31 @@ pub fn cli(cache: &str) -> tokio::process::Command {
         .kill_on_drop(true);
     command
 }
+
+/// The first line a started `serve` prints, and the `HOST:PORT` it listens on; panics
+/// with the log at `log` if `serve` exits first.
+#[allow(dead_code)]
+pub async fn serve_address(child: &mut tokio::process::Child, log: &Path) -> (String, String) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let stdout = child.stdout.take().expect("serve's stdout is piped");
+    let line = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        BufReader::new(stdout).lines().next_line(),
+    )
+    .await
+    .expect("serve starts")
+    .unwrap()
+    .unwrap_or_else(|| {
+        panic!(
+            "serve exited: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        )
+    });
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split([' ', '(']).next())
+        .map(|a| a.trim_end_matches(':').to_string())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    (line, addr)
+}
