@@ -4,8 +4,8 @@
 use crate::bindings::wasi::cli::stderr;
 use crate::bindings::wasi::http::outgoing_handler;
 use crate::bindings::wasi::http::types::{
-    ErrorCode, Fields, IncomingResponse, Method, OutgoingBody, OutgoingRequest, RequestOptions,
-    Scheme as WasiScheme,
+    ErrorCode, Fields, IncomingResponse, Method, OutgoingBody, OutgoingRequest, OutputStream,
+    RequestOptions, Scheme as WasiScheme,
 };
 use crate::body::BodyError;
 use crate::config::{Scheme, Settings};
@@ -79,20 +79,46 @@ pub fn post(
     let _ = options.set_between_bytes_timeout(Some(ns(settings.timeouts.io_ms)));
 
     let outgoing_body = request.body().map_err(|()| refused("body"))?;
+    let stream = outgoing_body.write().map_err(|()| refused("body stream"))?;
+    // A body in memory that the host takes in one write is written and finished before
+    // `handle`: the host can then send the whole request within that call (ours does:
+    // host-harness/src/outgoing.rs) rather than on a task this wait is woken from. Any
+    // other body is written after `handle`, as the host reads it.
+    let unwritten = match body {
+        Body::Bytes(bytes) => match write_at_once(&stream, bytes) {
+            AtOnce::Written => {
+                drop(stream);
+                let _ = OutgoingBody::finish(outgoing_body, None);
+                None
+            }
+            // Unfinished, the body aborts the request: the response future says why.
+            AtOnce::Failed => {
+                drop(stream);
+                drop(outgoing_body);
+                None
+            }
+            AtOnce::NotTaken => Some((outgoing_body, stream, body)),
+        },
+        body => Some((outgoing_body, stream, body)),
+    };
     let future = outgoing_handler::handle(request, Some(options)).map_err(classify)?;
 
     // A failed write means the connection is gone; the response future says why. A failed
     // log source aborts the request: an unfinished body is never taken as complete.
-    match write_body(&outgoing_body, body) {
-        Ok(()) => {
-            let _ = OutgoingBody::finish(outgoing_body, None);
-        }
-        Err(BodyError::Sink | BodyError::TooLarge) => drop(outgoing_body),
-        Err(BodyError::Source(why)) => {
-            drop(outgoing_body);
-            return Err(PushError::Protocol(format!(
-                "reading a streamed log failed: {why}"
-            )));
+    if let Some((outgoing_body, stream, body)) = unwritten {
+        let written = write_body(&stream, body);
+        drop(stream);
+        match written {
+            Ok(()) => {
+                let _ = OutgoingBody::finish(outgoing_body, None);
+            }
+            Err(BodyError::Sink | BodyError::TooLarge) => drop(outgoing_body),
+            Err(BodyError::Source(why)) => {
+                drop(outgoing_body);
+                return Err(PushError::Protocol(format!(
+                    "reading a streamed log failed: {why}"
+                )));
+            }
         }
     }
 
@@ -150,8 +176,7 @@ pub enum Body<'a> {
     },
 }
 
-fn write_body(outgoing: &OutgoingBody, body: Body<'_>) -> Result<(), BodyError> {
-    let stream = outgoing.write().map_err(|()| BodyError::Sink)?;
+fn write_body(stream: &OutputStream, body: Body<'_>) -> Result<(), BodyError> {
     let mut sink = |bytes: &[u8]| -> Result<(), ()> {
         for chunk in bytes.chunks(CHUNK) {
             stream.blocking_write_and_flush(chunk).map_err(|_| ())?;
@@ -165,6 +190,25 @@ fn write_body(outgoing: &OutgoingBody, body: Body<'_>) -> Result<(), BodyError> 
             nonce,
             streams,
         } => streams.write(payload, nonce, u64::MAX, &mut sink),
+    }
+}
+
+/// What became of a body offered to the host in one write.
+enum AtOnce {
+    Written,
+    /// The write was permitted but failed: the body must not be finished.
+    Failed,
+    /// The host takes fewer bytes at once: nothing was written.
+    NotTaken,
+}
+
+fn write_at_once(stream: &OutputStream, bytes: &[u8]) -> AtOnce {
+    match stream.check_write() {
+        Ok(permitted) if permitted >= bytes.len() as u64 => match stream.write(bytes) {
+            Ok(()) => AtOnce::Written,
+            Err(_) => AtOnce::Failed,
+        },
+        _ => AtOnce::NotTaken,
     }
 }
 

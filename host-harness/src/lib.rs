@@ -177,6 +177,7 @@ mod guest_log;
 mod meter;
 #[cfg(feature = "outbox")]
 pub mod outbox;
+mod outgoing;
 mod policy;
 pub mod relay;
 mod reporter;

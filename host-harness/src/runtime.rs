@@ -163,7 +163,8 @@ impl Runtime {
 }
 
 /// The component at `path`, linked against WASI (with `wasi:cli/environment`, which only
-/// the relay imports) and wasi:http's outgoing handler.
+/// the relay imports) and wasi:http's outgoing handler, whose `handle` is ours
+/// ([`crate::outgoing`]).
 pub(crate) fn instance_pre(
     engine: &Engine,
     component: &Component,
@@ -172,6 +173,7 @@ pub(crate) fn instance_pre(
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(HostError::Instantiate)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
         .map_err(HostError::Instantiate)?;
+    crate::outgoing::add_to_linker(&mut linker).map_err(HostError::Instantiate)?;
     linker
         .instantiate_pre(component)
         .map_err(HostError::Instantiate)
