@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use status_push_cli::receiver::{Receiver, Recorded, Reply};
-use status_push_host::bindings::PushError;
+use status_push_host::bindings::{Property, PushError};
 use status_push_host::{BuildEvent, Event, HostError, Outcome, Reporter};
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -67,6 +67,42 @@ async fn started_and_finished_arrive_as_json_posts_with_path_and_query() {
             Some(request.body.len().to_string().as_str())
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_written_before_and_after_handle_arrive_whole() {
+    // The guest writes a body the host takes in one write (1 MiB in wasmtime-wasi-http 48)
+    // before `handle`, which our host then sends within that call; a larger one after
+    // `handle`, in 4 KiB pieces, through wasmtime-wasi-http's own path (src/transport.rs).
+    let receiver = Receiver::start(0).await.unwrap();
+    let mut reporter =
+        common::configured(&json!({"serverUrl": receiver.origin(), "wantProperties": true})).await;
+    let sizes = [10, 3 << 20];
+    for size in sizes {
+        let mut build = sample_event(&mut reporter, "started.json").await;
+        build.properties.push(Property {
+            name: "padding".into(),
+            value: serde_json::to_string(&"x".repeat(size)).unwrap(),
+            source: "test".into(),
+        });
+        let outcome = reporter.report(Event::Started, &build).await;
+        assert!(matches!(outcome, Ok(Outcome::Delivered(_))), "{outcome:?}");
+    }
+    let got = receiver.wait_for(2, WAIT).await;
+    assert_eq!(got.len(), 2);
+    for (request, size) in got.iter().zip(sizes) {
+        let body: Value = serde_json::from_slice(&request.body).expect("JSON body");
+        assert_eq!(
+            body["properties"]["padding"][0].as_str().map(str::len),
+            Some(size)
+        );
+        assert_eq!(body["builder"]["name"], "Builder0");
+        assert_eq!(
+            request.header("content-length"),
+            Some(request.body.len().to_string().as_str())
+        );
+    }
+    assert!(got[1].body.len() > 1 << 20, "the large body fits one write");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
