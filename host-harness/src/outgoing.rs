@@ -11,6 +11,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
@@ -88,15 +89,45 @@ async fn handle<T: WasiHttpView>(
 }
 
 /// The task a response's body keeps for its I/O, as wasmtime-wasi-http requires one. Our
-/// hook's is done at once: the pooled client's connection task does the reading.
+/// hook's I/O is done at once (the pooled client's connection task does the reading), so
+/// the task is an empty one from [`RESERVE`].
 fn worker(
     io: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
 ) -> AbortOnDropJoinHandle<()> {
-    wasmtime_wasi::runtime::spawn(async move {
-        if let Err(e) = Pin::from(io).await {
-            tracing::warn!("response I/O failed: {e}");
+    let mut io = Pin::from(io);
+    match io.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(done) => {
+            if let Err(e) = done {
+                tracing::warn!("response I/O failed: {e}");
+            }
+            empty_task()
         }
-    })
+        Poll::Pending => wasmtime_wasi::runtime::spawn(async move {
+            if let Err(e) = io.await {
+                tracing::warn!("response I/O failed: {e}");
+            }
+        }),
+    }
+}
+
+/// Empty tasks spawned ahead, [`RESERVE_SIZE`] at a time.
+///
+/// Why not one per response: a task spawned then sits in this worker's next-task slot,
+/// and when the guest reads the response body, hyper wakes the connection's task into
+/// that slot, which pushes the empty task out and wakes the other worker to take it: a
+/// futex wake and wait and two worker parks per event, traced with gdb to
+/// `hyper::body::chan::Receiver::poll_next` under `HostIncomingBodyStream::ready`.
+static RESERVE: Mutex<Vec<AbortOnDropJoinHandle<()>>> = Mutex::new(Vec::new());
+const RESERVE_SIZE: usize = 64;
+
+fn empty_task() -> AbortOnDropJoinHandle<()> {
+    let mut reserve = RESERVE.lock().unwrap_or_else(PoisonError::into_inner);
+    if reserve.is_empty() {
+        reserve.extend((0..RESERVE_SIZE).map(|_| wasmtime_wasi::runtime::spawn(async {})));
+    }
+    reserve
+        .pop()
+        .unwrap_or_else(|| wasmtime_wasi::runtime::spawn(async {}))
 }
 
 /// wasmtime-wasi-http's result as the function's: an error code goes to the guest, any
