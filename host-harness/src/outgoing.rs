@@ -112,11 +112,13 @@ fn worker(
 
 /// Empty tasks spawned ahead, [`RESERVE_SIZE`] at a time.
 ///
-/// Why not one per response: a task spawned then sits in this worker's next-task slot,
-/// and when the guest reads the response body, hyper wakes the connection's task into
-/// that slot, which pushes the empty task out and wakes the other worker to take it: a
-/// futex wake and wait and two worker parks per event, traced with gdb to
-/// `hyper::body::chan::Receiver::poll_next` under `HostIncomingBodyStream::ready`.
+/// Why not one per response: that cost a futex wake and wait and two worker parks per
+/// event, traced with gdb to the wake hyper's `body::chan::Receiver::poll_next` makes when
+/// the guest reads the response body (under `HostIncomingBodyStream::ready`). The task
+/// spawned then sits in this worker's next-task slot; the connection's task, woken into
+/// that slot, pushes it out, and tokio wakes the other worker to take it. Spawned ahead,
+/// the empty tasks have run before a response needs one (README: "The request sent in
+/// the guest's own call").
 static RESERVE: Mutex<Vec<AbortOnDropJoinHandle<()>>> = Mutex::new(Vec::new());
 const RESERVE_SIZE: usize = 64;
 
