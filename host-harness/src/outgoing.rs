@@ -116,9 +116,9 @@ fn worker(
 /// event, traced with gdb to the wake hyper's `body::chan::Receiver::poll_next` makes when
 /// the guest reads the response body (under `HostIncomingBodyStream::ready`). The task
 /// spawned then sits in this worker's next-task slot; the connection's task, woken into
-/// that slot, pushes it out, and tokio wakes the other worker to take it. Spawned ahead,
-/// the empty tasks have run before a response needs one (README: "The request sent in
-/// the guest's own call").
+/// that slot, pushes it out, and tokio wakes the other worker to take it (our reading of
+/// tokio's scheduler). Spawned ahead, 64 at a time, they cost no futex call per event,
+/// measured (README: "The request sent in the guest's own call").
 static RESERVE: Mutex<Vec<AbortOnDropJoinHandle<()>>> = Mutex::new(Vec::new());
 const RESERVE_SIZE: usize = 64;
 
