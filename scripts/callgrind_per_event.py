@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Instructions per event of `status-push bench --only RUN`, counted by callgrind.
+"""Instructions per event of `status-push-bench component --only RUN`, counted by
+callgrind.
 
 Each run is measured at 200 and at 1200 events; (I(1200) - I(200)) / 1000 is the cost of
 one event, with start-up and compilation cancelled out. The bench's receiver thread is
@@ -25,7 +26,7 @@ import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BINARY = os.path.join(ROOT, "target/release/status-push")
+BINARY = os.path.join(ROOT, "target/release/status-push-bench")
 LINE = re.compile(r"^\s*([\d,]+)\s+\([^)]*\)\s+(.*?)(?:\s+\[(.*)\])?$")
 CATEGORIES = [
     ("wasmtime_wasi_http", "wasi:http host"),
@@ -54,8 +55,8 @@ def category(function, obj):
 
 def run(mode, events, out):
     wasm = os.environ.get("STATUS_PUSH_WASM", os.path.join(ROOT, "target/status-push.wasm"))
-    args = [BINARY, "--wasm", wasm, "bench", "--only", mode, "--no-pooling", "--perf-map",
-            "--events", str(events), "--concurrency", "1"]
+    args = [BINARY, "--wasm", wasm, "component", "--only", mode, "--no-pooling",
+            "--perf-map", "--events", str(events), "--concurrency", "1"]
     # A first run fills the compile cache, so the counted runs do not compile. It runs
     # under valgrind too: the CPU features valgrind reports are part of the cache key.
     subprocess.run(["valgrind", "--tool=none"] + args[:-4] + ["--events", "10"],

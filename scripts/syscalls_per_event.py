@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""System calls per event of `status-push bench --only RUN`, counted by `strace -f -c`.
+"""System calls per event of `status-push-bench component --only RUN`, counted by
+`strace -f -c`.
 
 Each run is counted at 500 and at 2500 events; the difference divided by 2000 is one
 event's calls, with start-up cancelled out. The bench's receiver runs in the same process,
@@ -17,11 +18,11 @@ import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BINARY = os.path.join(ROOT, "target/release/status-push")
+BINARY = os.path.join(ROOT, "target/release/status-push-bench")
 
 
 def counts(mode, events, out):
-    subprocess.run(["strace", "-f", "-c", "-o", out, BINARY, "bench", "--only", mode,
+    subprocess.run(["strace", "-f", "-c", "-o", out, BINARY, "component", "--only", mode,
                     "--events", str(events), "--concurrency", "1"],
                    check=True, capture_output=True)
     calls = {}

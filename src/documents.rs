@@ -18,6 +18,57 @@ fn error(key: impl Into<String>, message: impl Into<String>) -> InputError {
     }
 }
 
+/// Parses JSON text; a leading UTF-8 byte order mark, which some editors write, is
+/// skipped rather than refused. Every reader of a configuration or of documents (the
+/// component's exports, the relay, the host's `serve`) parses through it.
+pub fn parse_json(text: &str) -> Result<Value> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    serde_json::from_str(text).map_err(|e| error("", format!("not JSON: {e}")))
+}
+
+/// A log whose text a host streams from a local file (`content_file`) instead of
+/// carrying it inline (`content`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContentFile<'a> {
+    /// The step's index in `steps`.
+    pub step: usize,
+    /// The log's index in the step's `logs`.
+    pub log: usize,
+    /// The path, as the documents give it.
+    pub path: &'a str,
+}
+
+impl ContentFile<'_> {
+    /// The JSON path of the `content_file` key, as errors name it.
+    pub fn key(&self) -> String {
+        format!("steps[{}].logs[{}].content_file", self.step, self.log)
+    }
+}
+
+/// Every log of `documents` that names a `content_file` as a string and no `content`:
+/// the files a host would open. The one walk of `content_file`: the host library streams
+/// them, the relay refuses them (a path on the relay's machine is not the caller's).
+pub fn content_files(documents: &Value) -> Vec<ContentFile<'_>> {
+    let mut files = Vec::new();
+    let Some(steps) = documents.get("steps").and_then(Value::as_array) else {
+        return files;
+    };
+    for (step, entry) in steps.iter().enumerate() {
+        let Some(logs) = entry.get("logs").and_then(Value::as_array) else {
+            continue;
+        };
+        for (log, entry) in logs.iter().enumerate() {
+            if let (Some(path), None) = (
+                entry.get("content_file").and_then(Value::as_str),
+                entry.get("content").filter(|c| !c.is_null()),
+            ) {
+                files.push(ContentFile { step, log, path });
+            }
+        }
+    }
+    files
+}
+
 /// A JSON object being read, with its path for error messages.
 struct Object<'a> {
     map: &'a Map<String, Value>,
@@ -164,7 +215,9 @@ fn expect_string(value: &Value, key: &str) -> Result<String> {
     as_string(value).ok_or_else(|| error(key, EXPECTED_STRING))
 }
 
-/// The configuration keys `parse_config` accepts, in the README's order.
+/// The configuration keys `parse_config` accepts, in docs/options.md's order: the one list of
+/// them. The WIT's `config` record names each in its field's documentation, and the
+/// Buildbot plugin's options are held to it (`tests/config_keys.rs`, the plugin's tests).
 pub const CONFIG_KEYS: [&str; 30] = [
     "serverUrl",
     "buildbotURL",
@@ -197,6 +250,10 @@ pub const CONFIG_KEYS: [&str; 30] = [
     "inboundToken",
     "inboundSecret",
 ];
+
+/// The keys only the relay world reads (how its callers authenticate); a reporter
+/// ignores them, and the Buildbot plugin does not offer them.
+pub const RELAY_ONLY_KEYS: [&str; 2] = ["inboundToken", "inboundSecret"];
 
 /// Buildbot's default `buildbotURL`.
 pub const DEFAULT_BUILDBOT_URL: &str = "http://localhost:8080/";
@@ -572,6 +629,30 @@ fn log_content(o: &Object<'_>) -> Result<Option<LogContent>> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn json_parses_with_or_without_a_byte_order_mark() {
+        assert_eq!(parse_json("\u{feff}{\"a\": 1}").unwrap(), json!({"a": 1}));
+        assert_eq!(parse_json("{\"a\": 1}").unwrap(), json!({"a": 1}));
+        assert!(parse_json("{").unwrap_err().message.starts_with("not JSON"));
+    }
+
+    #[test]
+    fn content_files_are_the_logs_to_stream() {
+        let doc = json!({"steps": [
+            {"logs": [{"content": "inline"}, {"content_file": "/tmp/a"}]},
+            {"logs": [{"content_file": 5}, {"content_file": "/tmp/b", "content": null}]},
+        ]});
+        let files = content_files(&doc);
+        assert_eq!(
+            files.iter().map(|f| (f.key(), f.path)).collect::<Vec<_>>(),
+            [
+                ("steps[0].logs[1].content_file".to_string(), "/tmp/a"),
+                ("steps[1].logs[1].content_file".to_string(), "/tmp/b"),
+            ]
+        );
+        assert!(content_files(&json!({"steps": "none"})).is_empty());
+    }
 
     #[test]
     fn config_errors_name_the_key() {

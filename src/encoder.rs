@@ -54,7 +54,7 @@ pub fn write_value_spliced(
 
 /// The first number in `value` that Python would read as a float out of a double's range
 /// (`1e400`), which `json.dumps` writes as `Infinity`, a token strict JSON parsers refuse.
-/// status-push refuses such a payload instead of sending it (README: differences).
+/// status-push refuses such a payload instead of sending it (docs/payload.md).
 pub fn non_finite(value: &Value) -> Option<&str> {
     match value {
         Value::Number(n) => {

@@ -3,7 +3,8 @@
 //! This file only binds the WIT contract (`wit/world.wit`) to plain modules. Two kinds:
 //!
 //! - **pure** ([`payload`], [`encoder`], [`config`], [`documents`], [`filter`],
-//!   [`template`], [`retry`], [`signature`], [`body`], [`secret`], [`inbound`]): data in, data out; they
+//!   [`template`], [`retry`], [`signature`], [`body`], [`secret`], [`inbound`],
+//!   [`relay_api`]): data in, data out; they
 //!   may use the WIT record types re-exported here, never a `wasi:*` import, and are
 //!   unit-tested natively (`tests/layout.rs` holds them to it);
 //! - **edge** (`transport`: `wasi:http`; `log_stream`: `wasi:io` log streams; `clock`;
@@ -29,11 +30,12 @@ mod transport;
 
 #[cfg(feature = "relay")]
 mod relay;
+pub mod relay_api;
 
 /// The `status-push` world, or with the `relay` feature the `relay` world (the same
 /// exports plus `wasi:http/incoming-handler`). Our own interfaces are generated here; every
 /// WASI interface comes from the `wasi` crate, pinned to its last WASI 0.2.0 release so
-/// the component imports exactly the `@0.2.0` interfaces `wit/world.wit` names (README:
+/// the component imports exactly the `@0.2.0` interfaces `wit/world.wit` names (docs/contract.md:
 /// "Why WASI 0.2.0").
 mod bindings {
     pub use ::wasi;
@@ -114,7 +116,7 @@ impl Guest for Component {
 
     fn report_json(kind: EventKind, json: String) -> Result<Outcome, PushFailure> {
         let settings = configured()?;
-        let event = parse_json(&json)
+        let event = documents::parse_json(&json)
             .and_then(|doc| documents::event_from_json(&doc))
             .map_err(|e| PushFailure {
                 error: PushError::InvalidInput(e),
@@ -157,22 +159,12 @@ fn report(
 
 impl bindings::exports::status_push::reporter::documents::Guest for Component {
     fn parse_config(json: String) -> Result<Config, InputError> {
-        documents::config_from_json(&parse_json(&json)?)
+        documents::config_from_json(&documents::parse_json(&json)?)
     }
 
     fn parse_event(json: String) -> Result<BuildEvent, InputError> {
-        documents::event_from_json(&parse_json(&json)?)
+        documents::event_from_json(&documents::parse_json(&json)?)
     }
-}
-
-/// Parses JSON text; a leading UTF-8 byte order mark, which some editors write, is
-/// skipped rather than refused.
-fn parse_json(text: &str) -> Result<serde_json::Value, InputError> {
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    serde_json::from_str(text).map_err(|e| InputError {
-        key: String::new(),
-        message: format!("not JSON: {e}"),
-    })
 }
 
 #[cfg(target_arch = "wasm32")]

@@ -7,8 +7,6 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use serde_json::{json, Value};
-
 use crate::bindings::exports::wasi::http::incoming_handler::Guest;
 use crate::bindings::wasi::cli::environment;
 use crate::bindings::wasi::http::types::{
@@ -16,10 +14,8 @@ use crate::bindings::wasi::http::types::{
 };
 use crate::bindings::wasi::io::streams::StreamError;
 use crate::config::Settings;
-use crate::{
-    clock, documents, report, Component, EventKind, InputError, Outcome, PushError, PushFailure,
-    SkipReason,
-};
+use crate::relay_api::{self, Answer, Refusal};
+use crate::{clock, documents, report, Component, InputError};
 
 /// The environment variable the relay reads its configuration from.
 pub const CONFIG_VARIABLE: &str = "STATUS_PUSH_CONFIG";
@@ -29,26 +25,9 @@ thread_local! {
     static SETTINGS: RefCell<Option<Rc<Settings>>> = const { RefCell::new(None) };
 }
 
-/// One answer: status, extra headers, JSON body.
-struct Answer {
-    status: u16,
-    headers: Vec<(&'static str, &'static str)>,
-    body: Value,
-}
-
-impl Answer {
-    fn new(status: u16, body: Value) -> Answer {
-        Answer {
-            status,
-            headers: vec![],
-            body,
-        }
-    }
-}
-
 impl Guest for Component {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
-        let answer = respond(&request);
+        let answer = respond(&request).unwrap_or_else(|refusal| refusal.answer());
         let headers = Fields::new();
         // The wasi 0.13 bindings take names and values as owned `String`/`Vec` references.
         let _ = headers.append(&"content-type".to_string(), &b"application/json".to_vec());
@@ -72,29 +51,15 @@ impl Guest for Component {
     }
 }
 
-/// The answer to one request. Checks run cheapest first, and nothing is pushed unless
-/// every one passes: path (404), method (405), content type (415), configuration (500),
-/// body size (413), caller (401), documents (400).
-fn respond(request: &IncomingRequest) -> Answer {
-    let kind = match request
-        .path_with_query()
-        .as_deref()
-        .map(|p| p.split('?').next().unwrap_or(p))
-    {
-        Some("/started") => EventKind::Started,
-        Some("/finished") => EventKind::Finished,
-        _ => {
-            return Answer::new(
-                404,
-                json!({"error": "not found: POST build documents to /started or /finished"}),
-            )
-        }
+/// The answer to one request, checked in the order `relay_api` documents.
+fn respond(request: &IncomingRequest) -> Result<Answer, Refusal> {
+    let kind = relay_api::route(&request.path_with_query().unwrap_or_default())
+        .ok_or(Refusal::NotFound)?;
+    let method = match request.method() {
+        Method::Post => "POST",
+        _ => "other",
     };
-    if !matches!(request.method(), Method::Post) {
-        let mut answer = Answer::new(405, json!({"error": "method not allowed: use POST"}));
-        answer.headers.push(("allow", "POST"));
-        return answer;
-    }
+    relay_api::check_method(method)?;
     let headers = request.headers();
     let header = |name: &str| {
         headers
@@ -102,121 +67,16 @@ fn respond(request: &IncomingRequest) -> Answer {
             .first()
             .map(|v| String::from_utf8_lossy(v).into_owned())
     };
-    if let Some(content_type) = header("content-type") {
-        let essence = content_type.split(';').next().unwrap_or_default().trim();
-        if !essence.eq_ignore_ascii_case("application/json") {
-            return Answer::new(
-                415,
-                json!({"error": "unsupported media type: send Content-Type: application/json"}),
-            );
-        }
-    }
-    let settings = match settings() {
-        Ok(settings) => settings,
-        Err(e) => {
-            return Answer::new(
-                500,
-                json!({"error": "invalid relay configuration", "key": e.key, "message": e.message}),
-            )
-        }
-    };
-    let body = match read_body(request, settings.max_body_bytes) {
-        Ok(body) => body,
-        Err(BodyRead::TooLarge) => {
-            return Answer::new(
-                413,
-                json!({"error": format!("the body is over maxBodyBytes ({} bytes)", settings.max_body_bytes)}),
-            )
-        }
-        Err(BodyRead::Failed) => {
-            return Answer::new(400, json!({"error": "the request body could not be read"}))
-        }
-    };
-    if let Err(refusal) = settings.inbound.check(&header, &body, clock::unix_s()) {
-        let mut answer = Answer::new(
-            401,
-            json!({"error": "unauthorized", "reason": refusal.to_string()}),
-        );
-        answer.headers.push(("www-authenticate", "Bearer"));
-        return answer;
-    }
-    let event = match std::str::from_utf8(&body)
-        .map_err(|_| InputError {
-            key: String::new(),
-            message: "the body is not UTF-8".into(),
-        })
-        .and_then(crate::parse_json)
-        .and_then(|doc| documents::event_from_json(&doc))
-    {
-        Ok(event) => event,
-        Err(e) => {
-            return Answer::new(
-                400,
-                json!({"error": "invalid build documents", "key": e.key, "message": e.message}),
-            )
-        }
-    };
+    relay_api::check_content_type(header("content-type").as_deref().map(str::as_bytes))?;
+    let settings = settings().map_err(Refusal::InvalidConfiguration)?;
+    let body = read_body(request, settings.max_body_bytes)?;
+    settings
+        .inbound
+        .check(&header, &body, clock::unix_s())
+        .map_err(|refusal| Refusal::Unauthorized(refusal.to_string()))?;
+    let event = relay_api::event_documents(&body)?;
     drop(body);
-    let (status, body) = match report(&settings, kind, &event) {
-        Ok(Outcome::Delivered(d)) => (
-            200,
-            json!({"outcome": "delivered", "status": d.status, "attempts": d.attempts, "delivery_id": d.delivery_id}),
-        ),
-        Ok(Outcome::Skipped(reason)) => (
-            200,
-            json!({"outcome": "skipped", "reason": skip_reason_name(reason)}),
-        ),
-        Err(failure) => failed(&failure),
-    };
-    Answer::new(status, body)
-}
-
-/// 503 tells the caller to retry, 502 that retrying will not help.
-fn failed(failure: &PushFailure) -> (u16, Value) {
-    let status = if failure.retryable { 503 } else { 502 };
-    let upstream = match &failure.error {
-        PushError::HttpStatus(h) => Some(h.status),
-        _ => None,
-    };
-    (
-        status,
-        json!({"outcome": "failed", "retryable": failure.retryable, "attempts": failure.attempts,
-               "delivery_id": failure.delivery_id, "error": push_error_json(&failure.error),
-               "upstream_status": upstream}),
-    )
-}
-
-/// The WIT name of a skip reason.
-fn skip_reason_name(reason: SkipReason) -> &'static str {
-    match reason {
-        SkipReason::Builder => "builder",
-        SkipReason::Tags => "tags",
-        SkipReason::Branch => "branch",
-        SkipReason::Scheduler => "scheduler",
-        SkipReason::Results => "results",
-    }
-}
-
-/// A `push-error` as JSON: its WIT case name as `kind`, and its payload.
-fn push_error_json(error: &PushError) -> Value {
-    match error {
-        PushError::NotConfigured => json!({"kind": "not-configured"}),
-        PushError::InvalidInput(e) => {
-            json!({"kind": "invalid-input", "key": e.key, "message": e.message})
-        }
-        PushError::Unreachable(why) => json!({"kind": "unreachable", "message": why}),
-        PushError::ConnectionLost(why) => json!({"kind": "connection-lost", "message": why}),
-        PushError::Timeout => json!({"kind": "timeout"}),
-        PushError::HttpStatus(h) => {
-            json!({"kind": "http-status", "status": h.status, "retry_after": h.retry_after})
-        }
-        PushError::Tls(why) => json!({"kind": "tls", "message": why}),
-        PushError::Denied(why) => json!({"kind": "denied", "message": why}),
-        PushError::Protocol(why) => json!({"kind": "protocol", "message": why}),
-        PushError::Format(f) => {
-            json!({"kind": "format", "message": f.message, "line": f.line, "column": f.column})
-        }
-    }
+    Ok(relay_api::pushed(&report(&settings, kind, &event)))
 }
 
 fn settings() -> Result<Rc<Settings>, InputError> {
@@ -231,7 +91,7 @@ fn settings() -> Result<Rc<Settings>, InputError> {
             key: CONFIG_VARIABLE.into(),
             message: "is not set; it holds the JSON configuration (seed option names)".into(),
         })?;
-    let doc = crate::parse_json(&text).map_err(|e| InputError {
+    let doc = documents::parse_json(&text).map_err(|e| InputError {
         key: CONFIG_VARIABLE.into(),
         message: e.message,
     })?;
@@ -240,26 +100,21 @@ fn settings() -> Result<Rc<Settings>, InputError> {
     Ok(settings)
 }
 
-/// Why a body was not read.
-enum BodyRead {
-    /// Over the limit; reading stopped there.
-    TooLarge,
-    /// The stream failed before its end.
-    Failed,
-}
-
-fn read_body(request: &IncomingRequest, max_bytes: u64) -> Result<Vec<u8>, BodyRead> {
-    let body = request.consume().map_err(|()| BodyRead::Failed)?;
-    let stream = body.stream().map_err(|()| BodyRead::Failed)?;
+fn read_body(request: &IncomingRequest, max_bytes: u64) -> Result<Vec<u8>, Refusal> {
+    let unreadable = || Refusal::Unreadable("the stream broke off".into());
+    let body = request.consume().map_err(|()| unreadable())?;
+    let stream = body.stream().map_err(|()| unreadable())?;
     let mut bytes = Vec::new();
     loop {
         match stream.blocking_read(64 * 1024) {
             Ok(chunk) => bytes.extend_from_slice(&chunk),
             Err(StreamError::Closed) => break,
-            Err(StreamError::LastOperationFailed(_)) => return Err(BodyRead::Failed),
+            Err(StreamError::LastOperationFailed(_)) => return Err(unreadable()),
         }
         if bytes.len() as u64 > max_bytes {
-            return Err(BodyRead::TooLarge);
+            return Err(Refusal::TooLarge {
+                max_body_bytes: max_bytes,
+            });
         }
     }
     Ok(bytes)

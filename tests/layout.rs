@@ -1,5 +1,6 @@
-//! The component's house rules, read from its source: the pure modules name no `wasi:*`
-//! item, and no two modules of `src/` import each other in a circle.
+//! The house rules, read from the source: the component's pure modules name no `wasi:*`
+//! item, and no two modules import each other in a circle, in the component (`src/`),
+//! the host library (`host-harness/src/`) or the CLI (`host-harness/cli/src/`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -20,19 +21,75 @@ const PURE: [&str; 11] = [
     "inbound",
 ];
 
-/// Each module of `src/` (by file stem, `lib` left out) and its source.
-fn modules() -> BTreeMap<String, String> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    std::fs::read_dir(&dir)
-        .expect("src/ is readable")
-        .map(|entry| entry.expect("a directory entry").path())
-        .filter(|path| path.extension().is_some_and(|e| e == "rs"))
-        .filter_map(|path| {
-            let name = path.file_stem()?.to_str()?.to_string();
+/// The three source trees whose modules may not import each other in a circle.
+const TREES: [&str; 3] = ["src", "host-harness/src", "host-harness/cli/src"];
+
+/// Each module of a tree and its source: `NAME.rs`, or `NAME/*.rs` read as one module
+/// (`outbox/`). The crate roots (`lib.rs`, `main.rs`) are left out, and so is `bin/`:
+/// each binary there is a crate of its own.
+fn modules_of(tree: &str) -> BTreeMap<String, String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(tree);
+    let mut modules = BTreeMap::new();
+    for entry in std::fs::read_dir(&dir).expect("a source tree is readable") {
+        let path = entry.expect("a directory entry").path();
+        let Some(name) = path
+            .file_stem()
+            .and_then(|n| n.to_str())
+            .map(str::to_string)
+        else {
+            continue;
+        };
+        if path.is_dir() {
+            if name == "bin" {
+                continue;
+            }
+            let mut text = String::new();
+            for file in std::fs::read_dir(&path).expect("a module folder is readable") {
+                let file = file.expect("a directory entry").path();
+                if file.extension().is_some_and(|e| e == "rs") {
+                    text += &std::fs::read_to_string(&file).expect("a source file is readable");
+                }
+            }
+            modules.insert(name, text);
+        } else if path.extension().is_some_and(|e| e == "rs") && name != "lib" && name != "main" {
             let text = std::fs::read_to_string(&path).expect("a source file is readable");
-            (name != "lib").then_some((name, text))
-        })
-        .collect()
+            modules.insert(name, text);
+        }
+    }
+    modules
+}
+
+/// The component's modules.
+fn modules() -> BTreeMap<String, String> {
+    modules_of("src")
+}
+
+/// What the crate roots of `tree` re-export (`pub use MODULE::{A, B}`), name to
+/// module: `use crate::Limits` depends on the module that defines `Limits`.
+fn reexports(tree: &str) -> BTreeMap<String, String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(tree);
+    let mut map = BTreeMap::new();
+    for root in ["lib.rs", "main.rs"] {
+        let Ok(text) = std::fs::read_to_string(dir.join(root)) else {
+            continue;
+        };
+        for statement in code(&text).split(';') {
+            let Some(path) = statement.trim().strip_prefix("pub use ") else {
+                continue;
+            };
+            let Some((module, names)) = path.split_once("::") else {
+                continue;
+            };
+            for name in names.trim_matches(|c| c == '{' || c == '}').split(',') {
+                let name = name.rsplit("::").next().unwrap_or_default().trim();
+                let name = name.rsplit(" as ").next().unwrap_or(name).trim();
+                if !name.is_empty() {
+                    map.insert(name.to_string(), module.trim().to_string());
+                }
+            }
+        }
+    }
+    map
 }
 
 /// The code of `text` without comments, so a doc line that mentions `wasi:io` is fine.
@@ -63,8 +120,23 @@ fn pure_modules_name_no_wasi_item() {
     }
 }
 
-/// The `crate::NAME` modules `text` refers to.
-fn uses(text: &str, modules: &BTreeSet<String>) -> BTreeSet<String> {
+/// The `crate::NAME` modules `text` refers to, directly or through
+/// a name the crate root re-exports.
+fn uses(
+    text: &str,
+    modules: &BTreeSet<String>,
+    reexported: &BTreeMap<String, String>,
+) -> BTreeSet<String> {
+    let resolve = |ident: &str| -> Option<String> {
+        if modules.contains(ident) {
+            Some(ident.to_string())
+        } else {
+            reexported
+                .get(ident)
+                .filter(|m| modules.contains(*m))
+                .cloned()
+        }
+    };
     let code = code(text);
     let mut found = BTreeSet::new();
     let mut rest = code.as_str();
@@ -74,16 +146,16 @@ fn uses(text: &str, modules: &BTreeSet<String>) -> BTreeSet<String> {
             .chars()
             .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
             .collect();
-        if modules.contains(&ident) {
-            found.insert(ident);
+        if let Some(module) = resolve(&ident) {
+            found.insert(module);
         }
         // `use crate::{a, b::c}`: every name at the top level of the braces.
         if rest.starts_with('{') {
             let group: String = rest.chars().take_while(|c| *c != '}').collect();
             for part in group.trim_start_matches('{').split(',') {
                 let head = part.trim().split("::").next().unwrap_or_default();
-                if modules.contains(head) {
-                    found.insert(head.to_string());
+                if let Some(module) = resolve(head) {
+                    found.insert(module);
                 }
             }
         }
@@ -126,37 +198,62 @@ fn find_circle(graph: &Graph) -> Option<Vec<String>> {
         .find_map(|name| visit(name, graph, &mut Vec::new(), &mut done))
 }
 
-#[test]
-fn modules_import_each_other_in_no_circle() {
-    let modules = modules();
+/// The import graph of one tree.
+fn graph_of(tree: &str) -> Graph {
+    let modules = modules_of(tree);
     let names: BTreeSet<String> = modules.keys().cloned().collect();
-    let graph: Graph = modules
+    let reexported = reexports(tree);
+    modules
         .iter()
         .map(|(name, text)| {
-            let mut deps = uses(text, &names);
+            let mut deps = uses(text, &names, &reexported);
             deps.remove(name);
             (name.clone(), deps)
         })
-        .collect();
-    if let Some(circle) = find_circle(&graph) {
-        panic!(
-            "src/ modules import each other in a circle: {}",
-            circle.join(" -> ")
-        );
+        .collect()
+}
+
+#[test]
+fn modules_import_each_other_in_no_circle() {
+    for tree in TREES {
+        let graph = graph_of(tree);
+        if let Some(circle) = find_circle(&graph) {
+            panic!(
+                "{tree}/ modules import each other in a circle: {}",
+                circle.join(" -> ")
+            );
+        }
     }
-    // The graph was really read: the edge modules sit on top of the pure ones.
-    assert!(graph["delivery"].contains("transport"), "{graph:?}");
-    assert!(graph["payload"].contains("config"), "{graph:?}");
+    // The graphs were really read: edges that must exist, through a re-export too.
+    let component = graph_of("src");
+    assert!(component["delivery"].contains("transport"), "{component:?}");
+    assert!(component["payload"].contains("config"), "{component:?}");
+    let host = graph_of("host-harness/src");
+    assert!(host["runtime"].contains("reporter"), "{host:?}");
+    assert!(host["reporter"].contains("limits"), "{host:?}");
+    assert!(host["outbox"].contains("reporter"), "{host:?}");
+    let cli = graph_of("host-harness/cli/src");
+    assert!(cli["serve"].contains("courier"), "{cli:?}");
 }
 
 #[test]
 fn imports_are_read_and_circles_found() {
     let names: BTreeSet<String> = ["a", "b"].iter().map(|s| s.to_string()).collect();
+    let none = BTreeMap::new();
     assert_eq!(
-        uses("use crate::{b, Config};\nfn f() { crate::a::g() }", &names),
+        uses(
+            "use crate::{b, Config};\nfn f() { crate::a::g() }",
+            &names,
+            &none
+        ),
         names
     );
-    assert!(uses("// crate::a only in a comment", &names).is_empty());
+    assert!(uses("// crate::a only in a comment", &names, &none).is_empty());
+    let reexported: BTreeMap<String, String> = [("Limits".to_string(), "a".to_string())].into();
+    assert_eq!(
+        uses("use crate::{HostError, Limits};", &names, &reexported),
+        ["a".to_string()].into()
+    );
     let graph = |edges: &[(&str, &str)]| {
         let mut graph = Graph::new();
         for (from, to) in edges {

@@ -257,3 +257,218 @@ async fn stock_wasmtime_serve_relays_with_inbound_authentication() {
     assert_eq!(receiver.requests().len(), 1);
     let _ = server.kill().await;
 }
+
+/// One request of the cross-check: method, path, headers, body.
+struct Probe {
+    name: &'static str,
+    method: &'static str,
+    path: &'static str,
+    headers: Vec<(&'static str, String)>,
+    body: Vec<u8>,
+}
+
+/// What a caller sees: status, the headers the contract sets, the JSON body.
+type Seen = (u16, Vec<(String, String)>, Value);
+
+fn seen(status: u16, headers: &hyper::HeaderMap, body: &[u8]) -> Seen {
+    let mut named: Vec<(String, String)> = ["allow", "www-authenticate", "content-type"]
+        .iter()
+        .filter_map(|name| {
+            headers
+                .get(*name)
+                .map(|v| (name.to_string(), v.to_str().unwrap_or_default().to_string()))
+        })
+        .collect();
+    named.sort();
+    (
+        status,
+        named,
+        serde_json::from_slice(body).unwrap_or(Value::Null),
+    )
+}
+
+fn request(probe: &Probe, host: &str) -> hyper::Request<Full<Bytes>> {
+    let mut request = hyper::Request::builder()
+        .method(probe.method)
+        .uri(probe.path)
+        .header("host", host);
+    for (name, value) in &probe.headers {
+        request = request.header(*name, value);
+    }
+    request
+        .body(Full::new(Bytes::from(probe.body.clone())))
+        .unwrap()
+}
+
+async fn over_http(addr: &str, probe: &Probe) -> Seen {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let response = sender.send_request(request(probe, addr)).await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    seen(status, &headers, &body)
+}
+
+/// The relay's HTTP contract is one (`src/relay_api.rs`): the relay component alone,
+/// `serve` in front of it, and `serve --outbox` (which checks and queues without the
+/// component) answer the same bad requests the same way, byte for byte in their JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_component_serve_and_serve_outbox_refuse_alike() {
+    const TOKEN: &str = "t0ken-of-sixteen-chars";
+    let config = json!({
+        "serverUrl": "http://127.0.0.1:9/hook",
+        "inboundToken": TOKEN,
+        "maxBodyBytes": 4096,
+    });
+    let documents: Value = serde_json::from_str(&fixture("want_steps", "started.json")).unwrap();
+    let mut with_file: Value =
+        serde_json::from_str(&fixture("want_steps_logs_content", "finished.json")).unwrap();
+    let log = &mut with_file["steps"][0]["logs"][0];
+    log.as_object_mut().unwrap().remove("content");
+    log["content_file"] = json!("/etc/hostname");
+    let bearer = || vec![("authorization", format!("Bearer {TOKEN}"))];
+    let json_bearer = || {
+        let mut headers = bearer();
+        headers.push(("content-type", "application/json".into()));
+        headers
+    };
+    let probes = [
+        Probe {
+            name: "unknown path",
+            method: "POST",
+            path: "/nope",
+            headers: bearer(),
+            body: documents.to_string().into_bytes(),
+        },
+        Probe {
+            name: "GET an event path",
+            method: "GET",
+            path: "/started",
+            headers: bearer(),
+            body: vec![],
+        },
+        Probe {
+            name: "not JSON content",
+            method: "POST",
+            path: "/started",
+            headers: {
+                let mut h = bearer();
+                h.push(("content-type", "text/plain".into()));
+                h
+            },
+            body: b"x".to_vec(),
+        },
+        Probe {
+            name: "over maxBodyBytes",
+            method: "POST",
+            path: "/started",
+            headers: json_bearer(),
+            body: vec![b' '; 5000],
+        },
+        Probe {
+            name: "no token",
+            method: "POST",
+            path: "/started",
+            headers: vec![],
+            body: documents.to_string().into_bytes(),
+        },
+        Probe {
+            name: "a wrong token",
+            method: "POST",
+            path: "/finished",
+            headers: vec![("authorization", "Bearer t0ken-of-sixteen-charX".into())],
+            body: documents.to_string().into_bytes(),
+        },
+        Probe {
+            name: "not UTF-8",
+            method: "POST",
+            path: "/started",
+            headers: json_bearer(),
+            body: b"\xff\xfe".to_vec(),
+        },
+        Probe {
+            name: "not JSON",
+            method: "POST",
+            path: "/started",
+            headers: json_bearer(),
+            body: b"{".to_vec(),
+        },
+        Probe {
+            name: "a document missing",
+            method: "POST",
+            path: "/started",
+            headers: json_bearer(),
+            body: b"{}".to_vec(),
+        },
+        Probe {
+            name: "a content_file",
+            method: "POST",
+            path: "/finished",
+            headers: json_bearer(),
+            body: with_file.to_string().into_bytes(),
+        },
+    ];
+
+    // The relay component alone, as a proxy runtime would host it.
+    let relay = Arc::new(
+        Relay::load(
+            &relay_wasm(),
+            &RuntimeOptions::default(),
+            &config.to_string(),
+        )
+        .await
+        .unwrap(),
+    );
+    // `serve`, and `serve --outbox`, in front of the same component.
+    let (plain, plain_server) = start_relay(config.clone()).await;
+    let dir = std::env::temp_dir().join(format!("status-push-relay-alike-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let outbox = status_push_host::outbox::Outbox::open(
+        &status_push_host::outbox::Location::Sqlite(dir.join("outbox.sqlite")),
+    )
+    .await
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let durable = listener.local_addr().unwrap().to_string();
+    let service = Service::new(relay.clone(), Some(Arc::new(outbox)), Options::default()).unwrap();
+    let durable_server = tokio::spawn(status_push_cli::serve::serve(
+        Arc::new(service),
+        listener,
+        std::future::pending(),
+    ));
+
+    for probe in &probes {
+        let body = request(probe, "relay.test")
+            .map(|b| b.map_err(|never| -> status_push_host::relay::BodyError { match never {} }));
+        let response = relay.handle(body).await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let component = seen(status, &headers, &bytes);
+        assert!(
+            (400..500).contains(&component.0),
+            "{}: the component let it through: {component:?}",
+            probe.name
+        );
+        assert_eq!(
+            over_http(&plain, probe).await,
+            component,
+            "serve: {}",
+            probe.name
+        );
+        assert_eq!(
+            over_http(&durable, probe).await,
+            component,
+            "serve --outbox: {}",
+            probe.name
+        );
+    }
+    plain_server.abort();
+    durable_server.abort();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -10,8 +10,8 @@
 
 use std::fmt;
 
-pub use crate::secret::Secret;
-use crate::secret::{without_query, REDACTED};
+pub use status_push::secret::Secret;
+use status_push::secret::{redact_url, REDACTED};
 
 // The host needs only the component's exports; its wasi imports are linked from
 // wasmtime-wasi and wasmtime-wasi-http, so this view of the world leaves them out.
@@ -202,41 +202,73 @@ impl Config {
 /// any name), and the server URL without its query (where tokens travel).
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let headers: Vec<(&str, &str)> = self
-            .headers
+        // Destructured without `..`: a field the WIT gains stops the build here until it
+        // is shown (or redacted).
+        let Config {
+            server_url,
+            buildbot_url,
+            user,
+            password,
+            auth,
+            headers,
+            format_fn,
+            builders,
+            tags,
+            branches,
+            schedulers,
+            mode,
+            want_properties,
+            want_steps,
+            want_logs,
+            want_previous_build,
+            debug,
+            verify,
+            skip_encoding,
+            connect_timeout_ms,
+            timeout_ms,
+            max_attempts,
+            retry_deadline_ms,
+            signing,
+            ca_file,
+            dead_letter_after_ms,
+            max_body_bytes,
+            inbound_token,
+            inbound_secret,
+        } = self;
+        let headers: Vec<(&str, &str)> = headers
             .iter()
             .map(|(name, _)| (name.as_str(), REDACTED))
             .collect();
         f.debug_struct("Config")
-            .field("server_url", &without_query(&self.server_url))
-            .field("buildbot_url", &self.buildbot_url)
-            .field("user", &self.user)
-            .field("password", &self.password)
-            .field("auth", &self.auth)
+            .field("server_url", &redact_url(server_url))
+            .field("buildbot_url", buildbot_url)
+            .field("user", user)
+            .field("password", password)
+            .field("auth", auth)
             .field("headers", &headers)
-            .field("format_fn", &self.format_fn)
-            .field("builders", &self.builders)
-            .field("tags", &self.tags)
-            .field("branches", &self.branches)
-            .field("schedulers", &self.schedulers)
-            .field("mode", &self.mode)
-            .field("want_properties", &self.want_properties)
-            .field("want_steps", &self.want_steps)
-            .field("want_logs", &self.want_logs)
-            .field("want_previous_build", &self.want_previous_build)
-            .field("debug", &self.debug)
-            .field("verify", &self.verify)
-            .field("skip_encoding", &self.skip_encoding)
-            .field("connect_timeout_ms", &self.connect_timeout_ms)
-            .field("timeout_ms", &self.timeout_ms)
-            .field("max_attempts", &self.max_attempts)
-            .field("retry_deadline_ms", &self.retry_deadline_ms)
-            .field("signing", &self.signing)
-            .field("ca_file", &self.ca_file)
-            .field("dead_letter_after_ms", &self.dead_letter_after_ms)
-            .field("max_body_bytes", &self.max_body_bytes)
-            .field("inbound_token", &self.inbound_token)
-            .field("inbound_secret", &self.inbound_secret)
+            .field("format_fn", format_fn)
+            .field("builders", builders)
+            .field("tags", tags)
+            .field("branches", branches)
+            .field("schedulers", schedulers)
+            .field("mode", mode)
+            .field("want_properties", want_properties)
+            .field("want_steps", want_steps)
+            .field("want_logs", want_logs)
+            .field("want_previous_build", want_previous_build)
+            .field("debug", debug)
+            .field("verify", verify)
+            .field("skip_encoding", skip_encoding)
+            .field("connect_timeout_ms", connect_timeout_ms)
+            .field("timeout_ms", timeout_ms)
+            .field("max_attempts", max_attempts)
+            .field("retry_deadline_ms", retry_deadline_ms)
+            .field("signing", signing)
+            .field("ca_file", ca_file)
+            .field("dead_letter_after_ms", dead_letter_after_ms)
+            .field("max_body_bytes", max_body_bytes)
+            .field("inbound_token", inbound_token)
+            .field("inbound_secret", inbound_secret)
             .finish()
     }
 }

@@ -67,6 +67,7 @@ pub(crate) struct Client {
     idle: Mutex<HashMap<PoolKey, Vec<SendRequest<WasiBody>>>>,
     tls: Mutex<HashMap<TlsPolicy, Arc<rustls::ClientConfig>>>,
     /// Benchmarks only: read each request's body and answer `200 {}` without a socket.
+    #[cfg(feature = "bench")]
     canned: bool,
 }
 
@@ -82,6 +83,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 impl Client {
     /// A client that never connects: every request is read and answered `200 {}`, so a
     /// benchmark can measure everything but the network.
+    #[cfg(feature = "bench")]
     pub(crate) fn canned() -> Client {
         Client {
             canned: true,
@@ -133,6 +135,7 @@ impl Client {
         options: Option<RequestOptions>,
         tls: TlsPolicy,
     ) -> Result<http::Response<WasiBody>, Error> {
+        #[cfg(feature = "bench")]
         if self.canned {
             request.into_body().collect().await?;
             let body = http_body_util::Full::new(Bytes::from_static(b"{}"))

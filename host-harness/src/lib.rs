@@ -173,7 +173,9 @@ pub mod bindings;
 mod cache;
 mod client;
 mod error;
+pub mod files;
 mod guest_log;
+mod limits;
 mod meter;
 #[cfg(feature = "outbox")]
 pub mod outbox;
@@ -183,11 +185,12 @@ pub mod relay;
 mod reporter;
 mod runtime;
 mod sandbox;
-mod secret;
 mod store;
 
 pub use bindings::{BuildEvent, Config, InputError, Outcome, PushError};
 pub use error::HostError;
-pub use reporter::{file_kind, Event, Reporter};
-pub use runtime::{Limits, Runtime, RuntimeOptions};
-pub use secret::Secret;
+pub use limits::Limits;
+pub use reporter::{Event, Reporter, UnknownEvent};
+pub use runtime::{Runtime, RuntimeOptions};
+pub use status_push::documents::{CONFIG_KEYS, RELAY_ONLY_KEYS};
+pub use status_push::secret::Secret;

@@ -4,7 +4,7 @@
 //!
 //! Why: wasmtime-wasi-http 48 runs every request on a task of its own, which the guest's
 //! wait then has to be woken from; those hops were the largest cost of an event left on
-//! the host (README: "Which cost remains"). A request whose body is still being written
+//! the host (docs/design/where-time-goes.md). A request whose body is still being written
 //! (a streamed log, or any body the guest writes after `handle`) takes wasmtime-wasi-http's
 //! own path unchanged, so the streamed-log path, the sandbox ([`crate::sandbox`], whose
 //! hook sends both kinds) and the request options' timeouts are the same on both.
@@ -118,7 +118,7 @@ fn worker(
 /// spawned then sits in this worker's next-task slot; the connection's task, woken into
 /// that slot, pushes it out, and tokio wakes the other worker to take it (our reading of
 /// tokio's scheduler). Spawned ahead, 64 at a time, they cost no futex call per event,
-/// measured (README: "The request sent in the guest's own call").
+/// measured (docs/design/request-in-guest-call.md).
 static RESERVE: Mutex<Vec<AbortOnDropJoinHandle<()>>> = Mutex::new(Vec::new());
 const RESERVE_SIZE: usize = 64;
 

@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use crate::bindings::{Config, InputError};
 use crate::client::{Client, TlsPolicy};
-use crate::sandbox::Origin;
-use crate::{HostError, Limits};
+use crate::error::HostError;
+use crate::limits::Limits;
+use crate::sandbox::{Opening, Origin};
 
 /// The component's retry deadline when the configuration gives none (see the WIT).
 const DEFAULT_RETRY_DEADLINE: Duration = Duration::from_millis(30_000);
@@ -25,11 +26,10 @@ pub(crate) const MAX_CA_FILE_BYTES: u64 = 1 << 20;
 /// What the host enforces for one configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Policy {
-    /// The one origin the instance may reach: `server-url`'s. `None` (no usable origin)
-    /// lets nothing out; the component refuses such a URL itself anyway.
-    pub(crate) origin: Option<Origin>,
-    /// How that origin's certificate is checked (`verify`, `ca-file`).
-    pub(crate) tls: TlsPolicy,
+    /// The one origin the instance may reach, `server-url`'s (`None`, no usable origin,
+    /// lets nothing out; the component refuses such a URL itself anyway), and how its
+    /// certificate is checked (`verify`, `ca-file`).
+    pub(crate) opening: Opening,
     /// Wall time a report call may take: the retry deadline plus the limits' margin.
     pub(crate) report_budget: Duration,
     /// Age after which an undelivered outbox event becomes a dead letter.
@@ -72,8 +72,10 @@ impl Policy {
                 Duration::from_millis(u64::from(ms))
             });
         Ok(Policy {
-            origin: Origin::of_url(&config.server_url),
-            tls,
+            opening: Opening {
+                origin: Origin::of_url(&config.server_url),
+                tls,
+            },
             report_budget: retry_deadline + limits.report_margin,
             dead_letter_after: config
                 .dead_letter_after_ms
@@ -82,27 +84,11 @@ impl Policy {
     }
 }
 
-/// A CA file must be a regular file of at most [`MAX_CA_FILE_BYTES`], checked before it
-/// is opened: opening a FIFO blocks, and a device never ends.
+/// A CA file must be a regular file of at most [`MAX_CA_FILE_BYTES`].
 pub(crate) fn check_ca_file(path: &std::path::Path) -> Result<(), String> {
-    let meta = std::fs::metadata(path)
-        .map_err(|e| format!("cannot use CA file {}: {e}", path.display()))?;
-    if !meta.is_file() {
-        return Err(format!(
-            "CA file {} is {}; only a regular file is accepted",
-            path.display(),
-            crate::reporter::file_kind(&meta)
-        ));
-    }
-    if meta.len() > MAX_CA_FILE_BYTES {
-        return Err(format!(
-            "CA file {} is {} bytes, more than the limit of {} KiB",
-            path.display(),
-            meta.len(),
-            MAX_CA_FILE_BYTES >> 10
-        ));
-    }
-    Ok(())
+    crate::files::check_regular(path, Some(MAX_CA_FILE_BYTES))
+        .map(drop)
+        .map_err(|e| format!("CA file {}: {e}", path.display()))
 }
 
 #[cfg(test)]
@@ -123,8 +109,11 @@ mod tests {
             &Client::default(),
         )
         .unwrap();
-        assert_eq!(policy.origin, Origin::of_url("https://h.example.com:443/"));
-        assert_eq!(policy.tls, TlsPolicy::Verify { ca_file: None });
+        assert_eq!(
+            policy.opening.origin,
+            Origin::of_url("https://h.example.com:443/")
+        );
+        assert_eq!(policy.opening.tls, TlsPolicy::Verify { ca_file: None });
         assert_eq!(
             policy.report_budget,
             Duration::from_secs(30) + limits.report_margin
@@ -143,7 +132,7 @@ mod tests {
         config.retry_deadline_ms = Some(2_500);
         config.dead_letter_after_ms = Some(60_000);
         let policy = Policy::from_config(&config, &limits, &Client::default()).unwrap();
-        assert_eq!(policy.tls, TlsPolicy::Insecure);
+        assert_eq!(policy.opening.tls, TlsPolicy::Insecure);
         assert_eq!(policy.report_budget, Duration::from_millis(3_500));
         assert_eq!(policy.dead_letter_after, Duration::from_secs(60));
     }

@@ -110,7 +110,7 @@ impl Relay {
             self.proxy.engine(),
             self.client.clone(),
             &self.limits,
-            Some(&self.policy),
+            Some((&self.policy.opening, self.policy.report_budget)),
             Some((CONFIG_VARIABLE, &self.config_json)),
         );
         let (sender, receiver) = tokio::sync::oneshot::channel();

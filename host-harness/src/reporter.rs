@@ -1,6 +1,6 @@
 //! One configured component instance and the calls an embedder makes on it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,9 +8,10 @@ use wasmtime::Store;
 
 use crate::bindings::{self, BuildEvent, Config, EventKind, InputError, Outcome, WitConfig};
 use crate::client::Client;
+use crate::error::HostError;
+use crate::limits::Limits;
 use crate::policy::Policy;
 use crate::store::{set_budget, Host};
-use crate::{HostError, Limits};
 
 /// Which report an event is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -19,6 +20,59 @@ pub enum Event {
     Started,
     /// The build finished (`on-build-finished`).
     Finished,
+}
+
+impl Event {
+    /// The event's name as the CLI, the outbox and the relay's routes spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Event::Started => "started",
+            Event::Finished => "finished",
+        }
+    }
+}
+
+impl std::fmt::Display for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A name that is not `started` or `finished`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown event {0:?}: expected started or finished")]
+pub struct UnknownEvent(pub String);
+
+impl std::str::FromStr for Event {
+    type Err = UnknownEvent;
+
+    /// `started` or `finished`; any other name is refused, never taken for one of them.
+    fn from_str(name: &str) -> Result<Event, UnknownEvent> {
+        match name {
+            "started" => Ok(Event::Started),
+            "finished" => Ok(Event::Finished),
+            other => Err(UnknownEvent(other.to_string())),
+        }
+    }
+}
+
+/// The component crate's own event kind (its pure modules, used natively by the CLI).
+impl From<status_push::EventKind> for Event {
+    fn from(kind: status_push::EventKind) -> Event {
+        match kind {
+            status_push::EventKind::Started => Event::Started,
+            status_push::EventKind::Finished => Event::Finished,
+        }
+    }
+}
+
+impl From<Event> for status_push::EventKind {
+    fn from(event: Event) -> status_push::EventKind {
+        match event {
+            Event::Started => status_push::EventKind::Started,
+            Event::Finished => status_push::EventKind::Finished,
+        }
+    }
 }
 
 impl From<Event> for EventKind {
@@ -86,10 +140,11 @@ impl Reporter {
     pub async fn parse_event(&mut self, json: &str) -> Result<BuildEvent, HostError> {
         let files = content_files(json);
         for (step, log, path) in &files {
-            check_content_file(path).map_err(|message| {
+            // Checked before the call, so a FIFO or device is refused before any attempt.
+            crate::files::check_regular(path, None).map_err(|e| {
                 HostError::Event(InputError {
                     key: format!("steps[{step}].logs[{log}].content_file"),
-                    message,
+                    message: format!("{}: {e}", path.display()),
                 })
             })?;
         }
@@ -127,6 +182,13 @@ impl Reporter {
         self.store.data().meter.peak()
     }
 
+    /// [`Reporter::parse_config`] then [`Reporter::configure`]: a configuration in the
+    /// seed's JSON, applied.
+    pub async fn configure_json(&mut self, json: &str) -> Result<(), HostError> {
+        let config = self.parse_config(json).await?;
+        self.configure(config).await
+    }
+
     /// Configures the instance and opens the sandbox to the origin of `server_url` only,
     /// with the TLS policy of `verify` and `ca_file`; report calls may then run for the
     /// configuration's retry deadline plus [`Limits::report_margin`]. An invalid
@@ -142,7 +204,7 @@ impl Reporter {
         result
             .map_err(|e| self.trapped(e, "configuring"))?
             .map_err(HostError::Config)?;
-        self.store.data_mut().apply(&policy);
+        self.store.data_mut().open(&policy.opening);
         self.policy = Some(policy);
         Ok(())
     }
@@ -241,67 +303,17 @@ impl Reporter {
     }
 }
 
-/// Refuses anything but a regular file before it is opened: opening a FIFO blocks, and
-/// a directory or device would fail (or never end) only once the request is under way.
-fn check_content_file(path: &Path) -> Result<(), String> {
-    match std::fs::metadata(path) {
-        Ok(meta) if meta.is_file() => Ok(()),
-        Ok(meta) => Err(format!(
-            "{} is {}; only a regular file is accepted",
-            path.display(),
-            file_kind(&meta)
-        )),
-        Err(e) => Err(format!("cannot open {}: {e}", path.display())),
-    }
-}
-
-/// What a file that is not a regular file is (`a FIFO`, `a directory`, …), for an error
-/// message that says why a path was refused before it was opened.
-pub fn file_kind(meta: &std::fs::Metadata) -> &'static str {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileTypeExt;
-        let t = meta.file_type();
-        if t.is_fifo() {
-            return "a FIFO";
-        }
-        if t.is_socket() {
-            return "a socket";
-        }
-        if t.is_char_device() || t.is_block_device() {
-            return "a device";
-        }
-    }
-    if meta.is_dir() {
-        "a directory"
-    } else {
-        "a special file"
-    }
-}
-
 /// `(step, log, path)` of every log that names a `content_file` and has no `content`.
 fn content_files(json: &str) -> Vec<(usize, usize, PathBuf)> {
+    // Most events stream nothing: no parse for them.
     if !json.contains("\"content_file\"") {
         return vec![];
     }
-    let Ok(doc) = serde_json::from_str::<serde_json::Value>(json) else {
+    let Ok(doc) = status_push::documents::parse_json(json) else {
         return vec![];
     };
-    let steps = doc["steps"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    let mut files = Vec::new();
-    for (i, step) in steps.iter().enumerate() {
-        let logs = step["logs"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        for (j, log) in logs.iter().enumerate() {
-            if let (Some(path), None) = (log["content_file"].as_str(), log.get("content")) {
-                files.push((i, j, PathBuf::from(path)));
-            }
-        }
-    }
-    files
+    status_push::documents::content_files(&doc)
+        .into_iter()
+        .map(|f| (f.step, f.log, PathBuf::from(f.path)))
+        .collect()
 }

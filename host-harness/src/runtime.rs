@@ -2,7 +2,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{
@@ -10,31 +9,13 @@ use wasmtime::{
 };
 
 use crate::bindings::ReporterExportsPre;
+use crate::cache;
 use crate::client::Client;
+use crate::error::HostError;
+use crate::files::FileError;
+use crate::limits::Limits;
+use crate::reporter::Reporter;
 use crate::store::{new_store, Host, EPOCH_TICK};
-use crate::{cache, HostError, Reporter};
-
-/// What one instance may use. A component that exceeds them traps, and the call ends in
-/// [`HostError::Trap`]; the host and its other instances carry on.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Linear memory per instance, in bytes.
-    pub memory_bytes: usize,
-    /// Wall time for `parse-*` and `configure` calls.
-    pub parse_budget: Duration,
-    /// Wall time a report call may take beyond the configuration's own retry deadline.
-    pub report_margin: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Limits {
-        Limits {
-            memory_bytes: 128 << 20,
-            parse_budget: Duration::from_secs(10),
-            report_margin: Duration::from_secs(10),
-        }
-    }
-}
 
 /// How a [`Runtime`] is set up.
 #[derive(Debug, Clone)]
@@ -47,8 +28,9 @@ pub struct RuntimeOptions {
     /// Reuse pre-reserved instance slots (wasmtime's pooling allocator): cheaper
     /// instantiation, at the cost of reserving address space up front.
     pub pooling: bool,
-    /// Profiling only (`status-push bench --perf-map`): name the compiled guest
-    /// functions in `/tmp/perf-PID.map`, for `perf` and `valgrind`.
+    /// Profiling only (`status-push-bench component --perf-map`, feature `bench`): name
+    /// the compiled guest functions in `/tmp/perf-PID.map`, for `perf` and `valgrind`.
+    #[cfg(feature = "bench")]
     #[doc(hidden)]
     pub perf_map: bool,
 }
@@ -59,6 +41,7 @@ impl Default for RuntimeOptions {
             limits: Limits::default(),
             cache_dir: None,
             pooling: true,
+            #[cfg(feature = "bench")]
             perf_map: false,
         }
     }
@@ -107,6 +90,14 @@ impl Runtime {
         })
     }
 
+    /// A new instance configured from the seed's JSON options: the one way every caller
+    /// that holds its configuration as JSON (the CLI, the outbox, the bindings) gets one.
+    pub async fn configured_reporter(&self, config_json: &str) -> Result<Reporter, HostError> {
+        let mut reporter = self.reporter().await?;
+        reporter.configure_json(config_json).await?;
+        Ok(reporter)
+    }
+
     /// A fresh, unconfigured instance: it can parse, and reaches no network until
     /// [`Reporter::configure`].
     pub async fn reporter(&self) -> Result<Reporter, HostError> {
@@ -131,7 +122,8 @@ impl Runtime {
     }
 }
 
-/// Hooks for `status-push bench` only; not part of the API.
+/// Hooks for `status-push-bench` only (feature `bench`); not part of the API.
+#[cfg(feature = "bench")]
 impl Runtime {
     /// Answers every request the sandbox lets through with `200 {}` from the host itself
     /// (the body is read first), without a socket: everything but the network.
@@ -204,6 +196,7 @@ fn engine(options: &RuntimeOptions) -> wasmtime::Result<Engine> {
     let mut config = EngineConfig::new();
     // Lets the host stop a component that loops, whatever it is doing.
     config.epoch_interruption(true);
+    #[cfg(feature = "bench")]
     if options.perf_map {
         config.profiler(wasmtime::ProfilingStrategy::PerfMap);
     }
@@ -241,30 +234,12 @@ fn start_epoch_ticker(engine: &Engine) {
 /// The largest component file read; ours is about 1 MiB.
 const MAX_COMPONENT_BYTES: u64 = 64 << 20;
 
-/// Reads a component file: a regular file (checked before opening, since opening a FIFO
-/// blocks) of at most [`MAX_COMPONENT_BYTES`].
+/// Reads a component file: a regular file of at most [`MAX_COMPONENT_BYTES`].
 fn read_component(path: &Path) -> wasmtime::Result<Vec<u8>> {
-    let meta = std::fs::metadata(path)?;
-    if !meta.is_file() {
-        wasmtime::bail!("not a regular file; give the .wasm that `cargo xtask wasm` builds");
-    }
-    if meta.len() > MAX_COMPONENT_BYTES {
-        wasmtime::bail!(
-            "{} bytes, over the limit of {} MiB for a component",
-            meta.len(),
-            MAX_COMPONENT_BYTES >> 20
-        );
-    }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    std::io::Read::read_to_end(
-        &mut std::io::Read::take(std::fs::File::open(path)?, MAX_COMPONENT_BYTES + 1),
-        &mut bytes,
-    )?;
-    if bytes.len() as u64 > MAX_COMPONENT_BYTES {
-        wasmtime::bail!(
-            "grew past the limit of {} MiB while read",
-            MAX_COMPONENT_BYTES >> 20
-        );
-    }
-    Ok(bytes)
+    crate::files::read_capped(path, MAX_COMPONENT_BYTES).map_err(|e| match e {
+        FileError::NotRegular(_) => {
+            wasmtime::format_err!("{e}: give the .wasm that `cargo xtask wasm` builds")
+        }
+        e => e.into(),
+    })
 }

@@ -58,6 +58,16 @@ impl std::fmt::Display for Origin {
     }
 }
 
+/// What the sandbox is opened to: one origin (`None`: nothing), and how that origin's
+/// certificate is checked. The store takes this, not the whole policy it comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Opening {
+    /// The one origin allowed.
+    pub(crate) origin: Option<Origin>,
+    /// How its certificate is checked.
+    pub(crate) tls: TlsPolicy,
+}
+
 /// `wasi:http` hooks that let requests through only to one origin.
 pub(crate) struct OriginGuard {
     /// The one origin allowed; `None` (before `configure`) allows nothing.

@@ -11,10 +11,9 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::client::{Client, TlsPolicy};
 use crate::guest_log::GuestLog;
+use crate::limits::Limits;
 use crate::meter::MemoryMeter;
-use crate::policy::Policy;
-use crate::sandbox::OriginGuard;
-use crate::Limits;
+use crate::sandbox::{Opening, OriginGuard};
 
 /// How often the engine's epoch advances; call budgets are counted in these ticks.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -30,22 +29,22 @@ pub(crate) struct Host {
 }
 
 impl Host {
-    /// Opens the sandbox to `policy`'s origin only, with its TLS policy.
-    pub(crate) fn apply(&mut self, policy: &Policy) {
-        self.guard.allowed = policy.origin.clone();
-        self.guard.tls = policy.tls.clone();
+    /// Opens the sandbox to one origin only, with its TLS policy.
+    pub(crate) fn open(&mut self, opening: &Opening) {
+        self.guard.allowed = opening.origin.clone();
+        self.guard.tls = opening.tls.clone();
     }
 }
 
 /// A store for one instance: memory capped by `limits`, wall time by the deadline, and
-/// the network closed until `policy` (if any) opens it to one origin. Before a policy the
-/// deadline is the limits' parse budget, after it the policy's report budget. `env` is
-/// the one environment variable the instance sees (the relay's configuration).
+/// the network closed unless `opened` opens it to one origin, with that call budget
+/// (otherwise the limits' parse budget). `env` is the one environment variable the
+/// instance sees (the relay's configuration).
 pub(crate) fn new_store(
     engine: &Engine,
     client: Arc<Client>,
     limits: &Limits,
-    policy: Option<&Policy>,
+    opened: Option<(&Opening, Duration)>,
     env: Option<(&str, &str)>,
 ) -> Store<Host> {
     let mut wasi = WasiCtx::builder();
@@ -64,14 +63,14 @@ pub(crate) fn new_store(
         },
         meter: MemoryMeter::new(limits.memory_bytes),
     };
-    if let Some(policy) = policy {
-        host.apply(policy);
+    if let Some((opening, _)) = opened {
+        host.open(opening);
     }
     let mut store = Store::new(engine, host);
     store.limiter(|host| &mut host.meter);
     set_budget(
         &mut store,
-        policy.map_or(limits.parse_budget, |p| p.report_budget),
+        opened.map_or(limits.parse_budget, |(_, budget)| budget),
     );
     store
 }

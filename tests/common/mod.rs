@@ -28,13 +28,10 @@ pub fn runtime() -> &'static Runtime {
 
 /// A reporter configured from a JSON options object.
 pub async fn configured(config: &serde_json::Value) -> Reporter {
-    let mut reporter = runtime().reporter().await.expect("instantiates");
-    let config = reporter
-        .parse_config(&config.to_string())
+    runtime()
+        .configured_reporter(&config.to_string())
         .await
-        .expect("config parses");
-    reporter.configure(config).await.expect("config is valid");
-    reporter
+        .expect("a valid configuration")
 }
 
 /// The recorded Buildbot cases under tests/fixtures/buildbot.

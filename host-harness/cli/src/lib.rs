@@ -1,9 +1,11 @@
 //! The parts of the `status-push` CLI that tests share: the inspection [`receiver`] that
 //! `receive` and `demo` run (and the workspace's end-to-end tests push to), and the
 //! relay service that `serve` runs: its accept loop and checks ([`serve`]), its
-//! background delivery from an outbox ([`courier`]) and its [`metrics`].
+//! background delivery from an outbox ([`courier`]) and its [`metrics`]; and the
+//! process's peak memory ([`usage`]), which `push --stats` and status-push-bench print.
 
 pub mod courier;
 pub mod metrics;
 pub mod receiver;
 pub mod serve;
+pub mod usage;

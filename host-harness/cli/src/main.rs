@@ -4,20 +4,23 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use status_push_cli::receiver::{Receiver, Reply, Verifier};
 use status_push_cli::serve::{Options as ServeOptions, Service};
-use status_push_host::outbox::{OutboxError, Redeliver};
+use status_push_host::outbox::{Location, Redeliver};
 use status_push_host::relay::Relay;
-use status_push_host::{Event, HostError, Outcome, Runtime, RuntimeOptions};
+use status_push_host::{Event, HostError, Outcome, Runtime, RuntimeOptions, UnknownEvent};
 
+use crate::error::CliError;
 use crate::push::open_outbox;
 
-mod bench;
+mod error;
 mod input;
 mod output;
 mod push;
+
+/// What every command returns.
+type Result<T> = std::result::Result<T, CliError>;
 
 /// The component the CLI loads unless --wasm or STATUS_PUSH_WASM says otherwise.
 const DEFAULT_WASM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/status-push.wasm");
@@ -63,26 +66,36 @@ pub struct Loader {
 
 impl Loader {
     /// The component, compiled or from the cache.
-    pub fn load(&self) -> Result<Runtime, HostError> {
+    pub fn load(&self) -> std::result::Result<Runtime, HostError> {
         Runtime::load_with(&self.wasm, &self.options)
     }
 }
 
-/// `--event`: which report to make.
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum EventArg {
-    /// `on-build-started`.
-    Started,
-    /// `on-build-finished`.
-    Finished,
+/// `--event`: `started` or `finished`, through [`Event`]'s own parser.
+fn event_name(name: &str) -> std::result::Result<Event, UnknownEvent> {
+    name.parse()
 }
 
-impl From<EventArg> for Event {
-    fn from(event: EventArg) -> Event {
-        match event {
-            EventArg::Started => Event::Started,
-            EventArg::Finished => Event::Finished,
-        }
+/// `--outbox`: a SQLite file or a PostgreSQL URL, parsed by clap without clap's usual
+/// error, which repeats the value (and so a URL's password) on the terminal.
+#[derive(Clone)]
+struct OutboxParser;
+
+impl clap::builder::TypedValueParser for OutboxParser {
+    type Value = Location;
+
+    fn parse_ref(
+        &self,
+        _cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> std::result::Result<Location, clap::Error> {
+        Location::parse(value).map_err(|e| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid --outbox: {e}\n"),
+            )
+        })
     }
 }
 
@@ -97,9 +110,9 @@ enum Command {
         /// headers, format_fn, builders, wantProperties, wantSteps, wantLogs, …
         #[arg(long)]
         config: PathBuf,
-        /// Which event to report.
-        #[arg(long, value_enum)]
-        event: EventArg,
+        /// Which event to report: started or finished.
+        #[arg(long, value_parser = event_name, value_name = "started|finished")]
+        event: Event,
         /// Buildbot data-API documents of the build: build, properties, buildrequest,
         /// buildset, builder, steps, … (as in tests/fixtures/buildbot/*/started.json).
         #[arg(long)]
@@ -107,8 +120,8 @@ enum Command {
         /// Write the event to this outbox before the first attempt; it stays there until
         /// delivered or dead (see `deliver`, `dead-letters`). A SQLite file, or a
         /// PostgreSQL database: postgresql://user@host:port/db.
-        #[arg(long)]
-        outbox: Option<PathBuf>,
+        #[arg(long, value_parser = OutboxParser, value_name = "FILE|URL")]
+        outbox: Option<Location>,
         /// Print `stats:` with this process's peak RSS and the component's peak memory.
         #[arg(long)]
         stats: bool,
@@ -118,8 +131,8 @@ enum Command {
     /// budget is spent.
     Deliver {
         /// The outbox: a SQLite file, or postgresql://user@host:port/db.
-        #[arg(long)]
-        outbox: PathBuf,
+        #[arg(long, value_parser = OutboxParser, value_name = "FILE|URL")]
+        outbox: Location,
         /// How long to keep trying, in seconds.
         #[arg(long, default_value_t = 60)]
         budget_seconds: u64,
@@ -127,16 +140,16 @@ enum Command {
     /// List an outbox's dead letters: events that failed permanently or expired.
     DeadLetters {
         /// The outbox: a SQLite file, or postgresql://user@host:port/db.
-        #[arg(long)]
-        outbox: PathBuf,
+        #[arg(long, value_parser = OutboxParser, value_name = "FILE|URL")]
+        outbox: Location,
     },
     /// Make dead letters pending again (then `deliver`, or a running `serve --outbox`,
     /// sends them).
     #[command(group = clap::ArgGroup::new("which").required(true))]
     Redeliver {
         /// The outbox: a SQLite file, or postgresql://user@host:port/db.
-        #[arg(long)]
-        outbox: PathBuf,
+        #[arg(long, value_parser = OutboxParser, value_name = "FILE|URL")]
+        outbox: Location,
         /// The dead letter's seq or delivery id (as `dead-letters` lists them).
         #[arg(long, group = "which")]
         id: Option<String>,
@@ -183,8 +196,8 @@ enum Command {
         /// Queue each event in this outbox (a SQLite file, or postgresql://user@host/db)
         /// and answer 202 with its delivery id, then deliver in the background (per-build
         /// order, backoff, dead letters).
-        #[arg(long)]
-        outbox: Option<PathBuf>,
+        #[arg(long, value_parser = OutboxParser, value_name = "FILE|URL")]
+        outbox: Option<Location>,
         /// Requests handled at once; more get 503 with Retry-After.
         #[arg(long, default_value_t = 64)]
         max_concurrent: usize,
@@ -198,11 +211,6 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         shutdown_seconds: u64,
     },
-    /// Measure the component against the same work done natively and against a byte
-    /// replay, on one loopback receiver: events per second, latency, CPU per event, cold
-    /// start, memory, size. The last lines are `cpu per event: …` and the ratios
-    /// `component/native-same-work` and `component/byte-replay`.
-    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -240,103 +248,71 @@ fn main() -> ExitCode {
             return ExitCode::from(3);
         }
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Push {
-                config,
-                event,
-                build,
-                outbox: None,
-                stats,
-            } => push::push(&loader, &config, event.into(), &build, stats).await,
-            Command::Push {
-                config,
-                event,
-                build,
-                outbox: Some(outbox),
-                ..
-            } => push::push_via_outbox(&loader, &config, event.into(), &build, &outbox).await,
-            Command::Deliver {
-                outbox,
-                budget_seconds,
-            } => deliver(&loader, &outbox, Duration::from_secs(budget_seconds)).await,
-            Command::DeadLetters { outbox } => dead_letters(&outbox).await,
-            Command::Redeliver { outbox, id, all } => redeliver(&outbox, id, all).await,
-            Command::Receive {
-                port,
-                status,
-                verify_secret,
-                github_secret,
-            } => {
-                let verifier = Verifier::new(verify_secret.as_deref(), github_secret.as_deref())
-                    .map_err(|why| anyhow::anyhow!(why))?;
-                receive(port, status, verifier).await
-            }
-            Command::Demo => demo(&loader).await,
-            Command::Serve {
-                config,
-                listen,
-                relay,
-                outbox,
-                max_concurrent,
-                header_timeout_seconds,
-                body_timeout_seconds,
-                shutdown_seconds,
-            } => {
-                let options = ServeOptions {
-                    max_concurrent,
-                    header_timeout: Duration::from_secs(header_timeout_seconds.max(1)),
-                    body_timeout: Duration::from_secs(body_timeout_seconds.max(1)),
-                    grace: Duration::from_secs(shutdown_seconds),
-                };
-                serve(
-                    &loader,
-                    &config,
-                    &listen,
-                    &relay,
-                    outbox.as_deref(),
-                    options,
-                )
-                .await
-            }
-            Command::Bench(args) => bench::run(&loader, &args).await,
-        }
-    });
+    let result = runtime.block_on(run(cli.command, &loader));
     match result {
         Ok(code) => code,
         Err(e) => {
-            output::complain(format_args!("status-push: {e:#}"));
-            ExitCode::from(exit_code(&e))
+            output::complain(format_args!("status-push: {}", e.with_causes()));
+            ExitCode::from(e.exit_code())
         }
     }
 }
 
-fn exit_code(error: &anyhow::Error) -> u8 {
-    let host = error
-        .downcast_ref::<HostError>()
-        .or_else(|| error.downcast_ref::<push::Blamed>().map(|b| &b.error))
-        .or_else(|| match error.downcast_ref::<OutboxError>() {
-            Some(OutboxError::Host(e)) => Some(e),
-            _ => None,
-        });
-    match host {
-        Some(HostError::Push(_)) => 1,
-        Some(HostError::Config(_) | HostError::Event(_)) => 2,
-        Some(_) => 3,
-        None => match error.downcast_ref::<OutboxError>() {
-            Some(OutboxError::NoSuchDeadLetter(_)) => 2,
-            Some(_) => 3,
-            None => 2,
-        },
+async fn run(command: Command, loader: &Loader) -> Result<ExitCode> {
+    match command {
+        Command::Push {
+            config,
+            event,
+            build,
+            outbox: None,
+            stats,
+        } => push::push(loader, &config, event, &build, stats).await,
+        Command::Push {
+            config,
+            event,
+            build,
+            outbox: Some(outbox),
+            ..
+        } => push::push_via_outbox(loader, &config, event, &build, &outbox).await,
+        Command::Deliver {
+            outbox,
+            budget_seconds,
+        } => deliver(loader, &outbox, Duration::from_secs(budget_seconds)).await,
+        Command::DeadLetters { outbox } => dead_letters(&outbox).await,
+        Command::Redeliver { outbox, id, all } => redeliver(&outbox, id, all).await,
+        Command::Receive {
+            port,
+            status,
+            verify_secret,
+            github_secret,
+        } => {
+            let verifier = Verifier::new(verify_secret.as_deref(), github_secret.as_deref())
+                .map_err(|why| CliError::Usage(why.to_string()))?;
+            receive(port, status, verifier).await
+        }
+        Command::Demo => demo(loader).await,
+        Command::Serve {
+            config,
+            listen,
+            relay,
+            outbox,
+            max_concurrent,
+            header_timeout_seconds,
+            body_timeout_seconds,
+            shutdown_seconds,
+        } => {
+            let options = ServeOptions {
+                max_concurrent,
+                header_timeout: Duration::from_secs(header_timeout_seconds.max(1)),
+                body_timeout: Duration::from_secs(body_timeout_seconds.max(1)),
+                grace: Duration::from_secs(shutdown_seconds),
+            };
+            serve(loader, &config, &listen, &relay, outbox.as_ref(), options).await
+        }
     }
 }
 
-/// A `--config` file, bounded (see `input`).
-fn read(path: &Path) -> Result<String> {
-    Ok(input::read_text("--config", path, input::MAX_CONFIG_BYTES)?)
-}
-
-async fn deliver(loader: &Loader, location: &Path, budget: Duration) -> Result<ExitCode> {
+async fn deliver(loader: &Loader, location: &Location, budget: Duration) -> Result<ExitCode> {
     let runtime = loader.load()?;
     let outbox = open_outbox(location).await?;
     let summary = outbox.deliver(&runtime, budget).await?;
@@ -351,7 +327,7 @@ async fn deliver(loader: &Loader, location: &Path, budget: Duration) -> Result<E
     })
 }
 
-async fn dead_letters(location: &Path) -> Result<ExitCode> {
+async fn dead_letters(location: &Location) -> Result<ExitCode> {
     let outbox = open_outbox(location).await?;
     let letters = outbox.dead_letters().await?;
     output::say("seq\tevent\tbuild\tdelivery_id\tattempts\tqueued_at\treason");
@@ -370,21 +346,25 @@ async fn dead_letters(location: &Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn redeliver(location: &Path, id: Option<String>, all: bool) -> Result<ExitCode> {
+async fn redeliver(location: &Location, id: Option<String>, all: bool) -> Result<ExitCode> {
     let which = match id {
         _ if all => Redeliver::All,
         Some(id) => match id.parse::<i64>() {
             Ok(seq) => Redeliver::Seq(seq),
             Err(_) => Redeliver::DeliveryId(id),
         },
-        None => anyhow::bail!("say which dead letters: --id ID or --all"),
+        None => {
+            return Err(CliError::Usage(
+                "say which dead letters: --id ID or --all".into(),
+            ))
+        }
     };
     let outbox = open_outbox(location).await?;
     let n = outbox.redeliver(&which).await?;
-    println!(
+    output::say(format_args!(
         "pending again: {n} (deliver them with `status-push deliver --outbox {}`, or a running `serve --outbox` does)",
         outbox.location()
-    );
+    ));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -392,19 +372,21 @@ async fn receive(port: u16, status: u16, verifier: Verifier) -> Result<ExitCode>
     let receiver =
         Receiver::start_with(port, std::sync::Arc::new(move |_: &_| Reply::from(status)))
             .await
-            .with_context(|| format!("cannot listen on 127.0.0.1:{port}"))?;
-    println!(
+            .map_err(CliError::system(format!(
+                "cannot listen on 127.0.0.1:{port}"
+            )))?;
+    output::say(format_args!(
         "listening on {} (answering {status}); Ctrl-C stops",
         receiver.origin()
-    );
+    ));
     let mut seen = 0;
     loop {
         tokio::select! {
             request = receiver.next_after(seen) => {
                 seen += 1;
-                println!("--- request {seen}\n{}", request.describe());
+                output::say(format_args!("--- request {seen}\n{}", request.describe()));
                 if let Some(verdict) = verifier.check(&request) {
-                    println!("{verdict}");
+                    output::say(verdict);
                 }
             }
             _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
@@ -417,13 +399,13 @@ async fn serve(
     config: &Path,
     listen: &str,
     relay: &Path,
-    location: Option<&Path>,
+    location: Option<&Location>,
     options: ServeOptions,
 ) -> Result<ExitCode> {
-    let config = read(config)?;
+    let config = input::read_text("--config", config, input::MAX_CONFIG_BYTES)?;
     let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host(listen)
         .await
-        .with_context(|| format!("cannot resolve --listen {listen}"))?
+        .map_err(|e| CliError::Usage(format!("cannot resolve --listen {listen}: {e}")))?
         .collect();
     let relay = std::sync::Arc::new(Relay::load(relay, &loader.options, &config).await?);
     let outbox = match location {
@@ -431,11 +413,12 @@ async fn serve(
         None => None,
     };
     let shown = outbox.as_ref().map(|o| o.location());
-    let service = Service::new(relay, outbox.clone(), options.clone())?;
+    let service = Service::new(relay, outbox.clone(), options.clone())
+        .map_err(|e| CliError::Usage(e.to_string()))?;
     if !service.is_authenticated() && !addrs.iter().all(|a| a.ip().is_loopback()) {
-        anyhow::bail!(
+        return Err(CliError::Usage(format!(
             "refusing to listen on {listen} without inbound authentication: anyone who reaches it could push build statuses; set inboundToken or inboundSecret in the config, or listen on 127.0.0.1"
-        );
+        )));
     }
     // Only one process delivers from a SQLite outbox at a time: `deliver` and
     // `push --outbox` wait while `serve` runs. (PostgreSQL: workers share by claims.)
@@ -445,26 +428,28 @@ async fn serve(
     };
     let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+        .map_err(CliError::system(format!("cannot listen on {listen}")))?;
+    let local = listener
+        .local_addr()
+        .map_err(CliError::system("cannot read the listener's address"))?;
     let service = std::sync::Arc::new(service);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let courier = service
         .courier()
         .map(|courier| tokio::spawn(courier.run(stopped, options.grace)));
-    println!(
-        "relay listening on http://{}{}: POST build documents to /started or /finished",
-        listener.local_addr()?,
+    output::say(format_args!(
+        "relay listening on http://{local}{}: POST build documents to /started or /finished",
         shown.map(|l| format!(" (outbox {l})")).unwrap_or_default()
-    );
+    ));
     status_push_cli::serve::serve(service, listener, shutdown_signal())
         .await
-        .context("the relay listener failed")?;
+        .map_err(CliError::system("the relay listener failed"))?;
     let _ = stop.send(true);
     if let Some(courier) = courier {
         let _ = courier.await;
     }
     drop(lock);
-    eprintln!("status-push: stopped");
+    output::complain("status-push: stopped");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -487,17 +472,15 @@ async fn shutdown_signal() {
 async fn demo(loader: &Loader) -> Result<ExitCode> {
     let receiver = Receiver::start(0)
         .await
-        .context("cannot start the demo receiver")?;
+        .map_err(CliError::system("cannot start the demo receiver"))?;
     output::say(format_args!("receiver listening on {}", receiver.origin()));
     let runtime = loader.load()?;
-    let mut reporter = runtime.reporter().await?;
     let config = format!(
         r#"{{"serverUrl": "{}/buildbot/status", "buildbotURL": "http://buildbot.example.org/",
             "wantProperties": true, "wantSteps": true, "headers": {{"X-Demo": "status-push"}}}}"#,
         receiver.origin()
     );
-    let config = reporter.parse_config(&config).await?;
-    reporter.configure(config).await?;
+    let mut reporter = runtime.configured_reporter(&config).await?;
     let samples = [
         (Event::Started, include_str!("../demo/started.json")),
         (Event::Finished, include_str!("../demo/finished.json")),
@@ -512,7 +495,12 @@ async fn demo(loader: &Loader) -> Result<ExitCode> {
                 "--- the receiver got:\n{}",
                 request.describe()
             )),
-            None => anyhow::bail!("the receiver got no request for the {event:?} event"),
+            None => {
+                return Err(CliError::System {
+                    what: format!("the receiver got no request for the {event:?} event"),
+                    source: std::io::ErrorKind::TimedOut.into(),
+                })
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -5,36 +5,16 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::Result;
 use status_push_host::bindings::{PushError, PushFailure};
 use status_push_host::outbox::{Location, Outbox, PushResult};
-use status_push_host::{Event, HostError, InputError, Reporter};
+use status_push_host::{Event, HostError, InputError};
 
+use crate::error::{Blamed, CliError};
 use crate::input::{self, MAX_BUILD_BYTES, MAX_CONFIG_BYTES};
 use crate::output::say;
 use crate::Loader;
 
-/// A [`HostError`] with the input file it concerns, so the one line names both.
-#[derive(Debug)]
-pub struct Blamed {
-    /// What went wrong (the exit code follows it).
-    pub error: HostError,
-    /// The flags and files at fault: `--build PATH`, or both files.
-    input: String,
-}
-
-impl std::fmt::Display for Blamed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.error.is_trap() {
-            // The cause first; the input that provoked it after.
-            write!(f, "{} (input: {})", self.error, self.input)
-        } else {
-            write!(f, "{}: {}", self.input, self.error)
-        }
-    }
-}
-
-impl std::error::Error for Blamed {}
+type Result<T> = std::result::Result<T, CliError>;
 
 fn blame(input: String) -> impl Fn(HostError) -> Blamed {
     move |error| Blamed {
@@ -83,37 +63,37 @@ pub async fn push(
     let build = input::read_text("--build", build_path, MAX_BUILD_BYTES)?;
     let runtime = loader.load()?;
     let mut reporter = runtime.reporter().await?;
-    configure(&mut reporter, &config)
+    reporter
+        .configure_json(&config)
         .await
         .map_err(blame(format!("--config {}", config_path.display())))?;
     let outcome = reporter.report_documents(event, &build).await;
     if stats {
         say(format_args!(
             "stats: peak RSS {} KiB, component memory {} KiB",
-            crate::bench::peak_rss_kib().unwrap_or(0),
+            status_push_cli::usage::peak_rss_kib().unwrap_or(0),
             reporter.peak_memory() / 1024
         ));
     }
-    let outcome = outcome.map_err(input_fault).map_err(|e| match e {
-        // The receiver's side: no file to blame.
-        HostError::Push(_) => anyhow::Error::new(e),
-        // A trap while reporting may come from either file (a format_fn's output).
-        e if e.is_trap() => blame(format!(
-            "--config {}, --build {}",
-            config_path.display(),
-            build_path.display()
-        ))(e)
-        .into(),
-        e @ HostError::Config(_) => blame(format!("--config {}", config_path.display()))(e).into(),
-        e => blame(format!("--build {}", build_path.display()))(e).into(),
+    let outcome = outcome.map_err(input_fault).map_err(|e| -> CliError {
+        match e {
+            // The receiver's side: no file to blame.
+            HostError::Push(_) => e.into(),
+            // A trap while reporting may come from either file (a format_fn's output).
+            e if e.is_trap() => blame(format!(
+                "--config {}, --build {}",
+                config_path.display(),
+                build_path.display()
+            ))(e)
+            .into(),
+            e @ HostError::Config(_) => {
+                blame(format!("--config {}", config_path.display()))(e).into()
+            }
+            e => blame(format!("--build {}", build_path.display()))(e).into(),
+        }
     })?;
     say(outcome);
     Ok(ExitCode::SUCCESS)
-}
-
-async fn configure(reporter: &mut Reporter, json: &str) -> Result<(), HostError> {
-    let config = reporter.parse_config(json).await?;
-    reporter.configure(config).await
 }
 
 /// `push --outbox`: the event is kept in the outbox first, then delivered in order.
@@ -122,7 +102,7 @@ pub async fn push_via_outbox(
     config_path: &Path,
     event: Event,
     build_path: &Path,
-    location: &Path,
+    location: &Location,
 ) -> Result<ExitCode> {
     let config = input::read_text("--config", config_path, MAX_CONFIG_BYTES)?;
     let build = input::read_text("--build", build_path, MAX_BUILD_BYTES)?;
@@ -147,13 +127,11 @@ pub async fn push_via_outbox(
     }
 }
 
-/// Opens the outbox `--outbox` names: a PostgreSQL URL, or a file that must be a regular
-/// one (or new). Parsed here rather than by clap, whose errors repeat the value: a URL's
-/// password would reach the terminal.
-pub async fn open_outbox(argument: &Path) -> Result<Outbox> {
-    let location = Location::parse(argument.as_os_str())?;
-    if let Location::Sqlite(path) = &location {
+/// Opens the outbox `--outbox` names: a PostgreSQL database, or a file that must be a
+/// regular one (or new).
+pub async fn open_outbox(location: &Location) -> Result<Outbox> {
+    if let Location::Sqlite(path) = location {
         input::check_regular_if_exists("--outbox", path)?;
     }
-    Ok(Outbox::open(&location).await?)
+    Ok(Outbox::open(location).await?)
 }

@@ -26,6 +26,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{json, Value};
 use status_push::inbound::{Caller, Inbound};
+use status_push::relay_api::{self, Refusal};
+use status_push::EventKind;
 use status_push_host::outbox::{Accepted, Outbox, OutboxError};
 use status_push_host::relay::{BodyError, Relay, RelayBody};
 use status_push_host::Event;
@@ -124,9 +126,8 @@ impl Service {
         .map_err(|(key, message)| config_error(key, message))?;
         // The component's own reading of the configuration, natively, for what the host
         // must agree with it on: the body limit and the delivery id's inputs.
-        let doc: Value = serde_json::from_str(relay.config_json().trim_start_matches('\u{feff}'))
-            .map_err(|e| config_error("", format!("not JSON: {e}")))?;
-        let settings = status_push::documents::config_from_json(&doc)
+        let settings = status_push::documents::parse_json(relay.config_json())
+            .and_then(|doc| status_push::documents::config_from_json(&doc))
             .and_then(status_push::config::Settings::from_config)
             .map_err(|e| config_error(&e.key, e.message))?;
         let durable = outbox.map(|outbox| Durable {
@@ -181,50 +182,32 @@ impl Service {
     }
 
     async fn route(&self, request: Request<Incoming>) -> Response<RelayBody> {
-        let event = match request.uri().path() {
+        match request.uri().path() {
             "/healthz" => return self.health(request.method()),
             "/metrics" => return self.metrics_page(request.method()).await,
-            "/started" => Event::Started,
-            "/finished" => Event::Finished,
-            _ => {
-                return answer(
-                    404,
-                    json!({"error": "not found: POST build documents to /started or /finished"}),
-                )
-            }
-        };
+            _ => {}
+        }
+        self.relay_request(request)
+            .await
+            .unwrap_or_else(|refusal| answer(refusal.answer()))
+    }
+
+    /// `/started` and `/finished`, checked in the order `relay_api` documents.
+    async fn relay_request(
+        &self,
+        request: Request<Incoming>,
+    ) -> Result<Response<RelayBody>, Refusal> {
+        let kind = relay_api::route(request.uri().path()).ok_or(Refusal::NotFound)?;
         self.metrics.received.inc();
-        if request.method() != Method::POST {
-            return with_header(
-                answer(405, json!({"error": "method not allowed: use POST"})),
-                "allow",
-                "POST",
-            );
-        }
-        if let Some(content_type) = request.headers().get(CONTENT_TYPE) {
-            let essence = content_type
-                .to_str()
-                .unwrap_or_default()
-                .split(';')
-                .next()
-                .unwrap_or_default()
-                .trim();
-            if !essence.eq_ignore_ascii_case("application/json") {
-                return answer(
-                    415,
-                    json!({"error": "unsupported media type: send Content-Type: application/json"}),
-                );
-            }
-        }
+        relay_api::check_method(request.method().as_str())?;
+        relay_api::check_content_type(request.headers().get(CONTENT_TYPE).map(|v| v.as_bytes()))?;
         let Ok(_permit) = self.permits.clone().try_acquire_owned() else {
-            return with_header(
-                answer(
-                    503,
-                    json!({"error": format!("busy: {} requests in progress; retry shortly", self.options.max_concurrent)}),
-                ),
-                "retry-after",
-                "1",
-            );
+            return Err(Refusal::Busy {
+                in_progress: self.options.max_concurrent,
+            });
+        };
+        let too_large = Refusal::TooLarge {
+            max_body_bytes: self.max_body_bytes,
         };
         let declared = request
             .headers()
@@ -234,71 +217,50 @@ impl Service {
         let (parts, body) = request.into_parts();
         if declared.is_some_and(|n| n > self.max_body_bytes) {
             drain(body);
-            return self.too_large();
+            return Err(too_large);
         }
         let body = match read_body(body, self.max_body_bytes, self.options.body_timeout).await {
             BodyRead::Complete(body) => body,
             BodyRead::TooLarge(rest) => {
                 drain(rest);
-                return self.too_large();
+                return Err(too_large);
             }
             BodyRead::TimedOut => {
                 tracing::warn!(
                     "serve: a client sent its body too slowly (over {:?})",
                     self.options.body_timeout
                 );
-                return with_header(
-                    answer(
-                        408,
-                        json!({"error": format!("the body did not arrive within {} s", self.options.body_timeout.as_secs_f64())}),
-                    ),
-                    "connection",
-                    "close",
-                );
+                return Err(Refusal::TooSlow {
+                    seconds: self.options.body_timeout.as_secs(),
+                });
             }
-            BodyRead::Failed(why) => {
-                return answer(
-                    400,
-                    json!({"error": format!("the request body could not be read: {why}")}),
-                )
-            }
+            BodyRead::Failed(why) => return Err(Refusal::Unreadable(why)),
         };
         match &self.durable {
-            Some(durable) => self.accept(durable, event, &parts.headers, body).await,
-            None => self.relay_call(parts, body).await,
+            Some(durable) => self.accept(durable, kind, &parts.headers, body).await,
+            None => Ok(self.relay_call(parts, body).await),
         }
-    }
-
-    fn too_large(&self) -> Response<RelayBody> {
-        with_header(
-            answer(
-                413,
-                json!({"error": format!("the body is over maxBodyBytes ({} bytes)", self.max_body_bytes)}),
-            ),
-            "connection",
-            "close",
-        )
     }
 
     fn health(&self, method: &Method) -> Response<RelayBody> {
         if method != Method::GET && method != Method::HEAD {
             return with_header(
-                answer(405, json!({"error": "method not allowed: use GET"})),
+                json_answer(405, json!({"error": "method not allowed: use GET"})),
                 "allow",
                 "GET",
             );
         }
         if self.accepting.load(Ordering::Relaxed) {
-            answer(200, json!({"status": "ok"}))
+            json_answer(200, json!({"status": "ok"}))
         } else {
-            answer(503, json!({"status": "shutting down"}))
+            json_answer(503, json!({"status": "shutting down"}))
         }
     }
 
     async fn metrics_page(&self, method: &Method) -> Response<RelayBody> {
         if method != Method::GET {
             return with_header(
-                answer(405, json!({"error": "method not allowed: use GET"})),
+                json_answer(405, json!({"error": "method not allowed: use GET"})),
                 "allow",
                 "GET",
             );
@@ -324,10 +286,10 @@ impl Service {
     async fn accept(
         &self,
         durable: &Durable,
-        event: Event,
+        kind: EventKind,
         headers: &hyper::HeaderMap,
         body: Bytes,
-    ) -> Response<RelayBody> {
+    ) -> Result<Response<RelayBody>, Refusal> {
         let header = |name: &str| {
             headers
                 .get(name)
@@ -336,35 +298,23 @@ impl Service {
         let webhook_id = match self.inbound.check(&header, &body, unix_now()) {
             Ok(Caller::Signed { id }) => Some(id),
             Ok(_) => None,
-            Err(refusal) => return unauthorized(&refusal.to_string()),
+            Err(refusal) => return Err(Refusal::Unauthorized(refusal.to_string())),
         };
-        let documents = match validate(&body) {
-            Ok(documents) => documents,
-            Err((key, message)) => {
-                return answer(
-                    400,
-                    json!({"error": "invalid build documents", "key": key, "message": message}),
-                )
-            }
-        };
-        let kind = match event {
-            Event::Started => status_push::EventKind::Started,
-            Event::Finished => status_push::EventKind::Finished,
-        };
+        let buildid = relay_api::event_documents(&body)?.build.buildid;
         let delivery_id = status_push::signature::delivery_id(
             &durable.target_url,
             &durable.buildbot_url,
-            documents.buildid,
+            buildid,
             kind,
         );
-        let build_key = format!("{}|{}", self.relay.config().buildbot_url, documents.buildid);
-        // The body was checked to be UTF-8 by `validate`.
+        let build_key = format!("{}|{}", self.relay.config().buildbot_url, buildid);
+        // `event_documents` read the body as UTF-8.
         let text = std::str::from_utf8(&body).unwrap_or_default();
         let queued = durable
             .outbox
             .accept(&Accepted {
                 config_json: self.relay.config_json(),
-                event,
+                event: Event::from(kind),
                 documents_json: text,
                 build_key: &build_key,
                 dead_after: self.relay.dead_letter_after(),
@@ -378,20 +328,17 @@ impl Service {
                     accepted.insert(seq, Instant::now());
                 }
                 durable.wake.notify_one();
-                answer(
-                    202,
-                    json!({"outcome": "accepted", "delivery_id": delivery_id, "seq": seq}),
-                )
+                Ok(answer(relay_api::accepted(&delivery_id, seq)))
             }
-            Err(OutboxError::Replayed(id)) => {
-                unauthorized(&format!("replayed: webhook-id {id} was already accepted"))
-            }
+            Err(OutboxError::Replayed(id)) => Err(Refusal::Unauthorized(format!(
+                "replayed: webhook-id {id} was already accepted"
+            ))),
             Err(e) => {
                 tracing::warn!("serve: cannot queue an event: {e}");
-                answer(
+                Ok(json_answer(
                     500,
                     json!({"error": "the outbox could not store the event; retry"}),
-                )
+                ))
             }
         }
     }
@@ -430,7 +377,7 @@ impl Service {
             Ok(Err(why)) => {
                 tracing::warn!("serve: the relay component failed: {why}");
                 self.metrics.failed("trap");
-                answer(
+                json_answer(
                     500,
                     json!({"error": "the relay component failed", "message": why}),
                 )
@@ -438,7 +385,7 @@ impl Service {
             Err(_) => {
                 tracing::warn!("serve: the relay component did not answer within {budget:?}");
                 self.metrics.failed("trap");
-                answer(
+                json_answer(
                     500,
                     json!({"error": format!("the relay component did not answer within {} s", budget.as_secs())}),
                 )
@@ -466,37 +413,6 @@ impl Service {
     }
 }
 
-/// What the host needs from valid documents.
-struct Documents {
-    buildid: i64,
-}
-
-/// The documents as the component will read them (the same pure parser, natively):
-/// an error names the JSON path. Logs may not name a `content_file` over HTTP: that is
-/// a path on this host.
-fn validate(body: &[u8]) -> Result<Documents, (String, String)> {
-    let text = std::str::from_utf8(body)
-        .map_err(|e| (String::new(), format!("the body is not UTF-8: {e}")))?;
-    let doc: Value = serde_json::from_str(text.strip_prefix('\u{feff}').unwrap_or(text))
-        .map_err(|e| (String::new(), format!("not JSON: {e}")))?;
-    let event = status_push::documents::event_from_json(&doc).map_err(|e| (e.key, e.message))?;
-    let steps = doc["steps"].as_array().map(Vec::as_slice).unwrap_or(&[]);
-    for (i, step) in steps.iter().enumerate() {
-        let logs = step["logs"].as_array().map(Vec::as_slice).unwrap_or(&[]);
-        for (j, log) in logs.iter().enumerate() {
-            if log.get("content_file").is_some() {
-                return Err((
-                    format!("steps[{i}].logs[{j}].content_file"),
-                    "is not accepted over HTTP: send the text as content".into(),
-                ));
-            }
-        }
-    }
-    Ok(Documents {
-        buildid: event.build.buildid,
-    })
-}
-
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -509,7 +425,19 @@ fn full(body: Bytes) -> RelayBody {
         .boxed_unsync()
 }
 
-fn answer(status: u16, body: Value) -> Response<RelayBody> {
+/// A response carrying one of `relay_api`'s answers.
+fn answer(answer: relay_api::Answer) -> Response<RelayBody> {
+    let mut response = json_answer(answer.status, answer.body);
+    for (name, value) in answer.headers {
+        response
+            .headers_mut()
+            .insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+/// A JSON response of the host's own: health, metrics, its own failures.
+fn json_answer(status: u16, body: Value) -> Response<RelayBody> {
     let mut response = Response::new(full(Bytes::from(body.to_string())));
     *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
     response
@@ -527,14 +455,6 @@ fn with_header(
         .headers_mut()
         .insert(name, HeaderValue::from_static(value));
     response
-}
-
-fn unauthorized(reason: &str) -> Response<RelayBody> {
-    with_header(
-        answer(401, json!({"error": "unauthorized", "reason": reason})),
-        "www-authenticate",
-        "Bearer",
-    )
 }
 
 /// How reading a body ended.

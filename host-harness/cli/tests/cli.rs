@@ -21,6 +21,16 @@ async fn run(args: &[&str]) -> Output {
         .expect("the CLI runs")
 }
 
+/// `status-push-bench` with `args`, measuring the same component as [`run`].
+async fn run_bench(args: &[&str]) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_status-push-bench"))
+        .args(args)
+        .env("STATUS_PUSH_WASM", wasm())
+        .output()
+        .await
+        .expect("status-push-bench runs")
+}
+
 fn write_config(dir: &Path, config: &Value) -> PathBuf {
     let path = dir.join("config.json");
     std::fs::write(&path, config.to_string()).unwrap();
@@ -221,11 +231,12 @@ async fn serve_refuses_a_bad_config_before_it_listens() {
     }
 }
 
-/// `bench`'s last three lines are read by scripts (issue #15), and its attribution runs
-/// include the ones the README's table quotes; `--only` prints one line.
+/// `status-push-bench component`'s last three lines are read by scripts (issue #15), and
+/// its attribution runs include the ones docs/performance.md's table quotes; `--only` prints one
+/// line.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_ends_with_cpu_per_event_and_the_two_ratios() {
-    let out = run(&["bench", "--events", "40", "--concurrency", "1,2"]).await;
+    let out = run_bench(&["component", "--events", "40", "--concurrency", "1,2"]).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
     for row in [
@@ -263,7 +274,7 @@ async fn bench_ends_with_cpu_per_event_and_the_two_ratios() {
     }
 
     for only in ["parsed", "one-thread"] {
-        let out = run(&["bench", "--only", only, "--events", "20"]).await;
+        let out = run_bench(&["component", "--only", only, "--events", "20"]).await;
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{only}: {out:?}");
         assert_eq!(stdout.lines().count(), 1, "{only}: {stdout}");
@@ -271,5 +282,34 @@ async fn bench_ends_with_cpu_per_event_and_the_two_ratios() {
             stdout.contains("20 events, concurrency 1"),
             "{only}: {stdout}"
         );
+    }
+}
+
+/// The benchmarks live in `status-push-bench`: the product binary has no `bench`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_push_help_has_no_bench() {
+    let out = run(&["--help"]).await;
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("push"), "{stdout}");
+    assert!(!stdout.to_lowercase().contains("bench"), "{stdout}");
+}
+
+/// Outbox URLs print through the one redactor: a password written as users write it,
+/// not percent-encoded, never reaches the terminal, whatever it holds.
+#[tokio::test]
+async fn an_outbox_password_never_reaches_the_terminal() {
+    for password in ["Ab/cd+=", "a?b", "x#y", "p@ss", "a:b", "50%off", "Ab%2Fcd"] {
+        // Port 1 on loopback: refused at once, so the command fails and says why.
+        let url = format!("postgresql://ci:{password}@127.0.0.1:1/x");
+        let out = run(&["dead-letters", "--outbox", &url]).await;
+        let printed = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.status.success(), "{printed}");
+        assert!(printed.contains("<redacted>"), "{password}: {printed}");
+        assert!(!printed.contains(password), "{password}: {printed}");
     }
 }

@@ -1,4 +1,4 @@
-//! Benchmark, not a test (ignored; README "Choosing an outbox backend"): events per second
+//! Benchmark, not a test (ignored; docs/delivery-and-outbox.md, "Choosing an outbox backend"): events per second
 //! delivered from one outbox by 1, 2 and 4 `status-push deliver` workers sharing a
 //! PostgreSQL server, and by one worker on SQLite. Each run queues the same events first
 //! (not timed), then times the workers from their start until every one has exited with

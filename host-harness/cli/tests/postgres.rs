@@ -364,7 +364,8 @@ async fn a_bad_database_url_credentials_or_schema_is_one_line_and_queues_nothing
         "postgresql://postgres:s3cret@127.0.0.1:notaport/postgres",
     ])
     .await;
-    assert_eq!(code, 3, "{err}");
+    // An unusable --outbox is a usage error, like any other invalid argument.
+    assert_eq!(code, 2, "{err}");
     one_line(&err, "invalid connection string");
 
     // A schema from a newer status-push: refused before anything is written.
@@ -439,6 +440,6 @@ async fn sslmode_require_is_tls_verified_against_sslrootcert() {
     // An sslrootcert that is not a certificate file.
     let bad = format!("{}?sslmode=require&sslrootcert={}", pg.url(), dir.display());
     let (code, _, err) = run(&["dead-letters", "--outbox", &bad]).await;
-    assert_eq!(code, 3, "{err}");
+    assert_eq!(code, 2, "{err}");
     assert!(err.contains("sslrootcert"), "{err}");
 }

@@ -108,6 +108,15 @@ pub enum OutboxError {
     /// [`REPLAY_WINDOW`]; nothing was queued.
     #[error("webhook-id {0} was already accepted")]
     Replayed(String),
+    /// A row holds what no status-push writes (an unknown event name); nothing of it
+    /// was sent.
+    #[error("outbox {location}: a row is unreadable: {message}")]
+    Corrupt {
+        /// The file or URL (password redacted).
+        location: String,
+        /// What is wrong with it.
+        message: String,
+    },
     /// [`Outbox::redeliver`]: no dead letter has this sequence number or delivery id.
     #[error("no dead letter {0} in the outbox")]
     NoSuchDeadLetter(String),
@@ -315,7 +324,7 @@ impl NewEvent {
     ) -> NewEvent {
         NewEvent {
             build_key: build_key.to_string(),
-            event: event_name(event).to_string(),
+            event: event.as_str().to_string(),
             config: config.to_string(),
             documents: documents.to_string(),
             // About 35,000 years: far enough, and no overflow when added to a timestamp.
@@ -357,13 +366,6 @@ fn backoff_ms(calls: i64) -> i64 {
     FIRST_BACKOFF_MS
         .saturating_mul(1 << doublings)
         .min(MAX_BACKOFF_MS)
-}
-
-fn event_name(event: Event) -> &'static str {
-    match event {
-        Event::Started => "started",
-        Event::Finished => "finished",
-    }
 }
 
 const EXPIRED: &str = "expired: undelivered for longer than deadLetterAfterSeconds";
@@ -734,20 +736,13 @@ impl Outbox {
 #[derive(Debug)]
 pub struct DeliveryLock(#[allow(dead_code)] Option<File>);
 
-fn parse_event_name(name: &str) -> Event {
-    if name == "started" {
-        Event::Started
-    } else {
-        Event::Finished
-    }
-}
-
 /// A pending event as stored.
 #[derive(Debug, Clone)]
 struct Row {
     seq: i64,
     build_key: String,
-    event: String,
+    /// Parsed when read: a row naming another event is refused, never taken for one.
+    event: Event,
     config: String,
     documents: String,
     /// Past its `deadLetterAfterSeconds` when claimed.
@@ -760,7 +755,7 @@ impl From<Row> for Queued {
         Queued {
             seq: row.seq,
             build_key: row.build_key.clone(),
-            event: parse_event_name(&row.event),
+            event: row.event,
             created_at: row.created_at,
             row,
         }
@@ -798,10 +793,8 @@ pub async fn attempt_queued(runtime: &Runtime, queued: &Queued) -> Result<Outcom
 }
 
 async fn call(runtime: &Runtime, row: &Row) -> Result<Outcome, HostError> {
-    let event = parse_event_name(&row.event);
-    let mut reporter = runtime.reporter().await?;
-    let config = reporter.parse_config(&row.config).await?;
-    reporter.configure(config).await?;
+    let event = row.event;
+    let mut reporter = runtime.configured_reporter(&row.config).await?;
     reporter.report_documents(event, &row.documents).await
 }
 

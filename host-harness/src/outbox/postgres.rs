@@ -22,7 +22,7 @@ use super::{
     Claim, Counts, Entry, Failed, NewEvent, OutboxError, Redeliver, Row, FIRST_BACKOFF_MS,
     MAX_BACKOFF_MS, SCHEMA_VERSION,
 };
-use crate::Secret;
+use crate::{Event, Secret};
 
 /// Added to an event's report budget to make its lease: covers recording the result and
 /// the gap between a host's clock and the server's.
@@ -86,7 +86,7 @@ impl PostgresUrl {
 
     /// Parses `url`; the error names what is wrong without repeating the password.
     pub fn parse(url: &str) -> Result<PostgresUrl, OutboxError> {
-        let shown = redact(url);
+        let shown = status_push::secret::redact_url(url);
         let (url, root_cert) = take_root_cert(url);
         let config: tokio_postgres::Config =
             url.parse()
@@ -184,39 +184,6 @@ fn take_root_cert(url: &str) -> (String, Option<std::path::PathBuf>) {
         (base.to_string(), root_cert)
     } else {
         (format!("{base}?{}", kept.join("&")), root_cert)
-    }
-}
-
-/// `url` with the password of `user:password@` and of a `password=` parameter replaced.
-fn redact(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let (before_query, query) = match rest.split_once('?') {
-        Some((a, q)) => (a, Some(q)),
-        None => (rest, None),
-    };
-    let authority_end = before_query.find('/').unwrap_or(before_query.len());
-    let (authority, path) = before_query.split_at(authority_end);
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, hosts)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{user}:{}@{hosts}", crate::secret::REDACTED),
-            None => format!("{userinfo}@{hosts}"),
-        },
-        None => authority.to_string(),
-    };
-    let query = query.map(|q| {
-        q.split('&')
-            .map(|pair| match pair.split_once('=') {
-                Some((key, _)) if key.eq_ignore_ascii_case("password") => {
-                    format!("{key}={}", crate::secret::REDACTED)
-                }
-                _ => pair.to_string(),
-            })
-            .collect::<Vec<_>>()
-            .join("&")
-    });
-    match query {
-        Some(q) => format!("{scheme}://{authority}{path}?{q}"),
-        None => format!("{scheme}://{authority}{path}"),
     }
 }
 
@@ -421,16 +388,18 @@ impl Postgres {
             .await?;
         let mut rows: Vec<Row> = rows
             .iter()
-            .map(|r| Row {
-                seq: r.get(0),
-                build_key: r.get(1),
-                event: r.get(2),
-                config: r.get(3),
-                documents: r.get(4),
-                expired: r.get(5),
-                created_at: r.get(6),
+            .map(|r| {
+                Ok(Row {
+                    seq: r.get(0),
+                    build_key: r.get(1),
+                    event: self.stored_event(r.get(2))?,
+                    config: r.get(3),
+                    documents: r.get(4),
+                    expired: r.get(5),
+                    created_at: r.get(6),
+                })
             })
-            .collect();
+            .collect::<Result<_, OutboxError>>()?;
         rows.sort_by_key(|r| r.seq);
         Ok(rows)
     }
@@ -538,6 +507,15 @@ impl Postgres {
         })
     }
 
+    /// An event name as stored; another name is a corrupt row, not an event.
+    fn stored_event(&self, name: &str) -> Result<Event, OutboxError> {
+        name.parse()
+            .map_err(|e: crate::UnknownEvent| OutboxError::Corrupt {
+                location: self.url.shown.clone(),
+                message: e.to_string(),
+            })
+    }
+
     pub(super) async fn entries(&self, dead: bool) -> Result<Vec<Entry>, OutboxError> {
         let rows = self
             .query(
@@ -546,18 +524,19 @@ impl Postgres {
                 &[&dead],
             )
             .await?;
-        Ok(rows
-            .iter()
-            .map(|r| Entry {
-                seq: r.get(0),
-                build_key: r.get(1),
-                event: super::parse_event_name(r.get(2)),
-                delivery_id: r.get(3),
-                created_at: r.get(4),
-                attempts: r.get(5),
-                last_error: r.get(6),
+        rows.iter()
+            .map(|r| {
+                Ok(Entry {
+                    seq: r.get(0),
+                    build_key: r.get(1),
+                    event: self.stored_event(r.get(2))?,
+                    delivery_id: r.get(3),
+                    created_at: r.get(4),
+                    attempts: r.get(5),
+                    last_error: r.get(6),
+                })
             })
-            .collect())
+            .collect()
     }
 
     pub(super) fn url(&self) -> &PostgresUrl {

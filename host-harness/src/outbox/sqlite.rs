@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use crate::Event;
+
 use super::{
     now_ms, now_s, Claim, Counts, Entry, Failed, NewEvent, OutboxError, Redeliver, Row,
     SCHEMA_VERSION,
@@ -195,7 +197,7 @@ impl Sqlite {
                         Ok(Row {
                             seq: r.get(0)?,
                             build_key: r.get(1)?,
-                            event: r.get(2)?,
+                            event: stored_event(r, 2)?,
                             config: r.get(3)?,
                             documents: r.get(4)?,
                             expired: now_s >= r.get::<_, i64>(5)?,
@@ -356,7 +358,7 @@ impl Sqlite {
                 Ok(Entry {
                     seq: r.get(0)?,
                     build_key: r.get(1)?,
-                    event: super::parse_event_name(&r.get::<_, String>(2)?),
+                    event: stored_event(r, 2)?,
                     delivery_id: r.get(3)?,
                     created_at: r.get(4)?,
                     attempts: r.get(5)?,
@@ -382,6 +384,13 @@ fn relaxed<T>(
     let result = work(db);
     db.execute_batch("PRAGMA synchronous = FULL")?;
     result.map(|_| ())
+}
+
+/// The event name in column `index`; another name is a conversion error, not an event.
+fn stored_event(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<Event> {
+    row.get::<_, String>(index)?.parse().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, Box::new(e))
+    })
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from .documents import BUILD_FIELDS, config_json, dumps, event_documents
-from .host import Outbox, Reporter, default_wasm_path, shared_host
+from .host import CONFIG_KEYS, RELAY_ONLY_KEYS, Outbox, Reporter, default_wasm_path, shared_host
 from .results import (
     ComponentError,
     ConfigError,
@@ -41,6 +41,12 @@ MAX_RETRY_SECONDS = 30.0
 # another master left behind in a shared (PostgreSQL) outbox, dead letters made pending
 # again by `status-push redeliver`.
 SWEEP_SECONDS = 10.0
+
+
+# The options the plugin keeps for itself; every other option is the component's.
+PLUGIN_OPTIONS = ("wasm_path", "outbox", "generators")
+# The component's options a reporter takes: every configuration key but the relay's.
+COMPONENT_OPTIONS = tuple(k for k in CONFIG_KEYS if k not in RELAY_ONLY_KEYS)
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,7 @@ class Options:
     signingSecret: Any = None
     caFile: Optional[str] = None
     deadLetterAfterSeconds: Optional[int] = None
+    maxBodyBytes: Optional[int] = None
     wasm_path: Optional[str] = None
     # A file path, or a postgresql:// URL shared by several masters; "default":
     # `status-push-<name>.sqlite` in the master's basedir; None: off.
@@ -84,10 +91,10 @@ class Options:
     generators: Any = None
 
     def component_options(self) -> dict[str, Any]:
+        # The component's keys come from their one source (the native module's
+        # CONFIG_KEYS); the plugin's own options (PLUGIN_OPTIONS) stay here.
         opts = asdict(self)
-        for plugin_only in ("wasm_path", "outbox", "generators"):
-            del opts[plugin_only]
-        return opts
+        return {key: opts[key] for key in COMPONENT_OPTIONS}
 
     def wants_previous_build(self) -> bool:
         # `change` and `problem` compare with prev_build, so the component needs it.

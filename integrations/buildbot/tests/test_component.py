@@ -140,6 +140,22 @@ def test_master_cfg_errors_name_the_option(monkeypatch: pytest.MonkeyPatch) -> N
     assert WasmStatusPush(serverUrl="http://127.0.0.1/", wantSteps=True).name == "WasmStatusPush"
 
 
+def test_options_are_the_configuration_keys_from_their_one_source(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dataclasses import fields
+
+    from buildbot_status_push.host import CONFIG_KEYS, RELAY_ONLY_KEYS
+    from buildbot_status_push.reporter import PLUGIN_OPTIONS, Options
+
+    offered = {f.name for f in fields(Options)} - set(PLUGIN_OPTIONS)
+    assert offered == set(CONFIG_KEYS) - set(RELAY_ONLY_KEYS)
+    assert "maxBodyBytes" in offered and "inboundToken" not in offered
+    monkeypatch.setenv("STATUS_PUSH_WASM", str(WASM))
+    # Once a TypeError: every key the component takes is an option.
+    WasmStatusPush(serverUrl="http://127.0.0.1/", maxBodyBytes=4096)
+
+
 def test_outbox_keeps_until_delivered(tmp_path: Path, receiver: Receiver) -> None:
     host = shared_host(WASM)
     outbox = Outbox(str(tmp_path / "outbox.sqlite"))

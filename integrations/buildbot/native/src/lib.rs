@@ -104,13 +104,8 @@ fn outbox_error(py: Python<'_>, e: OutboxError) -> PyErr {
 }
 
 fn event(name: &str) -> PyResult<Event> {
-    match name {
-        "started" => Ok(Event::Started),
-        "finished" => Ok(Event::Finished),
-        other => Err(PyValueError::new_err(format!(
-            "event must be 'started' or 'finished', not {other:?}"
-        ))),
-    }
+    name.parse()
+        .map_err(|e: status_push_host::UnknownEvent| PyValueError::new_err(e.to_string()))
 }
 
 fn outcome(py: Python<'_>, outcome: Outcome) -> PyResult<Py<PyAny>> {
@@ -169,7 +164,7 @@ impl Host {
     fn check_config(&self, py: Python<'_>, config_json: String) -> PyResult<()> {
         let runtime = self.runtime.clone();
         run(py, async move {
-            configured(&runtime, &config_json).await.map(drop)
+            runtime.configured_reporter(&config_json).await.map(drop)
         })
         .map_err(|e| host_error(py, e))
     }
@@ -178,24 +173,17 @@ impl Host {
     fn reporter(&self, py: Python<'_>, config_json: String) -> PyResult<Reporter> {
         let runtime = self.runtime.clone();
         let config = config_json.clone();
-        let instance = run(py, async move { configured(&runtime, &config).await })
-            .map_err(|e| host_error(py, e))?;
+        let instance = run(
+            py,
+            async move { runtime.configured_reporter(&config).await },
+        )
+        .map_err(|e| host_error(py, e))?;
         Ok(Reporter {
             runtime: self.runtime.clone(),
             config_json,
             instance: tokio::sync::Mutex::new(Some(instance)),
         })
     }
-}
-
-async fn configured(
-    runtime: &Runtime,
-    config_json: &str,
-) -> Result<status_push_host::Reporter, HostError> {
-    let mut reporter = runtime.reporter().await?;
-    let config = reporter.parse_config(config_json).await?;
-    reporter.configure(config).await?;
-    Ok(reporter)
 }
 
 /// One configured instance. Calls from several threads take turns.
@@ -221,7 +209,7 @@ impl Reporter {
         let result = run(py, async {
             let mut slot = self.instance.lock().await;
             if slot.is_none() {
-                *slot = Some(configured(&self.runtime, &self.config_json).await?);
+                *slot = Some(self.runtime.configured_reporter(&self.config_json).await?);
             }
             let Some(instance) = slot.as_mut() else {
                 unreachable!("filled above")
@@ -269,10 +257,7 @@ fn entries<'py>(py: Python<'py>, list: Vec<Entry>) -> PyResult<Bound<'py, PyList
     let made = list
         .into_iter()
         .map(|e| {
-            let event = match e.event {
-                Event::Started => "started",
-                Event::Finished => "finished",
-            };
+            let event = e.event.as_str();
             class.call1((
                 e.seq,
                 e.build_key,
@@ -389,6 +374,13 @@ impl Outbox {
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     logging::install();
+    // The configuration's keys, from their one source: the plugin's options are held to
+    // them (tests/test_component.py) and only these reach the component.
+    m.add("CONFIG_KEYS", status_push_host::CONFIG_KEYS.to_vec())?;
+    m.add(
+        "RELAY_ONLY_KEYS",
+        status_push_host::RELAY_ONLY_KEYS.to_vec(),
+    )?;
     m.add_class::<Host>()?;
     m.add_class::<Reporter>()?;
     m.add_class::<Outbox>()?;

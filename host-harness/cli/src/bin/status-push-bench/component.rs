@@ -1,5 +1,6 @@
-//! `status-push bench`: where an event's time goes, in one run against one loopback
-//! receiver (on a thread of its own, so its CPU is not counted). At each concurrency:
+//! `status-push-bench component`: where an event's time goes, in one run against one
+//! loopback receiver (on a thread of its own, so its CPU is not counted). At each
+//! concurrency:
 //!
 //! - the component with reused instances, given records (`report`), JSON
 //!   (`report-json`) or JSON parsed first (`parse-event`, then `report`), and with a fresh
@@ -32,13 +33,14 @@ use hyper_util::rt::TokioIo;
 use status_push::config::Settings;
 use status_push::{documents, filter, payload, signature, EventKind};
 use status_push_cli::receiver::{Receiver, Recorded};
+use status_push_cli::usage::peak_rss_kib;
 use status_push_host::{BuildEvent, Event, Outcome, Reporter, Runtime, RuntimeOptions};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
 use crate::Loader;
 
-/// Options of `bench`.
+/// Options of `component`.
 #[derive(clap::Args)]
 pub struct Args {
     /// Events per measurement.
@@ -86,8 +88,8 @@ enum Only {
 }
 
 const SAMPLES: [(Event, &str); 2] = [
-    (Event::Started, include_str!("../demo/started.json")),
-    (Event::Finished, include_str!("../demo/finished.json")),
+    (Event::Started, include_str!("../../../demo/started.json")),
+    (Event::Finished, include_str!("../../../demo/finished.json")),
 ];
 
 const OPTION_SETS: [(&str, &str); 2] = [
@@ -97,13 +99,6 @@ const OPTION_SETS: [(&str, &str); 2] = [
         r#""wantProperties": true, "wantSteps": true"#,
     ),
 ];
-
-/// This process's peak resident set (VmHWM), in KiB.
-pub fn peak_rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
 
 /// What the bench shares between runs.
 struct Bench {
