@@ -4,8 +4,8 @@
 use crate::bindings::wasi::cli::stderr;
 use crate::bindings::wasi::http::outgoing_handler;
 use crate::bindings::wasi::http::types::{
-    ErrorCode, Fields, IncomingResponse, Method, OutgoingBody, OutgoingRequest, OutputStream,
-    RequestOptions, Scheme as WasiScheme,
+    ErrorCode, Fields, FutureIncomingResponse, IncomingResponse, Method, OutgoingBody,
+    OutgoingRequest, OutputStream, RequestOptions, Scheme as WasiScheme,
 };
 use crate::body::BodyError;
 use crate::config::{Scheme, Settings};
@@ -29,55 +29,7 @@ pub fn post(
     body: Body<'_>,
     budget_ms: u64,
 ) -> Result<u16, PushError> {
-    let target = &settings.target;
-    let mut headers: Vec<(String, Vec<u8>)> = headers
-        .iter()
-        .map(|(n, v)| (n.clone(), v.clone().into_bytes()))
-        .collect();
-    // A streamed body's length is not known up front: it goes out chunked.
-    if let Body::Bytes(bytes) = &body {
-        headers.push((
-            "Content-Length".into(),
-            bytes.len().to_string().into_bytes(),
-        ));
-    }
-    if settings.debug {
-        let shown = match &body {
-            Body::Bytes(bytes) => excerpt(bytes),
-            Body::Streamed { streams, .. } => {
-                format!("(streamed body with {} log text(s))", streams.len())
-            }
-        };
-        debug_request(settings, &headers, &shown);
-    }
-    let fields = Fields::from_list(&headers)
-        .map_err(|e| PushError::Protocol(format!("the host refused a header: {e:?}")))?;
-    let request = OutgoingRequest::new(fields);
-    let refused = |what: &str| PushError::Protocol(format!("the host refused the request {what}"));
-    request
-        .set_method(&Method::Post)
-        .map_err(|()| refused("method"))?;
-    let scheme = match target.scheme {
-        Scheme::Http => WasiScheme::Http,
-        Scheme::Https => WasiScheme::Https,
-    };
-    request
-        .set_scheme(Some(&scheme))
-        .map_err(|()| refused("scheme"))?;
-    request
-        .set_authority(Some(&target.authority))
-        .map_err(|()| refused("authority"))?;
-    request
-        .set_path_with_query(Some(&target.path_with_query))
-        .map_err(|()| refused("path"))?;
-
-    let options = RequestOptions::new();
-    let ns = |ms: u32| u64::from(ms).min(budget_ms) * 1_000_000;
-    // A host that cannot honour a timeout keeps its own; that is not worth failing over.
-    let _ = options.set_connect_timeout(Some(ns(settings.timeouts.connect_ms)));
-    let _ = options.set_first_byte_timeout(Some(ns(settings.timeouts.io_ms)));
-    let _ = options.set_between_bytes_timeout(Some(ns(settings.timeouts.io_ms)));
-
+    let request = request(settings, headers, &body)?;
     let outgoing_body = request.body().map_err(|()| refused("body"))?;
     let stream = outgoing_body.write().map_err(|()| refused("body stream"))?;
     // A body in memory that the host takes in one write is written and finished before
@@ -101,27 +53,109 @@ pub fn post(
         },
         body => Some((outgoing_body, stream, body)),
     };
-    let future = outgoing_handler::handle(request, Some(options)).map_err(classify)?;
-
-    // A failed write means the connection is gone; the response future says why. A failed
-    // log source aborts the request: an unfinished body is never taken as complete.
+    let future =
+        outgoing_handler::handle(request, Some(options(settings, budget_ms))).map_err(classify)?;
     if let Some((outgoing_body, stream, body)) = unwritten {
-        let written = write_body(&stream, body);
-        drop(stream);
-        match written {
-            Ok(()) => {
-                let _ = OutgoingBody::finish(outgoing_body, None);
+        finish_body(outgoing_body, stream, body)?;
+    }
+    answer(settings, wait(&future)?)
+}
+
+/// The request line and headers (with `Content-Length` for a body in memory); logged
+/// under `debug`, credentials redacted.
+fn request(
+    settings: &Settings,
+    headers: &[(String, String)],
+    body: &Body<'_>,
+) -> Result<OutgoingRequest, PushError> {
+    let target = &settings.target;
+    let mut headers: Vec<(String, Vec<u8>)> = headers
+        .iter()
+        .map(|(n, v)| (n.clone(), v.clone().into_bytes()))
+        .collect();
+    // A streamed body's length is not known up front: it goes out chunked.
+    if let Body::Bytes(bytes) = body {
+        headers.push((
+            "Content-Length".into(),
+            bytes.len().to_string().into_bytes(),
+        ));
+    }
+    if settings.debug {
+        let shown = match body {
+            Body::Bytes(bytes) => excerpt(bytes),
+            Body::Streamed { streams, .. } => {
+                format!("(streamed body with {} log text(s))", streams.len())
             }
-            Err(BodyError::Sink | BodyError::TooLarge) => drop(outgoing_body),
-            Err(BodyError::Source(why)) => {
-                drop(outgoing_body);
-                return Err(PushError::Protocol(format!(
-                    "reading a streamed log failed: {why}"
-                )));
-            }
+        };
+        debug_request(settings, &headers, &shown);
+    }
+    let fields = Fields::from_list(&headers)
+        .map_err(|e| PushError::Protocol(format!("the host refused a header: {e:?}")))?;
+    let request = OutgoingRequest::new(fields);
+    request
+        .set_method(&Method::Post)
+        .map_err(|()| refused("method"))?;
+    let scheme = match target.scheme {
+        Scheme::Http => WasiScheme::Http,
+        Scheme::Https => WasiScheme::Https,
+    };
+    request
+        .set_scheme(Some(&scheme))
+        .map_err(|()| refused("scheme"))?;
+    request
+        .set_authority(Some(&target.authority))
+        .map_err(|()| refused("authority"))?;
+    request
+        .set_path_with_query(Some(&target.path_with_query))
+        .map_err(|()| refused("path"))?;
+    Ok(request)
+}
+
+fn refused(what: &str) -> PushError {
+    PushError::Protocol(format!("the host refused the request {what}"))
+}
+
+/// The configured timeouts, none longer than what is left of the budget.
+fn options(settings: &Settings, budget_ms: u64) -> RequestOptions {
+    let options = RequestOptions::new();
+    let ns = |ms: u32| u64::from(ms).min(budget_ms) * 1_000_000;
+    // A host that cannot honour a timeout keeps its own; that is not worth failing over.
+    let _ = options.set_connect_timeout(Some(ns(settings.timeouts.connect_ms)));
+    let _ = options.set_first_byte_timeout(Some(ns(settings.timeouts.io_ms)));
+    let _ = options.set_between_bytes_timeout(Some(ns(settings.timeouts.io_ms)));
+    options
+}
+
+/// Writes a body the host did not take before `handle`. A failed write means the
+/// connection is gone; the response future says why. A failed log source aborts the
+/// request: an unfinished body is never taken as complete.
+fn finish_body(
+    outgoing_body: OutgoingBody,
+    stream: OutputStream,
+    body: Body<'_>,
+) -> Result<(), PushError> {
+    let written = write_body(&stream, body);
+    drop(stream);
+    match written {
+        Ok(()) => {
+            let _ = OutgoingBody::finish(outgoing_body, None);
+            Ok(())
+        }
+        Err(BodyError::Sink | BodyError::TooLarge) => {
+            drop(outgoing_body);
+            Ok(())
+        }
+        Err(BodyError::Source(why)) => {
+            drop(outgoing_body);
+            Err(PushError::Protocol(format!(
+                "reading a streamed log failed: {why}"
+            )))
         }
     }
+}
 
+/// The response, once it comes.
+fn wait(future: &FutureIncomingResponse) -> Result<IncomingResponse, PushError> {
     // The response is never ready this early: wait first, then take it (one host call
     // fewer than asking first).
     let response = loop {
@@ -130,11 +164,16 @@ pub fn post(
             break result;
         }
     };
-    let response = match response {
-        Ok(Ok(response)) => response,
-        Ok(Err(code)) => return Err(classify(code)),
-        Err(()) => return Err(PushError::Protocol("the response was already taken".into())),
-    };
+    match response {
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(code)) => Err(classify(code)),
+        Err(()) => Err(PushError::Protocol("the response was already taken".into())),
+    }
+}
+
+/// A 2xx status, or the failure with its `Retry-After`; the body is read (for `debug`)
+/// and dropped.
+fn answer(settings: &Settings, response: IncomingResponse) -> Result<u16, PushError> {
     let status = response.status();
     let success = (200..300).contains(&status);
     // Only a failure's `Retry-After` is used: a 2xx's headers are not read at all.
