@@ -5,25 +5,23 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use status_push_cli::loader::{LoadArgs, Loader};
+use status_push_cli::output;
 use status_push_cli::receiver::{Receiver, Reply, Verifier};
 use status_push_cli::serve::{Options as ServeOptions, Service};
 use status_push_host::outbox::{Location, Redeliver};
 use status_push_host::relay::Relay;
-use status_push_host::{Event, HostError, Outcome, Runtime, RuntimeOptions, UnknownEvent};
+use status_push_host::{Event, Outcome, UnknownEvent};
 
 use crate::error::CliError;
 use crate::push::open_outbox;
 
 mod error;
 mod input;
-mod output;
 mod push;
 
 /// What every command returns.
 type Result<T> = std::result::Result<T, CliError>;
-
-/// The component the CLI loads unless --wasm or STATUS_PUSH_WASM says otherwise.
-const DEFAULT_WASM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/status-push.wasm");
 
 /// The relay component `serve` hosts.
 const DEFAULT_RELAY_WASM: &str = concat!(
@@ -45,30 +43,10 @@ Exit codes: 0 delivered or deliberately skipped; 1 the push failed; 2 invalid \
 configuration or input; 3 the component could not be loaded or trapped."
 )]
 struct Cli {
-    /// The component to run (built by `cargo xtask wasm`).
-    #[arg(long, global = true, env = "STATUS_PUSH_WASM", default_value = DEFAULT_WASM)]
-    wasm: PathBuf,
-    /// Where compiled components are cached (default: $XDG_CACHE_HOME/status-push).
-    #[arg(long, global = true, env = "STATUS_PUSH_CACHE_DIR")]
-    cache_dir: Option<PathBuf>,
-    /// Compile the component every time instead of using the cache.
-    #[arg(long, global = true)]
-    no_cache: bool,
+    #[command(flatten)]
+    load: LoadArgs,
     #[command(subcommand)]
     command: Command,
-}
-
-/// The component file and how to load it.
-pub struct Loader {
-    wasm: PathBuf,
-    options: RuntimeOptions,
-}
-
-impl Loader {
-    /// The component, compiled or from the cache.
-    pub fn load(&self) -> std::result::Result<Runtime, HostError> {
-        Runtime::load_with(&self.wasm, &self.options)
-    }
 }
 
 /// `--event`: `started` or `finished`, through [`Event`]'s own parser.
@@ -214,31 +192,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    output::reopen_closed_standard_fds();
-    tracing_subscriber::fmt()
-        .with_writer(|| output::QuietStderr)
-        .log_internal_errors(false)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
-        )
-        .init();
+    output::init(DEFAULT_LOG);
     let cli = Cli::parse();
-    let loader = Loader {
-        wasm: cli.wasm.clone(),
-        options: RuntimeOptions {
-            cache_dir: if cli.no_cache {
-                None
-            } else {
-                cli.cache_dir
-                    .clone()
-                    .or_else(RuntimeOptions::default_cache_dir)
-            },
-            ..RuntimeOptions::default()
-        },
-    };
+    let loader = cli.load.loader();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -14,6 +14,23 @@ pub fn complain(line: impl std::fmt::Display) {
     let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
+/// Sends the log (`tracing`) to stderr through [`QuietStderr`], filtered by `RUST_LOG`
+/// or else `default_filter`; standard descriptors that were closed point at /dev/null
+/// first.
+pub fn init(default_filter: &str) {
+    reopen_closed_standard_fds();
+    tracing_subscriber::fmt()
+        .with_writer(|| QuietStderr)
+        .log_internal_errors(false)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
+        )
+        .init();
+}
+
 /// The log's writer: stderr, with every write error swallowed. tracing-subscriber
 /// reports a failed write with `eprintln!`, which panics when stderr is a closed pipe;
 /// that panic, inside a host call of the component, used to leave the call pending for

@@ -11,8 +11,8 @@ use status_push_host::{Event, HostError, InputError};
 
 use crate::error::{Blamed, CliError};
 use crate::input::{self, MAX_BUILD_BYTES, MAX_CONFIG_BYTES};
-use crate::output::say;
-use crate::Loader;
+use status_push_cli::loader::Loader;
+use status_push_cli::output::say;
 
 type Result<T> = std::result::Result<T, CliError>;
 

@@ -38,7 +38,7 @@ use status_push_host::{BuildEvent, Event, Outcome, Reporter, Runtime, RuntimeOpt
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
-use crate::Loader;
+use status_push_cli::loader::Loader;
 
 /// Options of `component`.
 #[derive(clap::Args)]

@@ -3,23 +3,14 @@
 //! that answers without a socket, the native baseline's transport, a perf map), which
 //! only its `bench` feature compiles in.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
 use clap::{Parser, Subcommand};
-use status_push_host::{HostError, Runtime, RuntimeOptions};
+use status_push_cli::loader::LoadArgs;
+use status_push_cli::output;
+use status_push_host::HostError;
 
 mod component;
-// The `status-push` binary's module, not the library's: its log writer and its handling
-// of closed standard descriptors apply here just as well. `say` is not used here.
-#[allow(dead_code)]
-#[path = "../../output.rs"]
-mod output;
-
-/// The component measured unless --wasm or STATUS_PUSH_WASM says otherwise: the one
-/// `status-push` loads.
-const DEFAULT_WASM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/status-push.wasm");
 
 /// Warnings from the host, and what the component writes to stderr: as `status-push`.
 const DEFAULT_LOG: &str = "warn,wasmtime_wasi_http=error,status_push::guest=info";
@@ -34,15 +25,8 @@ Exit codes: 0 measured; 1 a measurement failed; 2 invalid arguments; 3 the compo
 could not be loaded or trapped."
 )]
 struct Cli {
-    /// The component to run (built by `cargo xtask wasm`).
-    #[arg(long, global = true, env = "STATUS_PUSH_WASM", default_value = DEFAULT_WASM)]
-    wasm: PathBuf,
-    /// Where compiled components are cached (default: $XDG_CACHE_HOME/status-push).
-    #[arg(long, global = true, env = "STATUS_PUSH_CACHE_DIR")]
-    cache_dir: Option<PathBuf>,
-    /// Compile the component every time instead of using the cache.
-    #[arg(long, global = true)]
-    no_cache: bool,
+    #[command(flatten)]
+    load: LoadArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -56,43 +40,10 @@ enum Command {
     Component(component::Args),
 }
 
-/// The component file and how to load it.
-struct Loader {
-    wasm: PathBuf,
-    options: RuntimeOptions,
-}
-
-impl Loader {
-    /// The component, compiled or from the cache.
-    fn load(&self) -> Result<Runtime, HostError> {
-        Runtime::load_with(&self.wasm, &self.options)
-    }
-}
-
 fn main() -> ExitCode {
-    output::reopen_closed_standard_fds();
-    tracing_subscriber::fmt()
-        .with_writer(|| output::QuietStderr)
-        .log_internal_errors(false)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
-        )
-        .init();
+    output::init(DEFAULT_LOG);
     let cli = Cli::parse();
-    let loader = Loader {
-        wasm: cli.wasm,
-        options: RuntimeOptions {
-            cache_dir: if cli.no_cache {
-                None
-            } else {
-                cli.cache_dir.or_else(RuntimeOptions::default_cache_dir)
-            },
-            ..RuntimeOptions::default()
-        },
-    };
+    let loader = cli.load.loader();
     // The same multi-thread runtime as `status-push`'s, so that what is measured here is
     // what the product does.
     let runtime = match tokio::runtime::Runtime::new() {
