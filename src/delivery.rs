@@ -13,6 +13,18 @@ use crate::transport::{self, Body};
 use crate::{clock, payload, random, retry, signature};
 use crate::{BuildEvent, Delivery, EventKind, InputError, PushError, PushFailure};
 
+/// A rendered request body.
+enum Prepared<'a> {
+    /// In memory: sent as is, signed if configured, tried again if that may help.
+    InMemory(Vec<u8>),
+    /// With log texts read while it is written: one attempt, since a stream is read once.
+    Streamed {
+        payload: serde_json::Value,
+        nonce: u64,
+        streams: LogStreams<'a>,
+    },
+}
+
 /// Delivers `event`, retrying as configured.
 pub fn deliver(
     settings: &Settings,
@@ -31,49 +43,34 @@ pub fn deliver(
         attempts,
         delivery_id: delivery_id.clone(),
     };
-    let nonce = random::u64();
-    let streams = LogStreams::of(event);
-    let body = if streams.is_empty() {
-        // Straight from the records to bytes: no JSON tree unless `format_fn` needs one.
-        let body = payload::render_body(settings, kind, event, nonce).map_err(|e| failure(e, 0))?;
-        if body.len() as u64 > settings.max_body_bytes {
-            return Err(failure(too_large(settings.max_body_bytes), 0));
-        }
-        body
-    } else if settings.signer.is_some() {
-        let payload = payload::render(settings, kind, event, nonce).map_err(|e| failure(e, 0))?;
-        read_whole(settings, &payload, nonce, streams).map_err(|e| failure(e, 0))?
-    } else {
-        let payload = payload::render(settings, kind, event, nonce).map_err(|e| failure(e, 0))?;
-        let mut headers = settings.request_headers();
-        headers.push(("Idempotency-Key".into(), delivery_id.clone()));
-        let budget = u64::from(settings.retry.deadline_ms);
-        let streamed = Body::Streamed {
-            payload: &payload,
-            nonce,
-            streams,
-        };
-        return match transport::post(settings, &headers, streamed, budget) {
-            Ok(status) => Ok(Delivery {
-                status,
-                attempts: 1,
-                delivery_id,
-            }),
-            Err(error) => Err(failure(error, 1)),
-        };
-    };
-
+    let mut prepared = prepare(settings, kind, event).map_err(|e| failure(e, 0))?;
     let deadline = clock::monotonic_ms() + u64::from(settings.retry.deadline_ms);
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let mut headers = settings.request_headers();
-        match &settings.signer {
-            Some(signer) => headers.extend(signer.headers(&delivery_id, clock::unix_s(), &body)),
-            None => headers.push(("Idempotency-Key".into(), delivery_id.clone())),
-        }
         let remaining = deadline.saturating_sub(clock::monotonic_ms()).max(1);
-        let error = match transport::post(settings, &headers, Body::Bytes(&body), remaining) {
+        // A body in memory stays for the next attempt; a streamed one is read by its one.
+        let (sent, kept) = match prepared {
+            Prepared::InMemory(body) => {
+                let headers = attempt_headers(settings, &delivery_id, Some(&body));
+                let sent = transport::post(settings, &headers, Body::Bytes(&body), remaining);
+                (sent, Some(body))
+            }
+            Prepared::Streamed {
+                payload,
+                nonce,
+                streams,
+            } => {
+                let headers = attempt_headers(settings, &delivery_id, None);
+                let body = Body::Streamed {
+                    payload: &payload,
+                    nonce,
+                    streams,
+                };
+                (transport::post(settings, &headers, body, remaining), None)
+            }
+        };
+        let error = match sent {
             Ok(status) => {
                 return Ok(Delivery {
                     status,
@@ -83,9 +80,12 @@ pub fn deliver(
             }
             Err(error) => error,
         };
-        if !retry::is_retryable(&error) || attempt >= settings.retry.max_attempts {
-            return Err(failure(error, attempt));
-        }
+        let body = match kept {
+            Some(body) if attempt < settings.retry.max_attempts && retry::is_retryable(&error) => {
+                body
+            }
+            _ => return Err(failure(error, attempt)),
+        };
         let retry_after = match &error {
             PushError::HttpStatus(f) => f
                 .retry_after
@@ -98,7 +98,53 @@ pub fn deliver(
             return Err(failure(error, attempt));
         }
         clock::sleep_ms(wait);
+        prepared = Prepared::InMemory(body);
     }
+}
+
+/// The body, rendered once for every attempt. Streamed log texts stay streamed unless
+/// the request is signed: the signature header precedes the body, so it is read whole.
+fn prepare<'a>(
+    settings: &Settings,
+    kind: EventKind,
+    event: &'a BuildEvent,
+) -> Result<Prepared<'a>, PushError> {
+    let nonce = random::u64();
+    let streams = LogStreams::of(event);
+    if streams.is_empty() {
+        // Straight from the records to bytes: no JSON tree unless `format_fn` needs one.
+        let body = payload::render_body(settings, kind, event, nonce)?;
+        if body.len() as u64 > settings.max_body_bytes {
+            return Err(too_large(settings.max_body_bytes));
+        }
+        return Ok(Prepared::InMemory(body));
+    }
+    let payload = payload::render(settings, kind, event, nonce)?;
+    if settings.signer.is_some() {
+        return read_whole(settings, &payload, nonce, streams).map(Prepared::InMemory);
+    }
+    Ok(Prepared::Streamed {
+        payload,
+        nonce,
+        streams,
+    })
+}
+
+/// The configured headers, then the delivery id: as the signature's `webhook-id` when
+/// signing (over `body`), otherwise as `Idempotency-Key`.
+fn attempt_headers(
+    settings: &Settings,
+    delivery_id: &str,
+    body: Option<&[u8]>,
+) -> Vec<(String, String)> {
+    let mut headers = settings.request_headers();
+    match (&settings.signer, body) {
+        (Some(signer), Some(body)) => {
+            headers.extend(signer.headers(delivery_id, clock::unix_s(), body))
+        }
+        _ => headers.push(("Idempotency-Key".into(), delivery_id.to_string())),
+    }
+    headers
 }
 
 /// The error for a body over `maxBodyBytes`.

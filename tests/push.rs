@@ -248,3 +248,60 @@ async fn a_natively_built_config_has_the_component_parsers_defaults() {
     // Debug shows every field (credentials redacted, none set here).
     assert_eq!(format!("{built:?}"), format!("{parsed:?}"));
 }
+
+/// A log streamed from a file (`content_file`) goes out in the same attempt loop as a
+/// body in memory: once, with its `Idempotency-Key`, its text whole; a stream is read
+/// once, so a retryable failure is not tried again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_log_is_sent_in_one_attempt_with_its_idempotency_key() {
+    let dir = std::env::temp_dir().join(format!("status-push-streamed-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("log.txt");
+    std::fs::write(&log, "line one\nline two\n").unwrap();
+    let fixture = |file: &str| {
+        std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/buildbot/want_steps_logs_content")
+                .join(file),
+        )
+        .unwrap()
+    };
+    let mut documents: Value = serde_json::from_str(&fixture("finished.json")).unwrap();
+    let entry = &mut documents["steps"][0]["logs"][0];
+    entry.as_object_mut().unwrap().remove("content");
+    entry["content_file"] = json!(log.display().to_string());
+    let config: Value = serde_json::from_str(&fixture("config.json")).unwrap();
+
+    for (status, attempts) in [(200u16, 1u32), (503, 1)] {
+        let receiver = Receiver::start_with(0, Arc::new(move |_: &Recorded| Reply::from(status)))
+            .await
+            .unwrap();
+        let mut config = config.clone();
+        config["serverUrl"] = json!(format!("{}/hook", receiver.origin()));
+        config["maxAttempts"] = json!(3);
+        let mut reporter = common::configured(&config).await;
+        let outcome = reporter
+            .report_documents(Event::Finished, &documents.to_string())
+            .await;
+        match (&outcome, status) {
+            (Ok(Outcome::Delivered(d)), 200) => assert_eq!(d.attempts, attempts),
+            (Err(HostError::Push(f)), 503) => {
+                assert_eq!(f.attempts, attempts, "{f:?}");
+                assert!(f.retryable, "{f:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let got = receiver.wait_for(1, WAIT).await;
+        assert_eq!(got.len(), 1, "one attempt only");
+        assert!(got[0]
+            .header("idempotency-key")
+            .is_some_and(|k| k.starts_with("sp_")));
+        let body: Value = serde_json::from_slice(&got[0].body).expect("JSON body");
+        assert_eq!(
+            body["steps"][0]["logs"][0]["content"]["content"],
+            json!("line one\nline two\n"),
+            "the text read from the file"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
