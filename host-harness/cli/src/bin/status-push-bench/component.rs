@@ -137,7 +137,7 @@ pub async fn run(loader: &Loader, args: &Args) -> Result<ExitCode> {
         .len();
     let levels: Vec<String> = args.concurrency.iter().map(|c| c.to_string()).collect();
     println!(
-        "status-push bench: {} events per run, concurrency {}, receiver {} on its own thread",
+        "status-push-bench component: {} events per run, concurrency {}, receiver {} on its own thread",
         args.events,
         levels.join(","),
         bench.origin
