@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 # A clean clone gains nothing from incremental state, which costs gigabytes of disk.
 if [ "${CI:-}" = true ]; then export CARGO_INCREMENTAL=0; fi
 scripts/setup.sh
+# Whether the registry has a newer patch of the whole wasmtime family (informs only; exits 0
+# offline): docs/runtimes.md, "The host's wasmtime".
+python3 scripts/wasmtime_family.py
 
 # The independent signature verifier the signing tests call (pinned, from PyPI).
 if [ ! -x target/verifier-venv/bin/python ]; then
