@@ -139,6 +139,7 @@
 //!     PushResult::Done(outcome) => println!("{outcome}"),
 //!     PushResult::Pending(why) => println!("kept for later: {why}"),
 //!     PushResult::Dead(why) => println!("dead letter: {why}"),
+//!     PushResult::Queued => println!("a running courier delivers it"),
 //! }
 //! // Later, or from another process: deliver whatever is still pending.
 //! let summary = outbox.deliver(runtime, std::time::Duration::from_secs(60)).await?;

@@ -134,6 +134,10 @@ enum Command {
         /// Every dead letter.
         #[arg(long, group = "which")]
         all: bool,
+        /// Also a superseded dead letter: one whose build has had a later event
+        /// delivered to its destination since, so that it arrives after it.
+        #[arg(long)]
+        force: bool,
     },
     /// Run a receiver on 127.0.0.1 that prints every request it gets.
     Receive {
@@ -235,7 +239,12 @@ async fn run(command: Command, loader: &Loader) -> Result<ExitCode> {
             budget_seconds,
         } => deliver(loader, &outbox, Duration::from_secs(budget_seconds)).await,
         Command::DeadLetters { outbox } => dead_letters(&outbox).await,
-        Command::Redeliver { outbox, id, all } => redeliver(&outbox, id, all).await,
+        Command::Redeliver {
+            outbox,
+            id,
+            all,
+            force,
+        } => redeliver(&outbox, id, all, force).await,
         Command::Receive {
             port,
             status,
@@ -276,6 +285,18 @@ async fn deliver(loader: &Loader, location: &Location, budget: Duration) -> Resu
         "delivered: {}, dead letters: {}, pending: {}",
         summary.delivered, summary.dead, summary.pending
     ));
+    if summary.open_circuits > 0 {
+        output::say(format_args!("open circuits: {}", summary.open_circuits));
+    }
+    for circuit in outbox.circuits().await? {
+        output::say(format_args!(
+            "circuit open: {} ({} failed call(s) in a row, {} pending): {}",
+            circuit.destination,
+            circuit.failures,
+            circuit.pending,
+            circuit.last_error.as_deref().unwrap_or("")
+        ));
+    }
     Ok(if summary.pending == 0 {
         ExitCode::SUCCESS
     } else {
@@ -302,7 +323,12 @@ async fn dead_letters(location: &Location) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn redeliver(location: &Location, id: Option<String>, all: bool) -> Result<ExitCode> {
+async fn redeliver(
+    location: &Location,
+    id: Option<String>,
+    all: bool,
+    force: bool,
+) -> Result<ExitCode> {
     let which = match id {
         _ if all => Redeliver::All,
         Some(id) => match id.parse::<i64>() {
@@ -316,11 +342,19 @@ async fn redeliver(location: &Location, id: Option<String>, all: bool) -> Result
         }
     };
     let outbox = open_outbox(location).await?;
-    let n = outbox.redeliver(&which).await?;
+    let done = outbox.redeliver(&which, force).await?;
     output::say(format_args!(
-        "pending again: {n} (deliver them with `status-push deliver --outbox {}`, or a running `serve --outbox` does)",
+        "pending again: {} (deliver them with `status-push deliver --outbox {}`, or a running `serve --outbox` does)",
+        done.revived,
         outbox.location()
     ));
+    if !done.superseded.is_empty() {
+        let seqs: Vec<String> = done.superseded.iter().map(i64::to_string).collect();
+        output::say(format_args!(
+            "superseded, left dead: {} (a later event of their build was delivered since; --force sends them anyway)",
+            seqs.join(", ")
+        ));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -376,10 +410,10 @@ async fn serve(
             "refusing to listen on {listen} without inbound authentication: anyone who reaches it could push build statuses; set inboundToken or inboundSecret in the config, or listen on 127.0.0.1"
         )));
     }
-    // Only one process delivers from a SQLite outbox at a time: `deliver` and
-    // `push --outbox` wait while `serve` runs. (PostgreSQL: workers share by claims.)
+    // One courier per SQLite outbox: while `serve` runs, `deliver` waits and
+    // `push --outbox` leaves its event to it. (PostgreSQL: hosts share by claims.)
     let lock = match &outbox {
-        Some(outbox) => Some(outbox.delivery_lock()?),
+        Some(outbox) => Some(outbox.courier_lock()?),
         None => None,
     };
     let listener = tokio::net::TcpListener::bind(listen)

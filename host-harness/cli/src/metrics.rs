@@ -43,6 +43,10 @@ pub struct Metrics {
     pub pending: Gauge,
     /// Dead letters in the outbox (set when scraped).
     pub dead_letters: Gauge,
+    /// Age in seconds of the oldest pending event (set when scraped; 0 with none).
+    pub oldest_pending_seconds: Gauge,
+    /// Destinations whose circuit is open (set when scraped).
+    pub open_circuits: Gauge,
     /// Seconds from acceptance to delivery (`--outbox`), or of the whole relayed call.
     pub latency: Histogram,
 }
@@ -92,6 +96,18 @@ impl Default for Metrics {
             "Dead letters in the outbox",
             dead_letters.clone(),
         );
+        let oldest_pending_seconds = Gauge::default();
+        registry.register(
+            "oldest_pending_seconds",
+            "Age of the oldest event waiting in the outbox (0 with none): alert on it",
+            oldest_pending_seconds.clone(),
+        );
+        let open_circuits = Gauge::default();
+        registry.register(
+            "open_circuits",
+            "Destinations that are failing: their events wait for a probe to succeed",
+            open_circuits.clone(),
+        );
         let latency = Histogram::new(exponential_buckets(0.001, 2.0, 18));
         registry.register(
             "delivery_latency_seconds",
@@ -107,6 +123,8 @@ impl Default for Metrics {
             attempts,
             pending,
             dead_letters,
+            oldest_pending_seconds,
+            open_circuits,
             latency,
         }
     }

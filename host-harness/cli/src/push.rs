@@ -124,6 +124,10 @@ pub async fn push_via_outbox(
             say(format_args!("dead letter: {reason}"));
             Ok(ExitCode::from(1))
         }
+        PushResult::Queued => {
+            say("queued: the running courier delivers it");
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -42,6 +42,12 @@ use crate::metrics::{self, Metrics};
 /// sees the 413 rather than a reset), then the connection is closed.
 const DRAIN_LIMIT: u64 = 256 << 20;
 
+/// Accepted events whose acceptance time is kept (for the latency histogram) before old
+/// ones are forgotten; settled events leave at once.
+const ACCEPTED_KEPT: usize = 10_000;
+/// How long an accepted event's time is kept when another host may deliver it.
+const ACCEPTED_FOR: Duration = Duration::from_secs(600);
+
 /// How the host treats requests.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -270,6 +276,11 @@ impl Service {
                 Ok(counts) => {
                     self.metrics.pending.set(counts.pending as i64);
                     self.metrics.dead_letters.set(counts.dead as i64);
+                    self.metrics.open_circuits.set(counts.open_circuits as i64);
+                    let age = counts
+                        .oldest_pending_at
+                        .map_or(0, |at| unix_now().saturating_sub(at.max(0) as u64));
+                    self.metrics.oldest_pending_seconds.set(age as i64);
                 }
                 Err(e) => tracing::warn!("serve: cannot count the outbox: {e}"),
             }
@@ -314,6 +325,7 @@ impl Service {
             .outbox
             .accept(&Accepted {
                 config_json: self.relay.config_json(),
+                destination: &self.relay.config().server_url,
                 event: Event::from(kind),
                 documents_json: text,
                 build_key: &build_key,
@@ -325,6 +337,10 @@ impl Service {
         match queued {
             Ok(seq) => {
                 if let Ok(mut accepted) = durable.accepted.lock() {
+                    // Events another host delivers never settle here: forget old ones.
+                    if accepted.len() >= ACCEPTED_KEPT {
+                        accepted.retain(|_, at| at.elapsed() < ACCEPTED_FOR);
+                    }
                     accepted.insert(seq, Instant::now());
                 }
                 durable.wake.notify_one();

@@ -376,7 +376,7 @@ async fn a_bad_database_url_credentials_or_schema_is_one_line_and_queues_nothing
     assert_eq!(code, 3, "{err}");
     one_line(
         &err,
-        "schema is version 99, newer than this status-push's 2",
+        "schema is version 99, newer than this status-push's 3",
     );
     assert_eq!(pg.sql("SELECT count(*) FROM status_push_events"), "0");
     assert_eq!(pg.sql("SELECT version FROM status_push_schema"), "99");
@@ -408,6 +408,7 @@ async fn sslmode_require_is_tls_verified_against_sslrootcert() {
     let documents = documents("started", 5);
     let accepted = Accepted {
         config_json: r#"{"serverUrl": "http://127.0.0.1:9/"}"#,
+        destination: "http://127.0.0.1:9/",
         event: Event::Started,
         documents_json: &documents,
         build_key: "http://localhost:8080/|5",

@@ -1,47 +1,48 @@
-//! A durable outbox: events are written before the first attempt and removed only after
-//! a 2xx or a permanent failure (then kept as a dead letter). Events of one build are
-//! delivered in the order they were written; a `finished` is never attempted while its
-//! build's `started` is pending.
+//! A durable outbox: an event is written before its first attempt and removed only after
+//! a 2xx, or kept as a dead letter after a permanent failure. One [`Courier`] delivers it;
+//! `deliver`, `push --outbox`, `serve --outbox` and the Buildbot plugin all run that
+//! courier, under the rules of [`schedule`].
 //!
-//! Two backends behind one API, chosen by [`Location`]:
-//! - **SQLite** (a file path; the default): embedded, nothing to run; one file an operator
-//!   can inspect with the `sqlite3` shell, transactions that survive `kill -9` and power
-//!   loss in WAL mode. Delivery is serialised across processes by an exclusive lock on
-//!   `PATH.lock` (shared for [`Outbox::deliver_build`]), which the OS releases when a
-//!   process dies. See `sqlite.rs`.
-//! - **PostgreSQL** (`postgresql://` or `postgres://`): one database several hosts share.
-//!   Each pending event is attempted by one worker at a time under a lease that runs out
-//!   if its worker dies; no lock file. See `postgres.rs`.
+//! Its promises hold when reporters, destinations and hosts share it:
+//! - **Order per destination and build.** The events of one build bound for one
+//!   destination form a *chain*, delivered in the order they were written; a chain is
+//!   claimed whole, so no event overtakes an earlier one. Chains of other builds and other
+//!   destinations never wait for it.
+//! - **A circuit per destination.** While a destination fails (refused, reset, timeout,
+//!   5xx, 429), its chains wait together and one probe per backoff step decides whether
+//!   it is back; the first success closes the circuit. Other destinations go on.
+//! - **Fenced claims, short leases.** A claim is the database's own transaction (SQLite:
+//!   `BEGIN IMMEDIATE`; PostgreSQL: `FOR UPDATE SKIP LOCKED`) and carries a token; a
+//!   failure or a dead letter is recorded only under the current token, and a lease
+//!   ([`schedule::LEASE`]) is renewed while its call runs, so a host that dies frees its
+//!   chains within one lease. A delivery always removes its event: at least once.
+//! - **O(log n) claims.** A claim walks the open destinations (few) and, through an index
+//!   on `(destination, next attempt)`, only their due chains: a backlog behind a dead
+//!   destination costs nothing.
 //!
-//! Delivery is at least once: an event whose attempt's result was not recorded (a killed
-//! worker) is attempted again, under the same delivery id, so receivers deduplicate.
+//! Two backends, chosen by [`Location`]: a SQLite file (`sqlite.rs`) or a PostgreSQL
+//! database shared by hosts (`postgres.rs`).
 
+mod courier;
 mod postgres;
+pub mod schedule;
 mod sqlite;
 
-use std::collections::HashSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures::future::join_all;
-
+pub use courier::{Courier, Observer, Report, Reported};
 pub use postgres::PostgresUrl;
 
 use crate::policy::DEFAULT_DEAD_LETTER_AFTER;
 use crate::{Event, HostError, Outcome, Runtime};
 
 /// The schema version this build writes; an older outbox is migrated when opened, a
-/// newer one refused ([`OutboxError::NewerSchema`]). 1: SQLite only, before retries were
-/// spaced in the outbox; 2: per-event backoff and report budget, PostgreSQL.
-pub const SCHEMA_VERSION: i64 = 2;
-
-/// A failed call of an event waits this long before the next, doubling per call.
-const FIRST_BACKOFF_MS: i64 = 250;
-const MAX_BACKOFF_MS: i64 = 30_000;
-
-/// Events claimed at once by one pass of [`Outbox::deliver`], attempted concurrently.
-const BATCH: usize = 8;
+/// newer one refused ([`OutboxError::NewerSchema`]). 1: SQLite only; 2: per-event
+/// backoff, PostgreSQL; 3: destinations (circuits) and chains (claims, order).
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// What can go wrong with the outbox itself.
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +118,12 @@ pub enum OutboxError {
         /// What is wrong with it.
         message: String,
     },
+    /// [`Outbox::redeliver`]: the named dead letter is superseded (see [`Redelivered`]);
+    /// nothing was sent. `--force` sends it anyway.
+    #[error(
+        "dead letter {0} is superseded: a later event of its build was delivered to its destination since, so it would arrive out of order; nothing was sent (--force sends it anyway)"
+    )]
+    Superseded(i64),
     /// [`Outbox::redeliver`]: no dead letter has this sequence number or delivery id.
     #[error("no dead letter {0} in the outbox")]
     NoSuchDeadLetter(String),
@@ -180,16 +187,18 @@ impl From<&Path> for Location {
 pub struct Accepted<'a> {
     /// The configuration, JSON with the seed's option names.
     pub config_json: &'a str,
+    /// Where it goes: `serverUrl` as the component reads it. Events are ordered, and
+    /// circuits kept, per destination.
+    pub destination: &'a str,
     /// Which event.
     pub event: Event,
     /// The data-API documents, JSON.
     pub documents_json: &'a str,
-    /// `buildbotURL|buildid`: events with the same key are delivered in order.
+    /// `buildbotURL|buildid`: events with the same key and destination go in order.
     pub build_key: &'a str,
     /// Age after which it becomes a dead letter.
     pub dead_after: Duration,
-    /// The longest one delivery call of it may take (the configuration's report budget):
-    /// a worker's claim on it lasts that long plus a margin.
+    /// The longest one delivery call of it may take (the configuration's report budget).
     pub report_budget: Duration,
     /// The caller's `webhook-id`, refused if seen within [`REPLAY_WINDOW`].
     pub webhook_id: Option<&'a str>,
@@ -206,10 +215,28 @@ pub enum Redeliver {
     DeliveryId(String),
 }
 
-/// The oldest pending event of one build, claimed by [`Outbox::claim`]: what to deliver
-/// next for that build. Hand it back with [`Outbox::settle`].
+/// What [`Outbox::redeliver`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Redelivered {
+    /// Dead letters made pending again.
+    pub revived: usize,
+    /// Dead letters left dead because a later event of their build was delivered to
+    /// their destination since: sent now, they would arrive after it (a finished build
+    /// shown as running again). `force` sends them anyway.
+    pub superseded: Vec<i64>,
+}
+
+/// One chain: the events of a build bound for one destination.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ChainKey {
+    destination: i64,
+    build_key: String,
+}
+
+/// The head of a chain, claimed by [`Outbox::claim`] for one call; record the result
+/// with [`Outbox::settle`], renew a long call with [`Outbox::renew`].
 #[derive(Debug, Clone)]
-pub struct Queued {
+pub struct Claimed {
     /// Position in the outbox.
     pub seq: i64,
     /// `buildbotURL|buildid`.
@@ -218,35 +245,76 @@ pub struct Queued {
     pub event: Event,
     /// When it was queued, UNIX seconds.
     pub created_at: i64,
+    /// Its destination, as logs may show it.
+    pub destination: String,
+    /// Whether this call probes a destination whose circuit is open: one attempt.
+    pub probe: bool,
+    chain: ChainKey,
+    token: i64,
     row: Row,
 }
 
-/// What [`Outbox::settle`] did with an attempt's result.
+impl Claimed {
+    /// The longest the call may take: the event's report budget (its configuration's
+    /// retry deadline plus the host's margin).
+    pub fn budget(&self) -> Duration {
+        Duration::from_millis(u64::try_from(self.row.budget_ms).unwrap_or(0))
+    }
+
+    /// Whether it is past its `deadLetterAfterSeconds`: settle it without a call.
+    pub fn expired(&self) -> bool {
+        self.row.expired
+    }
+}
+
+/// What [`Outbox::settle`] did with a call's result.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Settled {
     /// Delivered or skipped: removed.
     Done,
-    /// A retryable failure: still pending.
+    /// An environmental failure, or the destination is failing: still pending, after a
+    /// backoff.
     Pending,
-    /// A permanent failure or an expired event: kept as a dead letter.
+    /// A deterministic failure or an expired event: kept as a dead letter; the chain
+    /// goes on with the next event.
     Dead,
+    /// The claim's lease ran out and another holder has the chain: nothing recorded but
+    /// a delivery.
+    Lost,
 }
 
-/// Counts of an outbox's events.
+/// What an outbox holds, for operators to alert on.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Counts {
-    /// Waiting to be delivered.
+    /// Events waiting to be delivered.
     pub pending: u64,
     /// Dead letters.
     pub dead: u64,
+    /// When the oldest pending event was queued, UNIX seconds.
+    pub oldest_pending_at: Option<i64>,
+    /// Destinations whose circuit is open (failing).
+    pub open_circuits: u64,
+}
+
+/// A destination whose circuit is open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Circuit {
+    /// The destination, as logs may show it.
+    pub destination: String,
+    /// Failed calls in a row.
+    pub failures: i64,
+    /// Events waiting for it.
+    pub pending: u64,
+    /// Why the last call failed.
+    pub last_error: Option<String>,
 }
 
 /// One queued event.
 #[derive(Debug, Clone)]
 pub struct Entry {
-    /// Position in the outbox; delivery follows it within a build.
+    /// Position in the outbox; delivery follows it within a chain.
     pub seq: i64,
-    /// `buildbotURL` and buildid: events with the same key are delivered in order.
+    /// `buildbotURL` and buildid.
     pub build_key: String,
     /// Which event.
     pub event: Event,
@@ -258,6 +326,8 @@ pub struct Entry {
     pub attempts: i64,
     /// Why the last attempt failed.
     pub last_error: Option<String>,
+    /// Its destination, as logs may show it.
+    pub destination: String,
 }
 
 /// What happened to the event a [`Outbox::push`] queued.
@@ -265,10 +335,13 @@ pub struct Entry {
 pub enum PushResult {
     /// Delivered, or deliberately skipped by the filters.
     Done(Outcome),
-    /// Still queued: a retryable failure, or an earlier event of the build is pending.
+    /// Still queued: a retryable failure, or an earlier event of its chain is pending.
     Pending(String),
     /// Failed permanently; kept as a dead letter.
     Dead(String),
+    /// Queued for the courier that runs on this outbox (`serve --outbox`), which
+    /// delivers it; nothing was attempted here.
+    Queued,
 }
 
 /// A summary of a [`Outbox::deliver`] run.
@@ -280,6 +353,8 @@ pub struct DeliverySummary {
     pub dead: usize,
     /// Events still pending.
     pub pending: usize,
+    /// Destinations whose circuit is open at the end.
+    pub open_circuits: usize,
 }
 
 /// An outbox: a SQLite file or a PostgreSQL database. Cheap to share between tasks and
@@ -305,6 +380,8 @@ macro_rules! store {
 
 /// A new event as stored.
 struct NewEvent {
+    destination: String,
+    shown: String,
     build_key: String,
     event: String,
     config: String,
@@ -314,7 +391,9 @@ struct NewEvent {
 }
 
 impl NewEvent {
+    #[allow(clippy::too_many_arguments)]
     fn new(
+        destination: &str,
         build_key: &str,
         event: Event,
         config: &str,
@@ -322,7 +401,10 @@ impl NewEvent {
         dead_after: Duration,
         budget: Duration,
     ) -> NewEvent {
+        let destination = destination_of(destination);
         NewEvent {
+            shown: status_push::secret::redact_url(&destination),
+            destination,
             build_key: build_key.to_string(),
             event: event.as_str().to_string(),
             config: config.to_string(),
@@ -334,16 +416,98 @@ impl NewEvent {
     }
 }
 
+/// The destination of a `serverUrl`: its origin (`scheme://host:port`), without
+/// credentials. Receivers at one origin go down together, so they share a circuit and
+/// keep one order per build; a URL that does not parse is its own destination.
+fn destination_of(server_url: &str) -> String {
+    let Ok(uri) = server_url.parse::<http::Uri>() else {
+        return server_url.to_string();
+    };
+    match (uri.scheme_str(), uri.host()) {
+        (Some(scheme), Some(host)) => {
+            let scheme = scheme.to_ascii_lowercase();
+            let port = uri.port_u16().or(match scheme.as_str() {
+                "http" => Some(80),
+                "https" => Some(443),
+                _ => None,
+            });
+            let host = host.to_ascii_lowercase();
+            match port {
+                Some(port) => format!("{scheme}://{host}:{port}"),
+                None => format!("{scheme}://{host}"),
+            }
+        }
+        _ => server_url.to_string(),
+    }
+}
+
 /// What a claim asks for.
 struct Claim {
-    /// Only this build's head.
-    only_build: Option<String>,
-    /// Builds to leave alone (their event failed in this pass).
-    skip: HashSet<String>,
-    /// At most this many events, each of a different build.
+    /// At most this many chains.
     limit: usize,
-    /// Also events still waiting out their backoff.
-    due_or_not: bool,
+    /// The token the claimed chains carry.
+    token: i64,
+    /// Only this chain, due or not and whatever its destination's circuit (`push`).
+    only: Option<ChainKey>,
+}
+
+/// Why a call failed, as recorded.
+#[derive(Debug, Clone)]
+struct Failure {
+    reason: String,
+    attempts: i64,
+    delivery_id: String,
+}
+
+/// What a call's result means for its event, its chain and its destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Delivered,
+    /// Try again after a backoff; `destination`: the destination itself failed
+    /// (refused, reset, timeout, 5xx, 429), so its circuit counts it.
+    Retry {
+        destination: bool,
+    },
+    /// Deterministic: trying again would fail the same way. `reachable`: the
+    /// destination answered (a 4xx), so its circuit closes.
+    Dead {
+        reachable: bool,
+    },
+}
+
+/// The one classification of a call's result. Deterministic failures (4xx but 408 and
+/// 429, a trap, invalid input or configuration) are dead letters; environmental ones (a
+/// missing or unreadable CA file, a time budget overrun, the component not loading) stay
+/// pending with backoff, and do not count against the destination.
+fn verdict(result: &Result<Outcome, HostError>) -> Verdict {
+    use crate::PushError;
+    match result {
+        Ok(_) => Verdict::Delivered,
+        Err(HostError::Push(failure)) => match &failure.error {
+            PushError::HttpStatus(h) if h.status == 408 || h.status == 429 || h.status >= 500 => {
+                Verdict::Retry { destination: true }
+            }
+            PushError::HttpStatus(_) => Verdict::Dead { reachable: true },
+            PushError::Unreachable(_)
+            | PushError::ConnectionLost(_)
+            | PushError::Timeout
+            | PushError::Tls(_) => Verdict::Retry { destination: true },
+            PushError::NotConfigured
+            | PushError::InvalidInput(_)
+            | PushError::Denied(_)
+            | PushError::Protocol(_)
+            | PushError::Format(_) => Verdict::Dead { reachable: false },
+        },
+        // A CA file is read from the host's disk: it may be back (or readable) later.
+        Err(HostError::Config(e)) if e.key == "caFile" => Verdict::Retry { destination: false },
+        Err(HostError::Config(_) | HostError::Event(_) | HostError::Trap(_)) => {
+            Verdict::Dead { reachable: false }
+        }
+        Err(HostError::OutOfMemory { .. }) => Verdict::Dead { reachable: false },
+        Err(HostError::TimeBudget { .. } | HostError::Load { .. } | HostError::Instantiate(_)) => {
+            Verdict::Retry { destination: false }
+        }
+    }
 }
 
 fn now_s() -> i64 {
@@ -360,12 +524,16 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// The wait after the `calls`-th failed call of an event.
-fn backoff_ms(calls: i64) -> i64 {
-    let doublings = u32::try_from((calls - 1).clamp(0, 16)).unwrap_or(16);
-    FIRST_BACKOFF_MS
-        .saturating_mul(1 << doublings)
-        .min(MAX_BACKOFF_MS)
+/// A claim token no other claim of this or another process carries.
+fn new_token() -> i64 {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    hasher.write_u32(std::process::id());
+    hasher.write_i64(now_ms());
+    // Positive, so it never reads as "no claim".
+    (hasher.finish() >> 1) as i64
 }
 
 const EXPIRED: &str = "expired: undelivered for longer than deadLetterAfterSeconds";
@@ -404,10 +572,24 @@ impl Outbox {
         event: Event,
         documents_json: &str,
     ) -> Result<(i64, String), OutboxError> {
+        let (seq, chain) = self
+            .enqueue_chain(runtime, config_json, event, documents_json)
+            .await?;
+        Ok((seq, chain.build_key))
+    }
+
+    async fn enqueue_chain(
+        &self,
+        runtime: &Runtime,
+        config_json: &str,
+        event: Event,
+        documents_json: &str,
+    ) -> Result<(i64, ChainKey), OutboxError> {
         // Refuse what could never be delivered now, not at every later retry.
         let mut reporter = runtime.reporter().await?;
         let config = reporter.parse_config(config_json).await?;
         let buildbot_url = config.buildbot_url.clone();
+        let destination = config.server_url.clone();
         reporter.configure(config).await?;
         let (dead_after, budget) = reporter
             .policy()
@@ -417,6 +599,7 @@ impl Outbox {
         let build = reporter.parse_event(documents_json).await?;
         let build_key = format!("{buildbot_url}|{}", build.build.buildid);
         let new = NewEvent::new(
+            &destination,
             &build_key,
             event,
             config_json,
@@ -424,8 +607,18 @@ impl Outbox {
             dead_after,
             budget,
         );
-        let seq = store!(self.insert(new, None, 0))?.expect("an insert without an id is fresh");
-        Ok((seq, build_key))
+        match store!(self.insert(new, None, 0))? {
+            Some((seq, destination)) => Ok((
+                seq,
+                ChainKey {
+                    destination,
+                    build_key,
+                },
+            )),
+            None => Err(OutboxError::Stopped(
+                "an insert without an id was refused".into(),
+            )),
+        }
     }
 
     /// Queues an event the caller validated itself, with no component call, in one
@@ -433,6 +626,7 @@ impl Outbox {
     /// within [`REPLAY_WINDOW`]; older ids are forgotten). Returns its sequence number.
     pub async fn accept(&self, event: &Accepted<'_>) -> Result<i64, OutboxError> {
         let new = NewEvent::new(
+            event.destination,
             event.build_key,
             event.event,
             event.config_json,
@@ -443,15 +637,16 @@ impl Outbox {
         let id = event.webhook_id.map(str::to_string);
         let window = REPLAY_WINDOW.as_secs() as i64;
         match store!(self.insert(new, id, window))? {
-            Some(seq) => Ok(seq),
+            Some((seq, _)) => Ok(seq),
             None => Err(OutboxError::Replayed(
                 event.webhook_id.unwrap_or_default().to_string(),
             )),
         }
     }
 
-    /// Queues an event and delivers the pending events of its build, in order, now
-    /// (earlier events waiting out a backoff included).
+    /// Queues an event, then delivers its chain now (earlier events of its build and
+    /// destination first, backoff and circuit notwithstanding), unless a courier already
+    /// runs on this outbox ([`PushResult::Queued`]: it delivers it).
     pub async fn push(
         &self,
         runtime: &Runtime,
@@ -459,19 +654,19 @@ impl Outbox {
         event: Event,
         documents_json: &str,
     ) -> Result<PushResult, OutboxError> {
-        let (seq, build_key) = self
-            .enqueue(runtime, config_json, event, documents_json)
+        let (seq, chain) = self
+            .enqueue_chain(runtime, config_json, event, documents_json)
             .await?;
-        let _lock = self.lock(File::lock)?;
-        let mut summary = DeliverySummary::default();
-        let done = self
-            .deliver_pass(runtime, Some(&build_key), true, &mut summary)
-            .await?;
-        if let Some((_, outcome)) = done.into_iter().find(|(s, _)| *s == seq) {
+        let Some(_lock) = self.try_courier_lock()? else {
+            return Ok(PushResult::Queued);
+        };
+        let courier = Courier::new(self, runtime);
+        let outcome = courier.deliver_chain(&chain, seq).await?;
+        if let Some(outcome) = outcome {
             return Ok(PushResult::Done(outcome));
         }
         Ok(match store!(self.status(seq))? {
-            // Delivered by a concurrent `deliver` in the meantime.
+            // Delivered by another process in the meantime.
             None => PushResult::Pending("delivered by another process".into()),
             Some((true, error)) => PushResult::Dead(error.unwrap_or_default()),
             Some((false, error)) => PushResult::Pending(
@@ -480,143 +675,174 @@ impl Outbox {
         })
     }
 
-    /// Delivers everything pending, in per-build order, pass after pass, until nothing
-    /// is pending (here or, with PostgreSQL, in another worker's hands) or `budget` is
-    /// spent.
+    /// Delivers everything pending until nothing is left (here or in another host's
+    /// hands) or `budget` is spent, with the courier's rules (one call per chain at a
+    /// time, backoff, circuits). Waits for any courier running on this SQLite outbox.
     pub async fn deliver(
         &self,
         runtime: &Runtime,
         budget: Duration,
     ) -> Result<DeliverySummary, OutboxError> {
-        let _lock = self.lock(File::lock)?;
-        let started = Instant::now();
-        let mut summary = DeliverySummary::default();
-        let mut pause = Duration::from_millis(250);
-        loop {
-            let done = self
-                .deliver_pass(runtime, None, false, &mut summary)
-                .await?;
-            if summary.pending == 0 || started.elapsed() + pause >= budget {
-                return Ok(summary);
-            }
-            if done.is_empty() {
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(5));
-            } else {
-                pause = Duration::from_millis(250);
-            }
-        }
+        let _lock = self.courier_lock()?;
+        Courier::new(self, runtime).deliver_for(budget).await
     }
 
-    /// One pass over the pending events of one build (`build_key` as [`Outbox::enqueue`]
-    /// returned it), in order; returns the summary and the dead letters this pass made.
-    /// With SQLite it takes the delivery lock shared, so several builds are delivered at
-    /// once, each by one caller, while a whole-outbox [`Outbox::deliver`] (exclusive)
-    /// waits for them.
-    pub async fn deliver_build(
-        &self,
-        runtime: &Runtime,
-        build_key: &str,
-    ) -> Result<(DeliverySummary, Vec<Entry>), OutboxError> {
-        let _lock = self.lock(File::lock_shared)?;
-        let mut summary = DeliverySummary::default();
-        let mut made_dead = Vec::new();
-        self.pass(
-            runtime,
-            Some(build_key),
-            false,
-            &mut summary,
-            &mut made_dead,
-        )
-        .await?;
-        let mut dead = Vec::new();
-        if !made_dead.is_empty() {
-            dead = self.dead_letters().await?;
-            dead.retain(|e| made_dead.contains(&e.seq));
-        }
-        Ok((summary, dead))
-    }
-
-    /// Claims up to `limit` events, the oldest pending one of as many builds, for the
-    /// caller to attempt ([`attempt_queued`]) and hand back ([`Outbox::settle`]). Builds
-    /// whose head is claimed elsewhere, or waiting out its backoff after a failed call,
-    /// are left out. With PostgreSQL a claim is a lease that runs out if this process
-    /// dies; with SQLite it lives in this process (whose delivery lock keeps others out).
-    pub async fn claim(&self, limit: usize) -> Result<Vec<Queued>, OutboxError> {
+    /// Claims the heads of up to `limit` due chains for the caller to call and hand back
+    /// ([`Outbox::settle`]).
+    pub async fn claim(&self, limit: usize) -> Result<Vec<Claimed>, OutboxError> {
         let claim = Claim {
-            only_build: None,
-            skip: HashSet::new(),
             limit,
-            due_or_not: false,
+            token: new_token(),
+            only: None,
         };
-        let rows = store!(self.claim(claim))?;
-        Ok(rows.into_iter().map(Queued::from).collect())
+        store!(self.claim(claim))
     }
 
-    /// Records the result of [`attempt_queued`] for `queued`: removes it when delivered,
-    /// keeps it pending after a retryable failure (the next call waits out a backoff),
-    /// makes it a dead letter otherwise, or when it is past its `deadLetterAfterSeconds`
-    /// (pass `None` to check only that, and to give up the claim if it is not).
+    async fn claim_chain(&self, chain: &ChainKey) -> Result<Option<Claimed>, OutboxError> {
+        let claim = Claim {
+            limit: 1,
+            token: new_token(),
+            only: Some(chain.clone()),
+        };
+        Ok(store!(self.claim(claim))?.into_iter().next())
+    }
+
+    /// Keeps a claim while its call runs; `false` when its lease already ran out and
+    /// another holder may have the chain (the call should stop).
+    pub async fn renew(&self, claimed: &Claimed) -> Result<bool, OutboxError> {
+        store!(self.renew(&claimed.chain, claimed.token))
+    }
+
+    /// Records a call's result for `claimed` (`None`: it expired, no call was made).
     pub async fn settle(
         &self,
-        queued: &Queued,
+        claimed: &Claimed,
         result: Option<&Result<Outcome, HostError>>,
     ) -> Result<Settled, OutboxError> {
-        let Some(result) = result else {
-            if queued.row.expired {
-                store!(self.dead(queued.seq, EXPIRED))?;
-                return Ok(Settled::Dead);
+        let (verdict, failure) = match result {
+            None => (
+                Verdict::Dead { reachable: false },
+                Failure {
+                    reason: EXPIRED.into(),
+                    attempts: 0,
+                    delivery_id: String::new(),
+                },
+            ),
+            Some(result) => {
+                let (attempts, delivery_id) = match result {
+                    Err(HostError::Push(f)) => (i64::from(f.attempts), f.delivery_id.clone()),
+                    _ => (0, String::new()),
+                };
+                let reason = match result {
+                    Err(e) => e.to_string(),
+                    Ok(_) => String::new(),
+                };
+                (
+                    verdict(result),
+                    Failure {
+                        reason,
+                        attempts,
+                        delivery_id,
+                    },
+                )
             }
-            return Ok(Settled::Pending);
         };
-        match result {
-            Ok(_) => {
-                store!(self.delivered(queued.seq))?;
-                Ok(Settled::Done)
+        let (chain, token, seq, probe) =
+            (&claimed.chain, claimed.token, claimed.seq, claimed.probe);
+        Ok(match verdict {
+            Verdict::Delivered => {
+                store!(self.delivered(chain, token, seq))?;
+                Settled::Done
             }
-            Err(error) => {
-                let failed = Failed::from(error);
-                let retryable = failed.retryable;
-                self.failed(queued.seq, failed).await?;
-                Ok(if retryable {
+            Verdict::Retry { destination } => {
+                if store!(self.retry(chain, token, seq, &failure, destination, probe))? {
                     Settled::Pending
                 } else {
-                    Settled::Dead
-                })
+                    Settled::Lost
+                }
             }
-        }
+            Verdict::Dead { reachable } => {
+                if store!(self.dead(chain, token, seq, &failure, reachable, probe))? {
+                    Settled::Dead
+                } else {
+                    Settled::Lost
+                }
+            }
+        })
     }
 
-    /// Gives a claim back unattempted.
-    pub async fn release(&self, queued: &Queued) -> Result<(), OutboxError> {
-        store!(self.release(queued.seq))
+    /// Gives a claim back uncalled: the chain is due again at once.
+    pub async fn release(&self, claimed: &Claimed) -> Result<(), OutboxError> {
+        store!(self.release(&claimed.chain, claimed.token))
     }
 
     /// Makes dead letters pending again (GitHub's "redeliver"), with a fresh
-    /// `deadLetterAfterSeconds` window; returns how many.
-    pub async fn redeliver(&self, which: &Redeliver) -> Result<usize, OutboxError> {
-        let changed = store!(self.redeliver(which.clone()))?;
-        match which {
-            Redeliver::Seq(seq) if changed == 0 => {
-                Err(OutboxError::NoSuchDeadLetter(seq.to_string()))
-            }
-            Redeliver::DeliveryId(id) if changed == 0 => {
-                Err(OutboxError::NoSuchDeadLetter(id.clone()))
-            }
-            _ => Ok(changed),
+    /// `deadLetterAfterSeconds` window. One whose build has had a later event delivered
+    /// to its destination since is *superseded* and stays dead unless `force`: sent now,
+    /// it would arrive after that later event.
+    pub async fn redeliver(
+        &self,
+        which: &Redeliver,
+        force: bool,
+    ) -> Result<Redelivered, OutboxError> {
+        let done = store!(self.redeliver(which.clone(), force))?;
+        let named = match which {
+            Redeliver::All => None,
+            Redeliver::Seq(seq) => Some(seq.to_string()),
+            Redeliver::DeliveryId(id) => Some(id.clone()),
+        };
+        match (named, done.superseded.first()) {
+            (Some(name), None) if done.revived == 0 => Err(OutboxError::NoSuchDeadLetter(name)),
+            (Some(_), Some(&seq)) if done.revived == 0 => Err(OutboxError::Superseded(seq)),
+            _ => Ok(done),
         }
     }
 
-    /// How many events are pending and dead.
+    /// Pending events, dead letters, the oldest pending event and open circuits: what an
+    /// operator alerts on. Read from per-destination counters and an index, never a scan.
     pub async fn counts(&self) -> Result<Counts, OutboxError> {
-        store!(self.counts(None))
+        store!(self.counts())
     }
 
-    /// Takes the delivery lock (SQLite: `PATH.lock`, waiting for it): while it is held,
-    /// `deliver` and `push` in other processes wait. Released when dropped, or by the OS
-    /// when the process dies. PostgreSQL needs none: claims keep workers apart.
-    pub fn delivery_lock(&self) -> Result<DeliveryLock, OutboxError> {
-        self.lock(File::lock).map(DeliveryLock)
+    /// The destinations whose circuit is open, worst first.
+    pub async fn circuits(&self) -> Result<Vec<Circuit>, OutboxError> {
+        store!(self.circuits())
+    }
+
+    /// Deletes dead letters that died more than `retention` ago, in small batches;
+    /// returns how many.
+    pub async fn prune(&self, retention: Duration) -> Result<usize, OutboxError> {
+        let before = now_s().saturating_sub(i64::try_from(retention.as_secs()).unwrap_or(0));
+        let mut pruned = 0;
+        loop {
+            let n = store!(self.prune(before, schedule::PRUNE_BATCH))?;
+            pruned += n;
+            if n < schedule::PRUNE_BATCH as usize {
+                return Ok(pruned);
+            }
+        }
+    }
+
+    /// Takes the courier lock (SQLite: `PATH.lock`, waiting for it): while it is held,
+    /// `deliver` in another process waits and `push` leaves its event to the holder.
+    /// Released when dropped, or by the OS when the process dies. PostgreSQL needs none:
+    /// fenced claims keep hosts apart.
+    pub fn courier_lock(&self) -> Result<CourierLock, OutboxError> {
+        self.lock(File::lock).map(CourierLock)
+    }
+
+    /// The courier lock if no courier holds it, else `None`.
+    fn try_courier_lock(&self) -> Result<Option<CourierLock>, OutboxError> {
+        let Store::Sqlite(sqlite) = &self.store else {
+            return Ok(Some(CourierLock(None)));
+        };
+        let path = lock_path(sqlite.path());
+        let file = open_lock(&path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(CourierLock(Some(file)))),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(source)) => Err(OutboxError::Lock { path, source }),
+        }
     }
 
     /// Lists the dead letters, oldest first.
@@ -624,123 +850,52 @@ impl Outbox {
         store!(self.entries(true))
     }
 
-    /// Lists the pending events, in delivery order.
+    /// Lists the pending events, oldest first.
     pub async fn pending(&self) -> Result<Vec<Entry>, OutboxError> {
         store!(self.entries(false))
     }
 
-    /// One pass (of one build, or all): claims heads and attempts them, again and again,
-    /// until nothing is left to claim; a build whose event stays pending is left alone
-    /// until the next pass. Returns the outcomes of what was delivered;
-    /// `summary.pending` is what is left.
-    async fn deliver_pass(
-        &self,
-        runtime: &Runtime,
-        only_build: Option<&str>,
-        due_or_not: bool,
-        summary: &mut DeliverySummary,
-    ) -> Result<Vec<(i64, Outcome)>, OutboxError> {
-        let mut made_dead = Vec::new();
-        self.pass(runtime, only_build, due_or_not, summary, &mut made_dead)
-            .await
-    }
-
-    async fn pass(
-        &self,
-        runtime: &Runtime,
-        only_build: Option<&str>,
-        due_or_not: bool,
-        summary: &mut DeliverySummary,
-        made_dead: &mut Vec<i64>,
-    ) -> Result<Vec<(i64, Outcome)>, OutboxError> {
-        let mut skip = HashSet::new();
-        let mut done = Vec::new();
-        loop {
-            let claim = Claim {
-                only_build: only_build.map(str::to_string),
-                skip: skip.clone(),
-                limit: if only_build.is_some() { 1 } else { BATCH },
-                due_or_not,
-            };
-            let rows = store!(self.claim(claim))?;
-            if rows.is_empty() {
-                break;
-            }
-            let mut due = Vec::new();
-            for row in rows {
-                if row.expired {
-                    store!(self.dead(row.seq, EXPIRED))?;
-                    summary.dead += 1;
-                    made_dead.push(row.seq);
-                } else {
-                    due.push(row);
-                }
-            }
-            // Concurrently, on this task: each call is mostly waiting for its receiver.
-            let results = join_all(due.iter().map(|row| call(runtime, row))).await;
-            for (row, result) in due.into_iter().zip(results) {
-                match result {
-                    Ok(outcome) => {
-                        store!(self.delivered(row.seq))?;
-                        summary.delivered += 1;
-                        done.push((row.seq, outcome));
-                    }
-                    Err(error) => {
-                        let failed = Failed::from(&error);
-                        if failed.retryable {
-                            skip.insert(row.build_key.clone());
-                        } else {
-                            summary.dead += 1;
-                            made_dead.push(row.seq);
-                        }
-                        self.failed(row.seq, failed).await?;
-                    }
-                }
-            }
-        }
-        summary.pending = store!(self.counts(only_build.map(str::to_string)))?.pending as usize;
-        Ok(done)
-    }
-
-    async fn failed(&self, seq: i64, failed: Failed) -> Result<(), OutboxError> {
-        match &self.store {
-            Store::Sqlite(s) => s.failed(seq, failed, backoff_ms).await,
-            Store::Postgres(p) => p.failed(seq, failed).await,
-        }
-    }
-
-    /// SQLite's delivery lock; `None` for PostgreSQL.
+    /// SQLite's courier lock; `None` for PostgreSQL.
     fn lock(&self, lock: fn(&File) -> std::io::Result<()>) -> Result<Option<File>, OutboxError> {
         let Store::Sqlite(sqlite) = &self.store else {
             return Ok(None);
         };
-        let mut path = sqlite.path().to_path_buf().into_os_string();
-        path.push(".lock");
-        let path = PathBuf::from(path);
-        let lock_error = |source| OutboxError::Lock {
+        let path = lock_path(sqlite.path());
+        let file = open_lock(&path)?;
+        lock(&file).map_err(|source| OutboxError::Lock {
             path: path.clone(),
             source,
-        };
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(lock_error)?;
-        lock(&file).map_err(lock_error)?;
+        })?;
         Ok(Some(file))
     }
 }
 
-/// The outbox's delivery lock; see [`Outbox::delivery_lock`].
-#[derive(Debug)]
-pub struct DeliveryLock(#[allow(dead_code)] Option<File>);
+fn lock_path(outbox: &Path) -> PathBuf {
+    let mut path = outbox.to_path_buf().into_os_string();
+    path.push(".lock");
+    PathBuf::from(path)
+}
 
-/// A pending event as stored.
+fn open_lock(path: &Path) -> Result<File, OutboxError> {
+    File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|source| OutboxError::Lock {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// The courier lock of a SQLite outbox; see [`Outbox::courier_lock`].
+#[derive(Debug)]
+pub struct CourierLock(#[allow(dead_code)] Option<File>);
+
+/// A chain's head as stored.
 #[derive(Debug, Clone)]
 struct Row {
     seq: i64,
-    build_key: String,
     /// Parsed when read: a row naming another event is refused, never taken for one.
     event: Event,
     config: String,
@@ -748,69 +903,107 @@ struct Row {
     /// Past its `deadLetterAfterSeconds` when claimed.
     expired: bool,
     created_at: i64,
+    budget_ms: i64,
 }
 
-impl From<Row> for Queued {
-    fn from(row: Row) -> Queued {
-        Queued {
-            seq: row.seq,
-            build_key: row.build_key.clone(),
-            event: row.event,
-            created_at: row.created_at,
-            row,
-        }
+/// One delivery call of the component for a claimed event, in a fresh instance. A
+/// probe of a failing destination makes one attempt, not the configuration's
+/// `maxAttempts`: the circuit, not the component, spaces the probes.
+async fn call(runtime: &Runtime, claimed: &Claimed) -> Result<Outcome, HostError> {
+    let mut reporter = runtime.reporter().await?;
+    let mut config = reporter.parse_config(&claimed.row.config).await?;
+    if claimed.probe {
+        config.max_attempts = Some(1);
     }
-}
-
-/// Why an attempt did not deliver.
-struct Failed {
-    reason: String,
-    attempts: u32,
-    delivery_id: String,
-    retryable: bool,
-}
-
-impl From<&HostError> for Failed {
-    fn from(error: &HostError) -> Failed {
-        let (attempts, delivery_id) = match error {
-            HostError::Push(f) => (f.attempts, f.delivery_id.clone()),
-            _ => (0, String::new()),
-        };
-        Failed {
-            reason: error.to_string(),
-            attempts,
-            delivery_id,
-            // A failed instantiation is the host's state, not the event's fault.
-            retryable: error.is_retryable() || matches!(error, HostError::Instantiate(_)),
-        }
-    }
-}
-
-/// One delivery call of the component for a queued event, in a fresh instance (its own
-/// attempts and backoff inside the call); record the result with [`Outbox::settle`].
-pub async fn attempt_queued(runtime: &Runtime, queued: &Queued) -> Result<Outcome, HostError> {
-    call(runtime, &queued.row).await
-}
-
-async fn call(runtime: &Runtime, row: &Row) -> Result<Outcome, HostError> {
-    let event = row.event;
-    let mut reporter = runtime.configured_reporter(&row.config).await?;
-    reporter.report_documents(event, &row.documents).await
+    reporter.configure(config).await?;
+    reporter
+        .report_documents(claimed.row.event, &claimed.row.documents)
+        .await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bindings::{HttpFailure, InputError, PushError, PushFailure};
+
+    fn push_error(error: PushError) -> Result<Outcome, HostError> {
+        Err(HostError::Push(PushFailure {
+            retryable: false,
+            error,
+            attempts: 1,
+            delivery_id: "sp_x".into(),
+        }))
+    }
+
+    fn status(status: u16) -> Result<Outcome, HostError> {
+        push_error(PushError::HttpStatus(HttpFailure {
+            status,
+            retry_after: None,
+        }))
+    }
 
     #[test]
-    fn a_failed_event_waits_longer_after_each_call_up_to_thirty_seconds() {
-        let waits: Vec<i64> = (1..=9).map(backoff_ms).collect();
+    fn deterministic_failures_die_and_environmental_ones_wait() {
+        assert_eq!(verdict(&status(400)), Verdict::Dead { reachable: true });
+        assert_eq!(verdict(&status(410)), Verdict::Dead { reachable: true });
+        for retry in [408, 429, 500, 503] {
+            assert_eq!(
+                verdict(&status(retry)),
+                Verdict::Retry { destination: true }
+            );
+        }
         assert_eq!(
-            waits,
-            [250, 500, 1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000]
+            verdict(&push_error(PushError::Unreachable("refused".into()))),
+            Verdict::Retry { destination: true }
         );
-        assert_eq!(backoff_ms(i64::MAX), 30_000);
-        assert_eq!(backoff_ms(0), 250);
+        let invalid = InputError {
+            key: "steps".into(),
+            message: "x".into(),
+        };
+        assert_eq!(
+            verdict(&push_error(PushError::InvalidInput(invalid.clone()))),
+            Verdict::Dead { reachable: false }
+        );
+        assert_eq!(
+            verdict(&Err(HostError::Event(invalid))),
+            Verdict::Dead { reachable: false }
+        );
+        let ca_file = InputError {
+            key: "caFile".into(),
+            message: "cannot use CA file".into(),
+        };
+        assert_eq!(
+            verdict(&Err(HostError::Config(ca_file))),
+            Verdict::Retry { destination: false }
+        );
+        let overrun = HostError::TimeBudget {
+            budget: Duration::from_secs(1),
+            doing: "handling the event",
+        };
+        assert_eq!(
+            verdict(&Err(overrun)),
+            Verdict::Retry { destination: false }
+        );
+    }
+
+    #[test]
+    fn a_destination_is_an_origin_without_credentials() {
+        assert_eq!(
+            destination_of("https://bot:s3cret@Hooks.Example.com/ci?token=x"),
+            "https://hooks.example.com:443"
+        );
+        assert_eq!(
+            destination_of("http://127.0.0.1:8010/build/1/2"),
+            "http://127.0.0.1:8010"
+        );
+        assert_eq!(destination_of("not a url"), "not a url");
+    }
+
+    #[test]
+    fn tokens_differ() {
+        let tokens: std::collections::HashSet<i64> = (0..1000).map(|_| new_token()).collect();
+        assert_eq!(tokens.len(), 1000);
+        assert!(tokens.iter().all(|t| *t > 0));
     }
 
     #[test]

@@ -1,43 +1,47 @@
 //! The PostgreSQL backend: one database shared by any number of hosts (CLI `deliver`
-//! workers, `serve`, Buildbot masters). A worker claims the oldest pending event of a
-//! build with a lease (`claimed_until_ms`, the server's clock): `FOR UPDATE SKIP LOCKED`
-//! makes concurrent claims skip each other's rows instead of waiting, and a worker that
-//! dies mid-delivery holds its claim only until the lease runs out (the event's report
-//! budget plus [`LEASE_MARGIN`]). Leases rather than row locks held for the call: a call
-//! can take minutes, and a lease needs no connection (or transaction) kept open meanwhile.
+//! workers, `serve`, Buildbot masters). Claims take chains with `FOR UPDATE SKIP LOCKED`,
+//! so concurrent hosts skip each other's rows instead of waiting, and hold them by a
+//! lease on the server's clock ([`schedule::LEASE`], renewed while a call runs) rather
+//! than by a row lock held for the call: a call can take minutes, a lease needs no
+//! connection kept open meanwhile, and a host that dies frees its chains within one
+//! lease. Every session has server-side `statement_timeout` and `lock_timeout`, so a
+//! statement that takes too long is cancelled on the server, not just abandoned.
 //!
 //! Tables are prefixed `status_push_` so the outbox can live in a database shared with
 //! other software (Buildbot's own, say).
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, MutexGuard};
 use tokio_postgres::config::SslMode;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
-use tokio_postgres::{Client, Connection, NoTls, Socket};
+use tokio_postgres::{Client, Connection, GenericClient, NoTls, Socket, Transaction};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{
-    Claim, Counts, Entry, Failed, NewEvent, OutboxError, Redeliver, Row, FIRST_BACKOFF_MS,
-    MAX_BACKOFF_MS, SCHEMA_VERSION,
+    schedule, ChainKey, Circuit, Claim, Claimed, Counts, Entry, Failure, NewEvent, OutboxError,
+    Redeliver, Redelivered, Row, SCHEMA_VERSION,
 };
 use crate::{Event, Secret};
 
-/// Added to an event's report budget to make its lease: covers recording the result and
-/// the gap between a host's clock and the server's.
-pub(super) const LEASE_MARGIN: Duration = Duration::from_secs(15);
-
-/// The longest a statement (or a connection attempt) may take before the call fails.
+/// The longest a statement may run on the server (`statement_timeout`), and a host
+/// waits for one (or for a connection).
 const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest a statement waits for a row lock (`lock_timeout`).
+const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections a host keeps: claims, settlements and inserts each take one for their
+/// transaction.
+const CONNECTIONS: usize = 4;
 
 /// The server's clock, in seconds and milliseconds: every host compares against one clock.
 const NOW_S: &str = "floor(extract(epoch FROM clock_timestamp()))::bigint";
 const NOW_MS: &str = "floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
 
-/// Schema migrations, in order: `MIGRATIONS[n]` takes the schema from version `n + 1` to
-/// `n + 2` (version 1 is the SQLite-only layout, never created here).
-const MIGRATIONS: &[&str] = &["
+/// Version 2's layout (version 1 is the SQLite-only layout, never created here); version
+/// 3 is reached from it by [`V3_TABLES`], the events moved under their destination (in
+/// Rust, by the function that names new events' destinations), then [`V3_FINISH`].
+const V2: &[&str] = &["
     CREATE TABLE status_push_events (
         seq BIGSERIAL PRIMARY KEY,
         build_key TEXT NOT NULL,
@@ -65,6 +69,53 @@ const MIGRATIONS: &[&str] = &["
     );
     CREATE INDEX status_push_seen_webhook_ids_at ON status_push_seen_webhook_ids (seen_at);"];
 
+/// Destinations (circuits, counters) and chains (claims, order).
+const V3_TABLES: &str = "
+    CREATE TABLE status_push_destinations (
+        id BIGSERIAL PRIMARY KEY,
+        target TEXT NOT NULL UNIQUE,
+        shown TEXT NOT NULL,
+        failures BIGINT NOT NULL DEFAULT 0,
+        open_until_ms BIGINT NOT NULL DEFAULT 0,
+        last_error TEXT,
+        pending BIGINT NOT NULL DEFAULT 0,
+        dead BIGINT NOT NULL DEFAULT 0
+    );
+    CREATE TABLE status_push_chains (
+        destination_id BIGINT NOT NULL,
+        build_key TEXT NOT NULL,
+        pending BIGINT NOT NULL DEFAULT 0,
+        next_attempt_ms BIGINT NOT NULL DEFAULT 0,
+        calls BIGINT NOT NULL DEFAULT 0,
+        claim_token BIGINT,
+        delivered_seq BIGINT NOT NULL DEFAULT 0,
+        PRIMARY KEY (destination_id, build_key)
+    );
+    CREATE INDEX status_push_chains_due ON status_push_chains (destination_id, next_attempt_ms)
+        WHERE pending > 0;
+    ALTER TABLE status_push_events ADD COLUMN destination_id BIGINT, ADD COLUMN dead_at BIGINT;";
+
+const V3_FINISH: &str = "
+    UPDATE status_push_events SET dead_at = created_at WHERE dead;
+    ALTER TABLE status_push_events ALTER COLUMN destination_id SET NOT NULL,
+        DROP COLUMN calls, DROP COLUMN next_attempt_ms, DROP COLUMN claimed_by,
+        DROP COLUMN claimed_until_ms;
+    DROP INDEX status_push_events_pending;
+    DROP INDEX status_push_events_order;
+    DROP INDEX status_push_events_dead;
+    CREATE INDEX status_push_events_chain ON status_push_events (destination_id, build_key, seq)
+        WHERE NOT dead;
+    CREATE INDEX status_push_events_oldest ON status_push_events (created_at) WHERE NOT dead;
+    CREATE INDEX status_push_events_dead ON status_push_events (dead_at) WHERE dead;
+    INSERT INTO status_push_chains (destination_id, build_key, pending)
+        SELECT destination_id, build_key, COUNT(*) FILTER (WHERE NOT dead)
+        FROM status_push_events GROUP BY destination_id, build_key;
+    UPDATE status_push_destinations d SET
+        pending = (SELECT COUNT(*) FROM status_push_events e
+                   WHERE e.destination_id = d.id AND NOT e.dead),
+        dead = (SELECT COUNT(*) FROM status_push_events e
+                WHERE e.destination_id = d.id AND e.dead);";
+
 /// A PostgreSQL connection URL (`postgresql://` or `postgres://`). Prints with its
 /// password (in the authority or the query) redacted. `sslmode=require` connects over
 /// TLS and verifies the server's certificate against the system's roots and, if given,
@@ -85,7 +136,7 @@ impl PostgresUrl {
     }
 
     /// Parses `url`; the error names what is wrong without repeating the password.
-    pub fn parse(url: &str) -> Result<PostgresUrl, OutboxError> {
+    pub fn parse(url: &str) -> Result<PostgresUrl> {
         let shown = status_push::secret::redact_url(url);
         let (url, root_cert) = take_root_cert(url);
         let config: tokio_postgres::Config =
@@ -108,7 +159,7 @@ impl PostgresUrl {
     }
 
     /// The rustls configuration for `sslmode=require`; `None` for a plain connection.
-    fn tls(&self) -> Result<Option<MakeRustlsConnect>, OutboxError> {
+    fn tls(&self) -> Result<Option<MakeRustlsConnect>> {
         if self.config().get_ssl_mode() != SslMode::Require {
             return Ok(None);
         }
@@ -190,20 +241,23 @@ fn take_root_cert(url: &str) -> (String, Option<std::path::PathBuf>) {
 /// An outbox database.
 pub(super) struct Postgres {
     url: PostgresUrl,
-    /// This host's name in `claimed_by`: host name, process id and a random part.
-    worker: String,
-    /// Reconnected when the server closed it (a restart, a failover).
-    client: Mutex<Option<Arc<Client>>>,
+    /// Connections, each opened when first needed and again when the server closed it
+    /// (a restart, a failover). One transaction at a time on each.
+    slots: Vec<Mutex<Option<Client>>>,
+    next: AtomicUsize,
 }
+
+type Result<T> = std::result::Result<T, OutboxError>;
+type Connected<'a> = tokio::sync::MappedMutexGuard<'a, Client>;
 
 impl Postgres {
     /// Connects, then creates or migrates the schema (one host at a time: an advisory
     /// lock), or refuses a schema newer than this build's without touching anything.
-    pub(super) async fn open(url: &PostgresUrl) -> Result<Postgres, OutboxError> {
+    pub(super) async fn open(url: &PostgresUrl) -> Result<Postgres> {
         let postgres = Postgres {
             url: url.clone(),
-            worker: worker_name(),
-            client: Mutex::new(None),
+            slots: (0..CONNECTIONS).map(|_| Mutex::new(None)).collect(),
+            next: AtomicUsize::new(0),
         };
         let mut client = postgres.connect().await?;
         match postgres
@@ -219,7 +273,7 @@ impl Postgres {
                 })
             }
         }
-        *postgres.client.lock().await = Some(Arc::new(client));
+        *postgres.slots[0].lock().await = Some(client);
         Ok(postgres)
     }
 
@@ -230,10 +284,7 @@ impl Postgres {
         }
     }
 
-    async fn bounded<T>(
-        &self,
-        work: impl std::future::Future<Output = T>,
-    ) -> Result<T, OutboxError> {
+    async fn bounded<T>(&self, work: impl std::future::Future<Output = T>) -> Result<T> {
         tokio::time::timeout(STATEMENT_TIMEOUT, work)
             .await
             .map_err(|_| OutboxError::Timeout {
@@ -242,59 +293,57 @@ impl Postgres {
             })
     }
 
-    async fn connect(&self) -> Result<Client, OutboxError> {
-        match self.url.tls()? {
-            Some(tls) => self.connect_with(tls).await,
-            None => self.connect_with(NoTls).await,
-        }
+    /// `work` bounded in time, its database error named after this outbox.
+    async fn run<T>(
+        &self,
+        work: impl std::future::Future<Output = std::result::Result<T, tokio_postgres::Error>>,
+    ) -> Result<T> {
+        self.bounded(work).await?.map_err(|e| self.error(e))
     }
 
-    async fn connect_with<T>(&self, tls: T) -> Result<Client, OutboxError>
+    async fn connect(&self) -> Result<Client> {
+        let client = match self.url.tls()? {
+            Some(tls) => self.connect_with(tls).await?,
+            None => self.connect_with(NoTls).await?,
+        };
+        // Server-side bounds: a statement that runs too long is cancelled by the server,
+        // not only abandoned by this host.
+        let limits = format!(
+            "SET statement_timeout = {}; SET lock_timeout = {};",
+            STATEMENT_TIMEOUT.as_millis(),
+            LOCK_TIMEOUT.as_millis()
+        );
+        self.run(client.batch_execute(&limits)).await?;
+        Ok(client)
+    }
+
+    async fn connect_with<T>(&self, tls: T) -> Result<Client>
     where
         T: MakeTlsConnect<Socket>,
         T::Stream: Send + 'static,
         T::TlsConnect: Send,
         <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
     {
-        let (client, connection) = self
-            .bounded(self.url.config().connect(tls))
-            .await?
-            .map_err(|e| self.error(e))?;
+        let (client, connection) = self.run(self.url.config().connect(tls)).await?;
         tokio::spawn(drive(connection, self.url.shown.clone()));
         Ok(client)
     }
 
-    async fn client(&self) -> Result<Arc<Client>, OutboxError> {
-        let mut slot = self.client.lock().await;
-        if let Some(client) = slot.as_ref().filter(|c| !c.is_closed()) {
-            return Ok(client.clone());
+    /// A connection of this host's, free for a transaction.
+    async fn conn(&self) -> Result<Connected<'_>> {
+        let free = self.slots.iter().find_map(|slot| slot.try_lock().ok());
+        let mut slot = match free {
+            Some(slot) => slot,
+            None => {
+                let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+                self.bounded(self.slots[i].lock()).await?
+            }
+        };
+        if slot.as_ref().is_none_or(Client::is_closed) {
+            *slot = Some(self.connect().await?);
         }
-        let client = Arc::new(self.connect().await?);
-        *slot = Some(client.clone());
-        Ok(client)
-    }
-
-    /// Runs one statement returning rows, bounded in time.
-    async fn query(
-        &self,
-        sql: &str,
-        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-    ) -> Result<Vec<tokio_postgres::Row>, OutboxError> {
-        let client = self.client().await?;
-        self.bounded(client.query(sql, params))
-            .await?
-            .map_err(|e| self.error(e))
-    }
-
-    async fn execute(
-        &self,
-        sql: &str,
-        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-    ) -> Result<u64, OutboxError> {
-        let client = self.client().await?;
-        self.bounded(client.execute(sql, params))
-            .await?
-            .map_err(|e| self.error(e))
+        MutexGuard::try_map(slot, Option::as_mut)
+            .map_err(|_| OutboxError::Stopped("no connection to the outbox database".into()))
     }
 
     pub(super) async fn insert(
@@ -302,227 +351,575 @@ impl Postgres {
         event: NewEvent,
         webhook_id: Option<String>,
         replay_window_s: i64,
-    ) -> Result<Option<i64>, OutboxError> {
-        let columns = "INSERT INTO status_push_events
-                           (build_key, event, config, documents, created_at, expires_at, budget_ms)";
-        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
-            &event.build_key,
-            &event.event,
-            &event.config,
-            &event.documents,
-            &event.dead_after_s,
-            &event.budget_ms,
-        ];
-        let rows = match &webhook_id {
-            None => {
-                let sql = format!(
-                    "{columns} VALUES ($1, $2, $3, $4, {NOW_S}, {NOW_S} + $5, $6) RETURNING seq"
-                );
-                self.query(&sql, &params).await?
-            }
-            Some(id) => {
-                self.execute(
+    ) -> Result<Option<(i64, i64)>> {
+        let mut conn = self.conn().await?;
+        self.run(async {
+            let tx = conn.transaction().await?;
+            if let Some(id) = &webhook_id {
+                tx.execute(
                     &format!(
                         "DELETE FROM status_push_seen_webhook_ids WHERE seen_at < {NOW_S} - $1"
                     ),
                     &[&replay_window_s],
                 )
                 .await?;
-                // One statement, so the id and the event are committed together or not at
-                // all; an id older than the window counts as new.
-                let sql = format!(
-                    "WITH fresh AS (
-                         INSERT INTO status_push_seen_webhook_ids (id, seen_at) VALUES ($7, {NOW_S})
-                         ON CONFLICT (id) DO UPDATE SET seen_at = EXCLUDED.seen_at
-                             WHERE status_push_seen_webhook_ids.seen_at < EXCLUDED.seen_at - $8
-                         RETURNING 1)
-                     {columns} SELECT $1, $2, $3, $4, {NOW_S}, {NOW_S} + $5, $6
-                     WHERE EXISTS (SELECT 1 FROM fresh) RETURNING seq"
-                );
-                params.extend([
-                    id as &(dyn tokio_postgres::types::ToSql + Sync),
-                    &replay_window_s,
-                ]);
-                self.query(&sql, &params).await?
+                let fresh = tx
+                    .execute(
+                        &format!(
+                            "INSERT INTO status_push_seen_webhook_ids (id, seen_at)
+                             VALUES ($1, {NOW_S}) ON CONFLICT (id) DO NOTHING"
+                        ),
+                        &[id],
+                    )
+                    .await?;
+                if fresh == 0 {
+                    tx.rollback().await?;
+                    return Ok(None);
+                }
             }
-        };
-        Ok(rows.first().map(|r| r.get(0)))
+            tx.execute(
+                "INSERT INTO status_push_destinations (target, shown) VALUES ($1, $2)
+                 ON CONFLICT (target) DO NOTHING",
+                &[&event.destination, &event.shown],
+            )
+            .await?;
+            let destination: i64 = tx
+                .query_one(
+                    "SELECT id FROM status_push_destinations WHERE target = $1",
+                    &[&event.destination],
+                )
+                .await?
+                .get(0);
+            let seq: i64 = tx
+                .query_one(
+                    &format!(
+                        "INSERT INTO status_push_events (destination_id, build_key, event,
+                             config, documents, created_at, expires_at, budget_ms)
+                         VALUES ($1, $2, $3, $4, $5, {NOW_S}, {NOW_S} + $6, $7) RETURNING seq"
+                    ),
+                    &[
+                        &destination,
+                        &event.build_key,
+                        &event.event,
+                        &event.config,
+                        &event.documents,
+                        &event.dead_after_s,
+                        &event.budget_ms,
+                    ],
+                )
+                .await?
+                .get(0);
+            tx.execute(
+                &format!(
+                    "INSERT INTO status_push_chains AS c
+                         (destination_id, build_key, pending, next_attempt_ms)
+                     VALUES ($1, $2, 1, {NOW_MS})
+                     ON CONFLICT (destination_id, build_key) DO UPDATE SET
+                         pending = c.pending + 1,
+                         next_attempt_ms = CASE WHEN c.pending = 0 THEN EXCLUDED.next_attempt_ms
+                                                ELSE c.next_attempt_ms END"
+                ),
+                &[&destination, &event.build_key],
+            )
+            .await?;
+            tx.execute(
+                "UPDATE status_push_destinations SET pending = pending + 1 WHERE id = $1",
+                &[&destination],
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(Some((seq, destination)))
+        })
+        .await
     }
 
-    pub(super) async fn claim(&self, claim: Claim) -> Result<Vec<Row>, OutboxError> {
-        let sql = format!(
-            "WITH heads AS (
-                 SELECT e.seq FROM status_push_events e
-                 WHERE NOT e.dead
-                   AND ($1::text IS NULL OR e.build_key = $1)
-                   AND NOT (e.build_key = ANY($2::text[]))
-                   AND ($3 OR e.next_attempt_ms <= {NOW_MS})
-                   AND e.claimed_until_ms <= {NOW_MS}
-                   AND NOT EXISTS (
-                       SELECT 1 FROM status_push_events p
-                       WHERE NOT p.dead AND p.build_key = e.build_key AND p.seq < e.seq)
-                 ORDER BY e.seq
-                 LIMIT $4
-                 FOR UPDATE OF e SKIP LOCKED)
-             UPDATE status_push_events u
-             SET claimed_by = $5, claimed_until_ms = {NOW_MS} + u.budget_ms + $6
-             FROM heads WHERE u.seq = heads.seq
-             RETURNING u.seq, u.build_key, u.event, u.config, u.documents,
-                       u.expires_at <= {NOW_S}, u.created_at"
-        );
-        let skip: Vec<String> = claim.skip.into_iter().collect();
-        let limit = i64::try_from(claim.limit).unwrap_or(i64::MAX);
-        let margin = LEASE_MARGIN.as_millis() as i64;
+    pub(super) async fn claim(&self, claim: Claim) -> Result<Vec<Claimed>> {
+        let lease = schedule::ms(schedule::LEASE);
+        let mut conn = self.conn().await?;
         let rows = self
-            .query(
-                &sql,
+            .run(async {
+                let tx = conn.transaction().await?;
+                let mut taken: Vec<(ChainKey, bool, String, Row)> = Vec::new();
+                if let Some(chain) = &claim.only {
+                    let free = tx
+                        .query_opt(
+                            &format!(
+                                "SELECT 1 FROM status_push_chains
+                                 WHERE destination_id = $1 AND build_key = $2 AND pending > 0
+                                   AND (claim_token IS NULL OR next_attempt_ms <= {NOW_MS})
+                                 FOR UPDATE SKIP LOCKED"
+                            ),
+                            &[&chain.destination, &chain.build_key],
+                        )
+                        .await?;
+                    if free.is_some() {
+                        let shown: String = tx
+                            .query_one(
+                                "SELECT shown FROM status_push_destinations WHERE id = $1",
+                                &[&chain.destination],
+                            )
+                            .await?
+                            .get(0);
+                        if let Some(row) = take(&tx, chain, claim.token, lease).await? {
+                            taken.push((chain.clone(), false, shown, row));
+                        }
+                    }
+                    tx.commit().await?;
+                    return Ok(taken);
+                }
+                let destinations = tx
+                    .query(
+                        &format!(
+                            "SELECT id, failures, shown FROM status_push_destinations
+                             WHERE open_until_ms <= {NOW_MS} AND pending > 0 ORDER BY id"
+                        ),
+                        &[],
+                    )
+                    .await?;
+                let mut destinations: Vec<(i64, i64, String)> = destinations
+                    .iter()
+                    .map(|r| (r.get(0), r.get(1), r.get(2)))
+                    .collect();
+                if !destinations.is_empty() {
+                    let turn = (super::now_ms() / schedule::ms(schedule::POLL).max(1)) as usize;
+                    let start = turn % destinations.len();
+                    destinations.rotate_left(start);
+                }
+                for (destination, failures, shown) in destinations {
+                    let room = claim.limit.saturating_sub(taken.len());
+                    if room == 0 {
+                        break;
+                    }
+                    let probe = failures > 0;
+                    if probe {
+                        // Only one host probes: the one whose update finds it still due.
+                        let mine = tx
+                            .execute(
+                                &format!(
+                                    "UPDATE status_push_destinations
+                                     SET open_until_ms = {NOW_MS} + $2
+                                     WHERE id = $1 AND open_until_ms <= {NOW_MS}"
+                                ),
+                                &[&destination, &lease],
+                            )
+                            .await?;
+                        if mine == 0 {
+                            continue;
+                        }
+                    }
+                    let want = if probe { 1 } else { room as i64 };
+                    let keys = tx
+                        .query(
+                            &format!(
+                                "SELECT build_key FROM status_push_chains
+                                 WHERE destination_id = $1 AND pending > 0
+                                   AND next_attempt_ms <= {NOW_MS}
+                                 ORDER BY next_attempt_ms LIMIT $2
+                                 FOR UPDATE SKIP LOCKED"
+                            ),
+                            &[&destination, &want],
+                        )
+                        .await?;
+                    let before = taken.len();
+                    for key in keys {
+                        let chain = ChainKey {
+                            destination,
+                            build_key: key.get(0),
+                        };
+                        if let Some(row) = take(&tx, &chain, claim.token, lease).await? {
+                            taken.push((chain, probe, shown.clone(), row));
+                        }
+                    }
+                    if probe && taken.len() == before {
+                        reopen(&tx, destination).await?;
+                    }
+                }
+                tx.commit().await?;
+                Ok(taken)
+            })
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(chain, probe, destination, row)| Claimed {
+                seq: row.seq,
+                build_key: chain.build_key.clone(),
+                event: row.event,
+                created_at: row.created_at,
+                destination,
+                probe,
+                chain,
+                token: claim.token,
+                row,
+            })
+            .collect())
+    }
+
+    pub(super) async fn renew(&self, chain: &ChainKey, token: i64) -> Result<bool> {
+        let conn = self.conn().await?;
+        let n = self
+            .run(conn.execute(
+                &format!(
+                    "UPDATE status_push_chains SET next_attempt_ms = {NOW_MS} + $4
+                     WHERE destination_id = $1 AND build_key = $2 AND claim_token = $3"
+                ),
                 &[
-                    &claim.only_build,
-                    &skip,
-                    &claim.due_or_not,
-                    &limit,
-                    &self.worker,
-                    &margin,
+                    &chain.destination,
+                    &chain.build_key,
+                    &token,
+                    &schedule::ms(schedule::LEASE),
+                ],
+            ))
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Removes a delivered event whoever holds its chain now (it was delivered), closes
+    /// its destination's circuit, and frees the chain if this claim still holds it.
+    pub(super) async fn delivered(&self, chain: &ChainKey, token: i64, seq: i64) -> Result<()> {
+        let mut conn = self.conn().await?;
+        self.run(async {
+            let tx = conn.transaction().await?;
+            let removed = tx
+                .execute(
+                    "DELETE FROM status_push_events WHERE seq = $1 AND NOT dead",
+                    &[&seq],
+                )
+                .await?;
+            if removed == 1 {
+                tx.execute(
+                    "UPDATE status_push_chains SET pending = pending - 1,
+                         delivered_seq = GREATEST(delivered_seq, $3)
+                     WHERE destination_id = $1 AND build_key = $2",
+                    &[&chain.destination, &chain.build_key, &seq],
+                )
+                .await?;
+                tx.execute(
+                    "UPDATE status_push_destinations SET pending = pending - 1 WHERE id = $1",
+                    &[&chain.destination],
+                )
+                .await?;
+            }
+            tx.execute(
+                &format!(
+                    "UPDATE status_push_chains SET claim_token = NULL, calls = 0,
+                         next_attempt_ms = {NOW_MS}
+                     WHERE destination_id = $1 AND build_key = $2 AND claim_token = $3"
+                ),
+                &[&chain.destination, &chain.build_key, &token],
+            )
+            .await?;
+            tx.execute(
+                "UPDATE status_push_destinations SET failures = 0, open_until_ms = 0,
+                     last_error = NULL
+                 WHERE id = $1 AND failures > 0",
+                &[&chain.destination],
+            )
+            .await?;
+            tx.commit().await
+        })
+        .await
+    }
+
+    pub(super) async fn retry(
+        &self,
+        chain: &ChainKey,
+        token: i64,
+        seq: i64,
+        failure: &Failure,
+        destination_failed: bool,
+        probe: bool,
+    ) -> Result<bool> {
+        let mut conn = self.conn().await?;
+        self.run(async {
+            let tx = conn.transaction().await?;
+            let Some(calls) = held_calls(&tx, chain, token).await? else {
+                return Ok(false);
+            };
+            tx.execute(
+                &format!(
+                    "UPDATE status_push_chains SET calls = $3, next_attempt_ms = {NOW_MS} + $4,
+                         claim_token = NULL
+                     WHERE destination_id = $1 AND build_key = $2"
+                ),
+                &[
+                    &chain.destination,
+                    &chain.build_key,
+                    &(calls + 1),
+                    &schedule::backoff_ms(calls + 1),
                 ],
             )
             .await?;
-        let mut rows: Vec<Row> = rows
-            .iter()
-            .map(|r| {
-                Ok(Row {
-                    seq: r.get(0),
-                    build_key: r.get(1),
-                    event: self.stored_event(r.get(2))?,
-                    config: r.get(3),
-                    documents: r.get(4),
-                    expired: r.get(5),
-                    created_at: r.get(6),
-                })
-            })
-            .collect::<Result<_, OutboxError>>()?;
-        rows.sort_by_key(|r| r.seq);
-        Ok(rows)
-    }
-
-    /// Removes a delivered event, whoever holds it now: it was delivered.
-    pub(super) async fn delivered(&self, seq: i64) -> Result<(), OutboxError> {
-        self.execute("DELETE FROM status_push_events WHERE seq = $1", &[&seq])
-            .await
-            .map(|_| ())
-    }
-
-    /// Records a failed call, unless the claim ran out and another worker holds the
-    /// event now (its result will count).
-    pub(super) async fn failed(&self, seq: i64, failed: Failed) -> Result<(), OutboxError> {
-        let sql = format!(
-            "UPDATE status_push_events SET attempts = attempts + $2, delivery_id = $3,
-                 last_error = $4, dead = $5, calls = calls + 1,
-                 next_attempt_ms = {NOW_MS} + LEAST($7, $8 * (1::bigint << LEAST(calls, 16)::int)),
-                 claimed_by = NULL, claimed_until_ms = 0
-             WHERE seq = $1 AND claimed_by = $6"
-        );
-        self.execute(
-            &sql,
-            &[
-                &seq,
-                &i64::from(failed.attempts),
-                &failed.delivery_id,
-                &failed.reason,
-                &!failed.retryable,
-                &self.worker,
-                &MAX_BACKOFF_MS,
-                &FIRST_BACKOFF_MS,
-            ],
-        )
+            record(&tx, seq, failure).await?;
+            if destination_failed {
+                let row = tx
+                    .query_one(
+                        &format!(
+                            "SELECT failures, open_until_ms <= {NOW_MS}
+                             FROM status_push_destinations WHERE id = $1 FOR UPDATE"
+                        ),
+                        &[&chain.destination],
+                    )
+                    .await?;
+                let (failures, closed): (i64, bool) = (row.get(0), row.get(1));
+                // Calls in flight together fail together: one step of the circuit.
+                if probe || closed {
+                    tx.execute(
+                        &format!(
+                            "UPDATE status_push_destinations SET failures = $2,
+                                 open_until_ms = {NOW_MS} + $3, last_error = $4
+                             WHERE id = $1"
+                        ),
+                        &[
+                            &chain.destination,
+                            &(failures + 1),
+                            &schedule::backoff_ms(failures + 1),
+                            &failure.reason,
+                        ],
+                    )
+                    .await?;
+                }
+            } else if probe {
+                reopen(&tx, chain.destination).await?;
+            }
+            tx.commit().await?;
+            Ok(true)
+        })
         .await
-        .map(|_| ())
     }
 
-    pub(super) async fn dead(&self, seq: i64, reason: &'static str) -> Result<(), OutboxError> {
-        self.execute(
-            "UPDATE status_push_events SET dead = true, last_error = $2,
-                 claimed_by = NULL, claimed_until_ms = 0
-             WHERE seq = $1 AND claimed_by = $3",
-            &[&seq, &reason, &self.worker],
-        )
-        .await
-        .map(|_| ())
-    }
-
-    pub(super) async fn release(&self, seq: i64) -> Result<(), OutboxError> {
-        self.execute(
-            "UPDATE status_push_events SET claimed_by = NULL, claimed_until_ms = 0
-             WHERE seq = $1 AND claimed_by = $2",
-            &[&seq, &self.worker],
-        )
-        .await
-        .map(|_| ())
-    }
-
-    pub(super) async fn status(
+    pub(super) async fn dead(
         &self,
+        chain: &ChainKey,
+        token: i64,
         seq: i64,
-    ) -> Result<Option<(bool, Option<String>)>, OutboxError> {
-        let rows = self
-            .query(
-                "SELECT dead, last_error FROM status_push_events WHERE seq = $1",
+        failure: &Failure,
+        reachable: bool,
+        probe: bool,
+    ) -> Result<bool> {
+        let mut conn = self.conn().await?;
+        self.run(async {
+            let tx = conn.transaction().await?;
+            if held_calls(&tx, chain, token).await?.is_none() {
+                return Ok(false);
+            }
+            tx.execute(
+                &format!(
+                    "UPDATE status_push_chains SET pending = pending - 1, calls = 0,
+                         next_attempt_ms = {NOW_MS}, claim_token = NULL
+                     WHERE destination_id = $1 AND build_key = $2"
+                ),
+                &[&chain.destination, &chain.build_key],
+            )
+            .await?;
+            record(&tx, seq, failure).await?;
+            tx.execute(
+                &format!(
+                    "UPDATE status_push_events SET dead = true, dead_at = {NOW_S} WHERE seq = $1"
+                ),
                 &[&seq],
             )
             .await?;
-        Ok(rows.first().map(|r| (r.get(0), r.get(1))))
-    }
-
-    pub(super) async fn redeliver(&self, which: Redeliver) -> Result<usize, OutboxError> {
-        let revive = format!(
-            "UPDATE status_push_events SET dead = false, last_error = NULL, calls = 0,
-                 next_attempt_ms = 0, expires_at = {NOW_S} + (expires_at - created_at)
-             WHERE dead"
-        );
-        let changed = match which {
-            Redeliver::All => self.execute(&revive, &[]).await?,
-            Redeliver::Seq(seq) => {
-                self.execute(&format!("{revive} AND seq = $1"), &[&seq])
-                    .await?
-            }
-            Redeliver::DeliveryId(id) => {
-                self.execute(&format!("{revive} AND delivery_id = $1"), &[&id])
-                    .await?
-            }
-        };
-        Ok(usize::try_from(changed).unwrap_or(usize::MAX))
-    }
-
-    pub(super) async fn counts(&self, only_build: Option<String>) -> Result<Counts, OutboxError> {
-        let rows = self
-            .query(
-                "SELECT COUNT(*) FILTER (WHERE NOT dead), COUNT(*) FILTER (WHERE dead)
-                 FROM status_push_events WHERE $1::text IS NULL OR build_key = $1",
-                &[&only_build],
+            tx.execute(
+                "UPDATE status_push_destinations SET pending = pending - 1, dead = dead + 1
+                 WHERE id = $1",
+                &[&chain.destination],
             )
             .await?;
-        let row = &rows[0];
+            if reachable {
+                tx.execute(
+                    "UPDATE status_push_destinations SET failures = 0, open_until_ms = 0,
+                         last_error = NULL
+                     WHERE id = $1 AND failures > 0",
+                    &[&chain.destination],
+                )
+                .await?;
+            } else if probe {
+                reopen(&tx, chain.destination).await?;
+            }
+            tx.commit().await?;
+            Ok(true)
+        })
+        .await
+    }
+
+    pub(super) async fn release(&self, chain: &ChainKey, token: i64) -> Result<()> {
+        let conn = self.conn().await?;
+        self.run(conn.execute(
+            &format!(
+                "UPDATE status_push_chains SET claim_token = NULL, next_attempt_ms = {NOW_MS}
+                 WHERE destination_id = $1 AND build_key = $2 AND claim_token = $3"
+            ),
+            &[&chain.destination, &chain.build_key, &token],
+        ))
+        .await
+        .map(drop)
+    }
+
+    pub(super) async fn status(&self, seq: i64) -> Result<Option<(bool, Option<String>)>> {
+        let conn = self.conn().await?;
+        let row = self
+            .run(conn.query_opt(
+                "SELECT dead, last_error FROM status_push_events WHERE seq = $1",
+                &[&seq],
+            ))
+            .await?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+
+    pub(super) async fn redeliver(&self, which: Redeliver, force: bool) -> Result<Redelivered> {
+        let mut conn = self.conn().await?;
+        self.run(async {
+            let tx = conn.transaction().await?;
+            let select = "SELECT e.seq, e.destination_id, e.build_key,
+                                 COALESCE(c.delivered_seq, 0)
+                          FROM status_push_events e LEFT JOIN status_push_chains c
+                            ON c.destination_id = e.destination_id AND c.build_key = e.build_key
+                          WHERE e.dead";
+            let rows = match &which {
+                Redeliver::All => tx.query(&format!("{select} ORDER BY e.seq"), &[]).await?,
+                Redeliver::Seq(seq) => {
+                    tx.query(&format!("{select} AND e.seq = $1 ORDER BY e.seq"), &[seq])
+                        .await?
+                }
+                Redeliver::DeliveryId(id) => {
+                    tx.query(
+                        &format!("{select} AND e.delivery_id = $1 ORDER BY e.seq"),
+                        &[id],
+                    )
+                    .await?
+                }
+            };
+            let mut done = Redelivered::default();
+            for row in rows {
+                let (seq, destination, build_key, delivered_seq): (i64, i64, String, i64) =
+                    (row.get(0), row.get(1), row.get(2), row.get(3));
+                if delivered_seq > seq && !force {
+                    done.superseded.push(seq);
+                    continue;
+                }
+                tx.execute(
+                    &format!(
+                        "UPDATE status_push_events SET dead = false, dead_at = NULL,
+                             last_error = NULL, expires_at = {NOW_S} + (expires_at - created_at)
+                         WHERE seq = $1"
+                    ),
+                    &[&seq],
+                )
+                .await?;
+                tx.execute(
+                    &format!(
+                        "INSERT INTO status_push_chains AS c
+                             (destination_id, build_key, pending, next_attempt_ms)
+                         VALUES ($1, $2, 1, {NOW_MS})
+                         ON CONFLICT (destination_id, build_key) DO UPDATE SET
+                             pending = c.pending + 1,
+                             next_attempt_ms = CASE WHEN c.pending = 0
+                                 THEN EXCLUDED.next_attempt_ms ELSE c.next_attempt_ms END"
+                    ),
+                    &[&destination, &build_key],
+                )
+                .await?;
+                tx.execute(
+                    "UPDATE status_push_destinations SET pending = pending + 1, dead = dead - 1
+                     WHERE id = $1",
+                    &[&destination],
+                )
+                .await?;
+                done.revived += 1;
+            }
+            tx.commit().await?;
+            Ok(done)
+        })
+        .await
+    }
+
+    pub(super) async fn counts(&self) -> Result<Counts> {
+        let conn = self.conn().await?;
+        let row = self
+            .run(conn.query_one(
+                "SELECT COALESCE(SUM(pending), 0)::bigint, COALESCE(SUM(dead), 0)::bigint,
+                        COUNT(*) FILTER (WHERE failures > 0),
+                        (SELECT MIN(created_at) FROM status_push_events WHERE NOT dead)
+                 FROM status_push_destinations",
+                &[],
+            ))
+            .await?;
         Ok(Counts {
-            pending: row.get::<_, i64>(0) as u64,
-            dead: row.get::<_, i64>(1) as u64,
+            pending: row.get::<_, i64>(0).max(0) as u64,
+            dead: row.get::<_, i64>(1).max(0) as u64,
+            open_circuits: row.get::<_, i64>(2).max(0) as u64,
+            oldest_pending_at: row.get(3),
         })
     }
 
-    /// An event name as stored; another name is a corrupt row, not an event.
-    fn stored_event(&self, name: &str) -> Result<Event, OutboxError> {
-        name.parse()
-            .map_err(|e: crate::UnknownEvent| OutboxError::Corrupt {
-                location: self.url.shown.clone(),
-                message: e.to_string(),
+    pub(super) async fn circuits(&self) -> Result<Vec<Circuit>> {
+        let conn = self.conn().await?;
+        let rows = self
+            .run(conn.query(
+                "SELECT shown, failures, pending, last_error FROM status_push_destinations
+                 WHERE failures > 0 ORDER BY failures DESC, id",
+                &[],
+            ))
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Circuit {
+                destination: r.get(0),
+                failures: r.get(1),
+                pending: r.get::<_, i64>(2).max(0) as u64,
+                last_error: r.get(3),
             })
+            .collect())
     }
 
-    pub(super) async fn entries(&self, dead: bool) -> Result<Vec<Entry>, OutboxError> {
-        let rows = self
-            .query(
-                "SELECT seq, build_key, event, delivery_id, created_at, attempts, last_error
-                 FROM status_push_events WHERE dead = $1 ORDER BY seq",
-                &[&dead],
+    pub(super) async fn prune(&self, before_s: i64, batch: i64) -> Result<usize> {
+        let mut conn = self.conn().await?;
+        self.run(async {
+            let tx = conn.transaction().await?;
+            let gone = tx
+                .query(
+                    "DELETE FROM status_push_events WHERE seq IN (
+                         SELECT seq FROM status_push_events WHERE dead AND dead_at < $1
+                         ORDER BY dead_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+                     RETURNING destination_id",
+                    &[&before_s, &batch],
+                )
+                .await?;
+            for row in &gone {
+                let destination: i64 = row.get(0);
+                tx.execute(
+                    "UPDATE status_push_destinations SET dead = dead - 1 WHERE id = $1",
+                    &[&destination],
+                )
+                .await?;
+            }
+            tx.execute(
+                "DELETE FROM status_push_chains WHERE (destination_id, build_key) IN (
+                     SELECT c.destination_id, c.build_key FROM status_push_chains c
+                     WHERE c.pending = 0 AND c.claim_token IS NULL AND NOT EXISTS (
+                         SELECT 1 FROM status_push_events e
+                         WHERE e.destination_id = c.destination_id AND e.build_key = c.build_key)
+                     LIMIT $1 FOR UPDATE SKIP LOCKED)",
+                &[&batch],
             )
+            .await?;
+            tx.commit().await?;
+            Ok(gone.len())
+        })
+        .await
+    }
+
+    pub(super) async fn entries(&self, dead: bool) -> Result<Vec<Entry>> {
+        let conn = self.conn().await?;
+        let rows = self
+            .run(conn.query(
+                "SELECT e.seq, e.build_key, e.event, e.delivery_id, e.created_at, e.attempts,
+                        e.last_error, d.shown
+                 FROM status_push_events e JOIN status_push_destinations d
+                   ON d.id = e.destination_id
+                 WHERE e.dead = $1 ORDER BY e.seq",
+                &[&dead],
+            ))
             .await?;
         rows.iter()
             .map(|r| {
@@ -534,14 +931,128 @@ impl Postgres {
                     created_at: r.get(4),
                     attempts: r.get(5),
                     last_error: r.get(6),
+                    destination: r.get(7),
                 })
             })
             .collect()
     }
 
+    /// An event name as stored; another name is a corrupt row, not an event.
+    fn stored_event(&self, name: &str) -> Result<Event> {
+        name.parse()
+            .map_err(|e: crate::UnknownEvent| OutboxError::Corrupt {
+                location: self.url.shown.clone(),
+                message: e.to_string(),
+            })
+    }
+
     pub(super) fn url(&self) -> &PostgresUrl {
         &self.url
     }
+}
+
+/// Takes `chain` under `token` for one lease; its head, if it has one.
+async fn take(
+    tx: &Transaction<'_>,
+    chain: &ChainKey,
+    token: i64,
+    lease: i64,
+) -> std::result::Result<Option<Row>, tokio_postgres::Error> {
+    let head = tx
+        .query_opt(
+            &format!(
+                "SELECT seq, event, config, documents, expires_at <= {NOW_S}, created_at,
+                        budget_ms
+                 FROM status_push_events
+                 WHERE destination_id = $1 AND build_key = $2 AND NOT dead
+                 ORDER BY seq LIMIT 1"
+            ),
+            &[&chain.destination, &chain.build_key],
+        )
+        .await?;
+    let Some(head) = head else {
+        // The counter ran ahead of the events (a hand-edited table): set it right.
+        tx.execute(
+            "UPDATE status_push_chains SET pending = 0 WHERE destination_id = $1 AND build_key = $2",
+            &[&chain.destination, &chain.build_key],
+        )
+        .await?;
+        return Ok(None);
+    };
+    let Ok(event) = head.get::<_, &str>(1).parse::<Event>() else {
+        // Not an event this build knows: left for `dead-letters`-style inspection.
+        return Ok(None);
+    };
+    tx.execute(
+        &format!(
+            "UPDATE status_push_chains SET claim_token = $3, next_attempt_ms = {NOW_MS} + $4
+             WHERE destination_id = $1 AND build_key = $2"
+        ),
+        &[&chain.destination, &chain.build_key, &token, &lease],
+    )
+    .await?;
+    Ok(Some(Row {
+        seq: head.get(0),
+        event,
+        config: head.get(2),
+        documents: head.get(3),
+        expired: head.get(4),
+        created_at: head.get(5),
+        budget_ms: head.get(6),
+    }))
+}
+
+/// The chain's failed calls if `token` still holds it (locking its row).
+async fn held_calls(
+    tx: &Transaction<'_>,
+    chain: &ChainKey,
+    token: i64,
+) -> std::result::Result<Option<i64>, tokio_postgres::Error> {
+    let row = tx
+        .query_opt(
+            "SELECT calls FROM status_push_chains
+             WHERE destination_id = $1 AND build_key = $2 AND claim_token = $3 FOR UPDATE",
+            &[&chain.destination, &chain.build_key, &token],
+        )
+        .await?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+/// Records a failed call on its event.
+async fn record(
+    tx: &impl GenericClient,
+    seq: i64,
+    failure: &Failure,
+) -> std::result::Result<(), tokio_postgres::Error> {
+    tx.execute(
+        "UPDATE status_push_events SET attempts = attempts + $2,
+             delivery_id = CASE WHEN $3 = '' THEN delivery_id ELSE $3 END, last_error = $4
+         WHERE seq = $1",
+        &[
+            &seq,
+            &failure.attempts,
+            &failure.delivery_id,
+            &failure.reason,
+        ],
+    )
+    .await
+    .map(drop)
+}
+
+/// A probe that told nothing of its destination: the next may go at once.
+async fn reopen(
+    tx: &Transaction<'_>,
+    destination: i64,
+) -> std::result::Result<(), tokio_postgres::Error> {
+    tx.execute(
+        &format!(
+            "UPDATE status_push_destinations SET open_until_ms = {NOW_MS}
+             WHERE id = $1 AND failures > 0"
+        ),
+        &[&destination],
+    )
+    .await
+    .map(drop)
 }
 
 /// Runs a connection until it closes (the client is dropped, or the server goes away).
@@ -565,7 +1076,7 @@ enum Schema {
 
 /// Brings the schema to [`SCHEMA_VERSION`] in one transaction under an advisory lock, so
 /// hosts starting together migrate once; a newer schema is refused before any write.
-async fn migrate(client: &mut Client) -> Result<Schema, tokio_postgres::Error> {
+async fn migrate(client: &mut Client) -> std::result::Result<Schema, tokio_postgres::Error> {
     let tx = client.transaction().await?;
     tx.batch_execute(
         "SELECT pg_advisory_xact_lock(hashtext('status_push_schema'));
@@ -582,11 +1093,37 @@ async fn migrate(client: &mut Client) -> Result<Schema, tokio_postgres::Error> {
         tx.rollback().await?;
         return Ok(Schema::Newer(found));
     }
-    for migration in MIGRATIONS
-        .iter()
-        .skip(usize::try_from(found - 1).unwrap_or(0))
-    {
-        tx.batch_execute(migration).await?;
+    if found < 2 {
+        for step in V2 {
+            tx.batch_execute(step).await?;
+        }
+    }
+    if found < 3 {
+        tx.batch_execute(V3_TABLES).await?;
+        for row in tx
+            .query("SELECT seq, config FROM status_push_events", &[])
+            .await?
+        {
+            let (seq, config): (i64, String) = (row.get(0), row.get(1));
+            let url = serde_json::from_str::<serde_json::Value>(&config)
+                .ok()
+                .and_then(|c| c.get("serverUrl")?.as_str().map(str::to_string))
+                .unwrap_or_default();
+            let target = super::destination_of(&url);
+            tx.execute(
+                "INSERT INTO status_push_destinations (target, shown) VALUES ($1, $2)
+                 ON CONFLICT (target) DO NOTHING",
+                &[&target, &status_push::secret::redact_url(&target)],
+            )
+            .await?;
+            tx.execute(
+                "UPDATE status_push_events SET destination_id = d.id
+                 FROM status_push_destinations d WHERE seq = $1 AND d.target = $2",
+                &[&seq, &target],
+            )
+            .await?;
+        }
+        tx.batch_execute(V3_FINISH).await?;
     }
     if found < SCHEMA_VERSION {
         tx.execute("DELETE FROM status_push_schema", &[]).await?;
@@ -598,24 +1135,6 @@ async fn migrate(client: &mut Client) -> Result<Schema, tokio_postgres::Error> {
     }
     tx.commit().await?;
     Ok(Schema::Current)
-}
-
-fn worker_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .unwrap_or_else(|_| "host".into());
-    let random = {
-        use std::hash::{BuildHasher, Hasher};
-        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        hasher.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos()),
-        );
-        hasher.finish() as u32
-    };
-    format!("{host}:{}:{random:08x}", std::process::id())
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ import os
 import threading
 from pathlib import Path
 
-from ._native import CONFIG_KEYS, RELAY_ONLY_KEYS, Host, Outbox, Reporter
+from ._native import CONFIG_KEYS, RELAY_ONLY_KEYS, Courier, Host, Outbox, Reporter
 
 __all__ = ["Host", "Outbox", "Reporter", "default_wasm_path", "shared_host"]
 

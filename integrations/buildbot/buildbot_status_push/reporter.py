@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import re
@@ -19,7 +20,15 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from .documents import BUILD_FIELDS, config_json, dumps, event_documents
-from .host import CONFIG_KEYS, RELAY_ONLY_KEYS, Outbox, Reporter, default_wasm_path, shared_host
+from .host import (
+    CONFIG_KEYS,
+    RELAY_ONLY_KEYS,
+    Courier,
+    Outbox,
+    Reporter,
+    default_wasm_path,
+    shared_host,
+)
 from .results import (
     ComponentError,
     ConfigError,
@@ -31,16 +40,21 @@ from .results import (
     Skipped,
 )
 
-# Builds delivered at once: each stuck build holds one thread for one pass (its own
-# retries, bounded by retryDeadlineSeconds), the others go on.
-DELIVERY_THREADS = 8
-# Waits between delivery passes of a build whose event is still pending.
-FIRST_RETRY_SECONDS = 1.0
-MAX_RETRY_SECONDS = 30.0
-# How often the outbox is read for builds this master has no delivery loop for: events
-# another master left behind in a shared (PostgreSQL) outbox, dead letters made pending
-# again by `status-push redeliver`.
-SWEEP_SECONDS = 10.0
+# Delivery is the host library's courier (the same as `status-push deliver`): it claims,
+# orders, backs off and keeps circuits on its own threads. The plugin only writes events,
+# wakes it, and stops it.
+# Threads that write events (and, without an outbox, report them): writes never wait
+# behind deliveries, which run in the courier.
+WRITER_THREADS = 4
+# Calls in flight at a stop get this long to finish; the rest stays pending.
+STOP_GRACE_SECONDS = 5.0
+# Events kept in memory while the outbox cannot be written (a database failing over, a
+# full disk), written in order once it can; beyond it each further event is dropped with
+# one log line.
+UNWRITTEN_LIMIT = 10_000
+# How often unwritten events are tried again, and the outbox's health is logged.
+RETRY_WRITE_SECONDS = 5.0
+HEALTH_SECONDS = 60.0
 
 
 # The options the plugin keeps for itself; every other option is the component's.
@@ -213,15 +227,18 @@ class WasmStatusPush(ReporterBase):
         self._reporter: Optional[Reporter] = None  # only without an outbox
         self._outbox: Optional[Outbox] = None
         self._outbox_at: Optional[str] = None  # what `outbox=` said, for reconfigs
-        self._sweeper: Optional[task.LoopingCall] = None
+        self._courier: Optional[Courier] = None
         self._config: Optional[str] = None
         self._debug = False
         self._pool: Optional[ThreadPool] = None
-        self._active: dict[str, defer.Deferred[None]] = {}  # build key -> its delivery loop
-        self._again: set[str] = set()  # new events arrived while a pass was running
-        self._sleeps: set[defer.Deferred[None]] = set()
         self._stopping = False
         self._direct: dict[str, defer.Deferred[None]] = {}  # without an outbox: per-build chains
+        # Events the outbox refused to take for now, oldest first: (event, documents).
+        self._unwritten: collections.deque[tuple[str, str]] = collections.deque()
+        self._writing = False
+        self._retry_writes: Optional[task.LoopingCall] = None
+        self._health: Optional[task.LoopingCall] = None
+        self._dropped_said = 0.0
         super().__init__(*args, **kwargs)
 
     @staticmethod
@@ -279,14 +296,12 @@ class WasmStatusPush(ReporterBase):
 
     def _threads(self) -> ThreadPool:
         if self._pool is None:
-            self._pool = ThreadPool(1, DELIVERY_THREADS, f"status-push-{self.name}")
+            self._pool = ThreadPool(1, WRITER_THREADS, f"status-push-{self.name}")
             self._pool.start()
         return self._pool
 
     def _in_thread(self, fn: Any, *args: Any) -> "defer.Deferred[Any]":
-        from twisted.internet import reactor
-
-        return deferToThreadPool(reactor, self._threads(), fn, *args)
+        return deferToThreadPool(self.master.reactor, self._threads(), fn, *args)
 
     @defer.inlineCallbacks
     def reconfigService(self, serverUrl: Any = None, **kwargs: Any) -> Generator[Any, Any, None]:
@@ -320,43 +335,26 @@ class WasmStatusPush(ReporterBase):
             self._outbox_at = None
         elif self._outbox is None or self._outbox_at != location:
             try:
-                self._outbox = yield self._in_thread(Outbox, location)
+                outbox = yield self._in_thread(Outbox, location)
             except OutboxError as e:
                 # The message names the location without its password.
                 raise ValueError(f"{self.name}: {e}") from None
-            self._outbox_at = location
-            log.msg(f"{self.name}: outbox {self._outbox.location}")
-            # Events left pending by a crash or a stop go first.
-            yield self._sweep(first=True)
-        if self._outbox is not None and self._sweeper is None:
-            self._sweeper = task.LoopingCall(self._sweep)
-            self._sweeper.start(SWEEP_SECONDS, now=False).addErrback(
-                log.err, f"{self.name}: outbox sweep stopped"
+            yield self._stop_courier()
+            self._outbox, self._outbox_at = outbox, location
+            log.msg(f"{self.name}: outbox {outbox.location}")
+        if self._outbox is not None and self._courier is None:
+            # Events left pending by a crash, a stop or another master go first: the
+            # courier finds them in the outbox itself.
+            self._courier = Courier(
+                self._host, self._outbox, self._on_dead_letter, STOP_GRACE_SECONDS
+            )
+        if self._outbox is not None and self._health is None:
+            self._health = task.LoopingCall(self._log_health)
+            self._health.clock = self.master.reactor
+            self._health.start(HEALTH_SECONDS, now=False).addErrback(
+                log.err, f"{self.name}: outbox health checks stopped"
             )
         yield super().reconfigService(generators=self._generators(opts))
-
-    @defer.inlineCallbacks
-    def _sweep(self, first: bool = False) -> Generator[Any, Any, None]:
-        """Starts a delivery loop for every build with pending events and none running."""
-        outbox = self._outbox
-        if outbox is None or self._stopping:
-            return
-        try:
-            pending: list[OutboxEntry] = yield self._in_thread(outbox.pending)
-        except (OutboxError, ComponentError) as e:
-            log.msg(f"{self.name}: cannot read the outbox, will retry: {e}")
-            return
-        keys = [k for k in dict.fromkeys(e.build_key for e in pending) if k not in self._active]
-        if keys:
-            # Later sweeps find only what no loop here holds: another master's events, or
-            # dead letters made pending again.
-            picked = sum(1 for e in pending if e.build_key in keys)
-            log.msg(
-                f"{self.name}: delivering {picked} pending event(s) of {len(keys)} build(s) "
-                f"from the outbox{'' if first else ' (left by another master, or redelivered)'}"
-            )
-        for key in keys:
-            self._kick(key)
 
     @defer.inlineCallbacks
     def sendMessage(self, reports: list[dict[str, Any]]) -> Generator[Any, Any, None]:
@@ -365,73 +363,115 @@ class WasmStatusPush(ReporterBase):
                 if self._outbox is None:
                     self._push_direct(event, build)
                     continue
-                # Durable before sendMessage returns; serialising a build with its logs
-                # can be large, so that happens off the reactor too.
-                try:
-                    _seq, key = yield self._in_thread(self._write, event, build)
-                except (ConfigError, PushFailure) as e:
-                    log.msg(f"{self._describe(event, build)} rejected by the component: {e}")
-                    continue
-                except (OutboxError, ComponentError) as e:
-                    log.msg(f"{self._describe(event, build)} not queued: {e}")
-                    continue
-                self._kick(key)
-
-    def _write(self, event: str, build: dict[str, Any]) -> tuple[int, str]:
-        assert self._outbox is not None and self._config is not None
-        return self._outbox.write(self._host, self._config, event, dumps(event_documents(build)))
-
-    def _kick(self, key: str) -> None:
-        if self._stopping:
-            return
-        if key in self._active:
-            self._again.add(key)
-            return
-        d = self._deliver(key)
-        self._active[key] = d
-
-        def done(result: Any) -> Any:
-            # Return the result, never `d` itself (which `pop` would): a Deferred whose
-            # callback returns it stalls for good, and stopService waits on it.
-            self._active.pop(key, None)
-            return result
-
-        d.addBoth(done)
+                # Serialising a build with its logs can be large: off the reactor.
+                documents = yield self._in_thread(lambda b=build, e=event: dumps(event_documents(b)))
+                yield self._write_in_order(event, documents, build)
 
     @defer.inlineCallbacks
-    def _deliver(self, key: str) -> Generator[Any, Any, None]:
-        """Delivers one build's events in order, pass after pass with backoff, until none
-        is pending; other builds run their own loops, so a stuck build delays no other."""
-        wait = FIRST_RETRY_SECONDS
-        outbox = self._outbox
-        while not self._stopping and outbox is not None:
-            self._again.discard(key)
-            try:
-                summary, dead = yield self._in_thread(outbox.deliver_build, self._host, key)
-            except (OutboxError, ComponentError) as e:
-                log.msg(f"{self.name}: delivery of {key} failed, will retry: {e}")
-                summary, dead = None, []
-            for entry in dead:
-                self._dead_letter(entry)
-            if key in self._again:
-                # An event was written during the pass, maybe after it looked: look again
-                # now rather than after a wait.
-                continue
-            if summary is not None and summary.pending == 0:
-                return
-            if self._debug and summary is not None:
-                log.msg(f"{self.name}: {key}: {summary.pending} pending, next pass in {wait:.0f}s")
-            from twisted.internet import reactor
+    def _write_in_order(
+        self, event: str, documents: str, build: dict[str, Any]
+    ) -> Generator[Any, Any, None]:
+        """Durable before sendMessage returns; while the outbox refuses writes, events wait
+        in memory, in order, and are written when it takes them again."""
+        if self._unwritten or self._writing:
+            self._keep_unwritten(event, documents, build)
+            return
+        try:
+            yield self._in_thread(self._write, event, documents)
+        except (ConfigError, PushFailure) as e:
+            log.msg(f"{self._describe(event, build)} rejected by the component: {e}")
+            return
+        except (OutboxError, ComponentError) as e:
+            log.msg(f"{self._describe(event, build)} kept in memory, outbox unavailable: {e}")
+            self._keep_unwritten(event, documents, build)
+            return
+        if self._courier is not None:
+            self._courier.wake()
 
-            sleep = task.deferLater(reactor, wait, lambda: None)
-            self._sleeps.add(sleep)
-            try:
-                yield sleep
-            except defer.CancelledError:
-                return
-            finally:
-                self._sleeps.discard(sleep)
-            wait = min(wait * 2, MAX_RETRY_SECONDS)
+    def _keep_unwritten(self, event: str, documents: str, build: dict[str, Any]) -> None:
+        if len(self._unwritten) >= UNWRITTEN_LIMIT:
+            log.msg(
+                f"{self._describe(event, build)} dropped: {UNWRITTEN_LIMIT} events already wait "
+                "in memory for the outbox"
+            )
+            return
+        self._unwritten.append((event, documents))
+        if self._retry_writes is None:
+            self._retry_writes = task.LoopingCall(self._write_unwritten)
+            self._retry_writes.clock = self.master.reactor
+            self._retry_writes.start(RETRY_WRITE_SECONDS, now=False).addErrback(
+                log.err, f"{self.name}: retrying unwritten events stopped"
+            )
+
+    @defer.inlineCallbacks
+    def _write_unwritten(self) -> Generator[Any, Any, None]:
+        """Writes the events kept in memory, oldest first, until the outbox refuses again."""
+        if self._writing or self._outbox is None:
+            return
+        self._writing = True
+        written = 0
+        try:
+            while self._unwritten:
+                event, documents = self._unwritten[0]
+                try:
+                    yield self._in_thread(self._write, event, documents)
+                except (ConfigError, PushFailure) as e:
+                    log.msg(f"{self.name}: an unwritten {event} event is refused: {e}")
+                except (OutboxError, ComponentError) as e:
+                    if self._debug:
+                        log.msg(f"{self.name}: outbox still unavailable: {e}")
+                    return
+                self._unwritten.popleft()
+                written += 1
+        finally:
+            self._writing = False
+            if written:
+                log.msg(
+                    f"{self.name}: wrote {written} event(s) kept in memory to the outbox; "
+                    f"{len(self._unwritten)} still waiting"
+                )
+                if self._courier is not None:
+                    self._courier.wake()
+            if not self._unwritten and self._retry_writes is not None:
+                if self._retry_writes.running:
+                    self._retry_writes.stop()
+                self._retry_writes = None
+
+    def _write(self, event: str, documents: str) -> tuple[int, str]:
+        assert self._outbox is not None and self._config is not None
+        return self._outbox.write(self._host, self._config, event, documents)
+
+    def _on_dead_letter(self, entry: OutboxEntry) -> None:
+        # Called on a host thread: log from the reactor.
+        self.master.reactor.callFromThread(self._dead_letter, entry)
+
+    @defer.inlineCallbacks
+    def _log_health(self) -> Generator[Any, Any, None]:
+        """Once a minute, while something is wrong: what waits, and which destinations fail."""
+        outbox = self._outbox
+        if outbox is None:
+            return
+        try:
+            pending, dead, oldest, open_circuits = yield self._in_thread(outbox.counts)
+            circuits = yield self._in_thread(outbox.circuits) if open_circuits else []
+        except (OutboxError, ComponentError) as e:
+            log.msg(f"{self.name}: cannot read the outbox: {e}")
+            return
+        if self._unwritten:
+            log.msg(f"{self.name}: {len(self._unwritten)} event(s) wait in memory for the outbox")
+        for destination, failures, waiting, last_error in circuits:
+            log.msg(
+                f"{self.name}: circuit open: {destination} ({failures} failed call(s) in a row, "
+                f"{waiting} pending): {last_error or ''}"
+            )
+        if self._debug and (pending or dead):
+            log.msg(f"{self.name}: outbox: {pending} pending, {dead} dead letter(s)")
+
+    @defer.inlineCallbacks
+    def _stop_courier(self) -> Generator[Any, Any, None]:
+        courier, self._courier = self._courier, None
+        if courier is not None:
+            yield self._in_thread(courier.stop)
 
     def _dead_letter(self, entry: OutboxEntry) -> None:
         buildid = entry.build_key.rsplit("|", 1)[-1]
@@ -502,15 +542,15 @@ class WasmStatusPush(ReporterBase):
     @defer.inlineCallbacks
     def stopService(self) -> Generator[Any, Any, None]:
         yield super().stopService()
-        # A clean stop leaves pending events in the outbox for the next start: end the
-        # waits, let passes already running finish (each bounded by retryDeadlineSeconds).
+        # A clean stop leaves pending events in the outbox for the next start: calls in
+        # flight get STOP_GRACE_SECONDS, the rest stays pending.
         self._stopping = True
-        if self._sweeper is not None and self._sweeper.running:
-            self._sweeper.stop()
-        self._sweeper = None
-        for sleep in list(self._sleeps):
-            sleep.cancel()
-        running = list(self._active.values()) + list(self._direct.values())
+        for loop in (self._health, self._retry_writes):
+            if loop is not None and loop.running:
+                loop.stop()
+        self._health = self._retry_writes = None
+        yield self._stop_courier()
+        running = list(self._direct.values())
         if running:
             yield defer.DeferredList(running, consumeErrors=True)
         if self._pool is not None:

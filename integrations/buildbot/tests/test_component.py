@@ -27,7 +27,7 @@ from buildbot_status_push import (
     WasmStatusPush,
 )
 from buildbot_status_push.component import ComponentHost
-from buildbot_status_push.host import shared_host
+from buildbot_status_push.host import Courier, shared_host
 
 REPO = Path(__file__).resolve().parents[3]
 WASM = Path(os.environ.get("STATUS_PUSH_WASM", REPO / "target" / "status-push.wasm"))
@@ -156,45 +156,49 @@ def test_options_are_the_configuration_keys_from_their_one_source(
     WasmStatusPush(serverUrl="http://127.0.0.1/", maxBodyBytes=4096)
 
 
-def test_outbox_keeps_until_delivered(tmp_path: Path, receiver: Receiver) -> None:
+def _until(condition, seconds: float = 15.0) -> None:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_outbox_keeps_until_delivered_by_the_courier(tmp_path: Path, receiver: Receiver) -> None:
     host = shared_host(WASM)
+    dead: list = []
     outbox = Outbox(str(tmp_path / "outbox.sqlite"))
-    down = json.dumps({"serverUrl": f"http://127.0.0.1:{free_port()}/", "maxAttempts": 1})
+    port = free_port()
+    down = json.dumps({"serverUrl": f"http://127.0.0.1:{port}/", "maxAttempts": 1})
     event = (FIXTURES / "default_start_finish" / "started.json").read_text()
-    _seq, key = outbox.write(host, down, "started", event)
-    summary, dead = outbox.deliver_build(host, key)
-    assert (summary.delivered, summary.pending, dead) == (0, 1, [])
+    outbox.write(host, down, "started", event)
+    courier = Courier(host, outbox, dead.append, 1.0)
+    # The destination refuses: the event stays pending, and its circuit opens.
+    _until(lambda: outbox.counts()[3] == 1)
     assert [e.event for e in outbox.pending()] == ["started"]
+    [(destination, failures, waiting, last_error)] = outbox.circuits()
+    assert (destination, waiting) == (f"http://127.0.0.1:{port}/", 1)
+    assert failures >= 1 and "unreachable" in (last_error or "")
+    assert courier.stop()
+
     refused = json.dumps({"serverUrl": f"http://127.0.0.1:{receiver.port}/"})
     receiver.status = 400
-    # Another outbox: in this one the build's pending event blocks its later ones.
     outbox = Outbox(str(tmp_path / "other.sqlite"))
-    seq, key = outbox.write(host, refused, "started", event)
-    summary, dead = outbox.deliver_build(host, key)
-    assert summary.dead == 1 and [d.seq for d in dead] == [seq]
-    assert dead[0].delivery_id.startswith("sp_") and "400" in (dead[0].last_error or "")
+    seq, _key = outbox.write(host, refused, "started", event)
+    courier = Courier(host, outbox, dead.append, 1.0)
+    _until(lambda: len(dead) == 1)
+    assert dead[0].seq == seq and dead[0].delivery_id.startswith("sp_")
+    assert "400" in (dead[0].last_error or "")
     assert [d.seq for d in outbox.dead_letters()] == [seq]
     receiver.status = 200
     assert outbox.redeliver(seq) == 1
-    summary, dead = outbox.deliver_build(host, key)
-    assert (summary.delivered, dead, outbox.dead_letters()) == (1, [], [])
+    courier.wake()
+    _until(lambda: outbox.counts()[0] == 0)
+    assert outbox.dead_letters() == []
     with pytest.raises(OutboxError):
         outbox.redeliver(seq)
-
-
-def test_a_finished_delivery_loop_lets_stop_complete():
-    # A loop's bookkeeping callback once returned the loop's own Deferred (dict.pop's
-    # value), which stalls that Deferred for good: stopService, waiting on it, hung.
-    from twisted.internet import defer
-
-    reporter = WasmStatusPush("http://127.0.0.1:9/hook", wasm_path=str(WASM))
-    loop: defer.Deferred[None] = defer.Deferred()
-    reporter._deliver = lambda key: loop  # type: ignore[method-assign]
-    reporter._kick("m|1")
-    waiting = defer.DeferredList(list(reporter._active.values()))
-    loop.callback(None)
-    assert waiting.called
-    assert reporter._active == {}
+    assert courier.stop()
 
 
 def test_without_an_outbox_events_of_a_build_go_one_after_another(monkeypatch):

@@ -18,7 +18,9 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyList;
 use status_push_host::bindings::PushError;
-use status_push_host::outbox::{self, DeliverySummary, Entry, OutboxError, Redeliver};
+use status_push_host::outbox::{
+    self, Entry, Observer, OutboxError, Redeliver, Report, Reported, Settled,
+};
 use status_push_host::{Event, HostError, Limits, Outcome, Runtime, RuntimeOptions};
 
 /// One tokio runtime per process: the host's HTTP connection pool lives on it, so every
@@ -229,7 +231,7 @@ impl Reporter {
 /// PostgreSQL database several masters share. Safe to use from several threads.
 #[pyclass(frozen, module = "buildbot_status_push._native")]
 struct Outbox {
-    outbox: outbox::Outbox,
+    outbox: Arc<outbox::Outbox>,
 }
 
 impl Outbox {
@@ -244,12 +246,6 @@ impl Outbox {
     {
         run(py, work(&self.outbox)).map_err(|e| outbox_error(py, e))
     }
-}
-
-fn summary<'py>(py: Python<'py>, s: &DeliverySummary) -> PyResult<Bound<'py, PyAny>> {
-    results(py)?
-        .getattr("DeliverySummary")?
-        .call1((s.delivered, s.dead, s.pending))
 }
 
 fn entries<'py>(py: Python<'py>, list: Vec<Entry>) -> PyResult<Bound<'py, PyList>> {
@@ -281,7 +277,9 @@ impl Outbox {
         let location =
             outbox::Location::parse(location.as_ref()).map_err(|e| outbox_error(py, e))?;
         let outbox = run(py, outbox::Outbox::open(&location)).map_err(|e| outbox_error(py, e))?;
-        Ok(Outbox { outbox })
+        Ok(Outbox {
+            outbox: Arc::new(outbox),
+        })
     }
 
     /// Where it is: the file, or the URL without its password.
@@ -308,33 +306,21 @@ impl Outbox {
         })
     }
 
-    /// One delivery pass over one build's pending events, in order; returns
-    /// `(DeliverySummary, [OutboxEntry of the dead letters this pass made])`.
-    fn deliver_build<'py>(
-        &self,
-        py: Python<'py>,
-        host: &Host,
-        build_key: String,
-    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyList>)> {
-        let runtime = host.runtime.clone();
-        let (done, dead) = self.with(py, |db| async move {
-            db.deliver_build(&runtime, &build_key).await
-        })?;
-        Ok((summary(py, &done)?, entries(py, dead)?))
+    /// `(pending, dead, oldest_pending_at or None, open_circuits)`: what an operator
+    /// alerts on.
+    fn counts(&self, py: Python<'_>) -> PyResult<(u64, u64, Option<i64>, u64)> {
+        let c = self.with(py, |db| db.counts())?;
+        Ok((c.pending, c.dead, c.oldest_pending_at, c.open_circuits))
     }
 
-    /// Delivers everything pending, pass after pass, for at most `budget_seconds`.
-    fn deliver<'py>(
-        &self,
-        py: Python<'py>,
-        host: &Host,
-        budget_seconds: f64,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let budget = Duration::try_from_secs_f64(budget_seconds)
-            .map_err(|e| PyValueError::new_err(format!("budget_seconds: {e}")))?;
-        let runtime = host.runtime.clone();
-        let done = self.with(py, |db| async move { db.deliver(&runtime, budget).await })?;
-        summary(py, &done)
+    /// `[(destination, failures, pending, last_error)]` of the destinations whose circuit
+    /// is open, worst first.
+    fn circuits(&self, py: Python<'_>) -> PyResult<Vec<OpenCircuit>> {
+        let list = self.with(py, |db| db.circuits())?;
+        Ok(list
+            .into_iter()
+            .map(|c| (c.destination, c.failures, c.pending, c.last_error))
+            .collect())
     }
 
     /// Pending events, in delivery order.
@@ -351,13 +337,15 @@ impl Outbox {
 
     /// Makes dead letters pending again: the one numbered `seq`, those with
     /// `delivery_id`, or (neither given) all; returns how many. Raises `OutboxError` when
-    /// the one asked for is not a dead letter.
-    #[pyo3(signature = (seq=None, *, delivery_id=None))]
+    /// the one asked for is not a dead letter, or is superseded (a later event of its
+    /// build was delivered since) and `force` is not set; `all` leaves superseded ones.
+    #[pyo3(signature = (seq=None, *, delivery_id=None, force=false))]
     fn redeliver(
         &self,
         py: Python<'_>,
         seq: Option<i64>,
         delivery_id: Option<String>,
+        force: bool,
     ) -> PyResult<usize> {
         let which = match (seq, delivery_id) {
             (Some(seq), None) => Redeliver::Seq(seq),
@@ -367,7 +355,125 @@ impl Outbox {
                 return Err(PyValueError::new_err("give seq or delivery_id, not both"))
             }
         };
-        self.with(py, |db| async move { db.redeliver(&which).await })
+        self.with(py, |db| async move { db.redeliver(&which, force).await })
+            .map(|done| done.revived)
+    }
+}
+
+/// `(destination, failures, pending, last_error)`, as Python sees an open circuit.
+type OpenCircuit = (String, i64, u64, Option<String>);
+
+/// The outbox's one courier on this host, delivering on the host's own threads: the
+/// plugin starts it, wakes it when it wrote an event, and stops it. Its rules (order per
+/// destination and build, backoff, circuits, fenced claims) are `status-push deliver`'s.
+#[pyclass(frozen, module = "buildbot_status_push._native")]
+struct Courier {
+    wake: Arc<tokio::sync::Notify>,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    grace: Duration,
+}
+
+#[pymethods]
+impl Courier {
+    /// Starts delivering `outbox`'s events with `host`'s component. `on_dead_letter` is
+    /// called with an `OutboxEntry` (from a host thread) for each event that becomes a
+    /// dead letter. At `stop`, calls in flight get `grace_seconds` to finish.
+    #[new]
+    #[pyo3(signature = (host, outbox, on_dead_letter, grace_seconds=5.0))]
+    fn new(
+        host: &Host,
+        outbox: &Outbox,
+        on_dead_letter: Py<PyAny>,
+        grace_seconds: f64,
+    ) -> PyResult<Courier> {
+        let grace = Duration::try_from_secs_f64(grace_seconds)
+            .map_err(|e| PyValueError::new_err(format!("grace_seconds: {e}")))?;
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let (runtime, db, woken) = (host.runtime.clone(), outbox.outbox.clone(), wake.clone());
+        let observer = DeadLetters(on_dead_letter);
+        let task = tokio().spawn(async move {
+            let stopped = async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            };
+            outbox::Courier::new(&db, &runtime)
+                .with_observer(&observer)
+                .run(&woken, stopped, grace)
+                .await;
+        });
+        Ok(Courier {
+            wake,
+            stop,
+            task: std::sync::Mutex::new(Some(task)),
+            grace,
+        })
+    }
+
+    /// Looks at the outbox now: an event was written.
+    fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Stops delivering and returns once calls in flight ended or their grace ran out;
+    /// what is not delivered stays pending. Returns whether the courier ended in time.
+    fn stop(&self, py: Python<'_>) -> bool {
+        let _ = self.stop.send(true);
+        let task = self
+            .task
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let Some(task) = task else {
+            return true;
+        };
+        let bound = self.grace + Duration::from_secs(1);
+        run(py, async move {
+            tokio::time::timeout(bound, task).await.is_ok()
+        })
+    }
+}
+
+/// Hands each new dead letter to Python.
+struct DeadLetters(Py<PyAny>);
+
+impl Observer for DeadLetters {
+    fn reported(&self, report: &Report<'_>) {
+        if report.settled != Settled::Dead {
+            return;
+        }
+        let claimed = report.claimed;
+        let (attempts, delivery_id, reason) = match &report.reported {
+            Reported::Failed(HostError::Push(f)) => (
+                i64::from(f.attempts),
+                f.delivery_id.clone(),
+                HostError::Push(f.clone()).to_string(),
+            ),
+            Reported::Failed(e) => (0, String::new(), e.to_string()),
+            _ => (
+                0,
+                String::new(),
+                "expired: undelivered for longer than deadLetterAfterSeconds".into(),
+            ),
+        };
+        Python::attach(|py| {
+            let made = results(py)
+                .and_then(|m| m.getattr("OutboxEntry"))
+                .and_then(|c| {
+                    c.call1((
+                        claimed.seq,
+                        claimed.build_key.clone(),
+                        claimed.event.as_str(),
+                        delivery_id,
+                        claimed.created_at,
+                        attempts,
+                        Some(reason),
+                    ))
+                });
+            if let Err(e) = made.and_then(|entry| self.0.call1(py, (entry,))) {
+                tracing::warn!("the plugin's dead-letter callback failed: {e}");
+            }
+        });
     }
 }
 
@@ -384,5 +490,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Host>()?;
     m.add_class::<Reporter>()?;
     m.add_class::<Outbox>()?;
+    m.add_class::<Courier>()?;
     Ok(())
 }

@@ -1,0 +1,339 @@
+//! The one courier: claims due chains, calls the component for each head, renews the
+//! claim while the call runs, bounds the call by the event's report budget, and settles
+//! the result; prunes old dead letters now and then. `deliver`, `push --outbox`,
+//! `serve --outbox` and the Buildbot plugin all deliver through it, so its rules (in
+//! [`super::schedule`]) are the outbox's rules wherever it runs.
+//!
+//! Calls run concurrently on the courier's own task (each is mostly a wait for its
+//! receiver), at most [`schedule::MAX_IN_FLIGHT`] chains at once, one call per chain.
+
+use std::future::Future;
+use std::pin::pin;
+use std::time::{Duration, Instant};
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::Notify;
+
+use super::schedule;
+use super::{call, ChainKey, Claimed, DeliverySummary, Outbox, OutboxError, Settled};
+use crate::{HostError, Outcome, Runtime};
+
+/// What a call came to, for an [`Observer`].
+#[derive(Debug)]
+pub enum Reported<'a> {
+    /// Delivered, or skipped by the filters.
+    Delivered(&'a Outcome),
+    /// The call failed; [`Report::settled`] says whether it stays pending.
+    Failed(&'a HostError),
+    /// Past its `deadLetterAfterSeconds`: a dead letter without a call.
+    Expired,
+    /// The claim's lease ran out before the call ended: the call was stopped, and the
+    /// chain's new holder calls it.
+    LeaseLost,
+}
+
+/// One settled call.
+#[derive(Debug)]
+pub struct Report<'a> {
+    /// The event.
+    pub claimed: &'a Claimed,
+    /// What the call came to.
+    pub reported: Reported<'a>,
+    /// What the outbox did with it.
+    pub settled: Settled,
+    /// How long the call took.
+    pub took: Duration,
+}
+
+/// Told of every settled call: metrics, logs, the plugin's dead-letter lines.
+pub trait Observer: Send + Sync {
+    /// A call was settled.
+    fn reported(&self, report: &Report<'_>);
+    /// The outbox could not be read or written; the courier goes on.
+    fn trouble(&self, error: &OutboxError) {
+        tracing::warn!("outbox: {error}");
+    }
+}
+
+/// An observer that only logs failures.
+struct LogOnly;
+
+impl Observer for LogOnly {
+    fn reported(&self, report: &Report<'_>) {
+        if let Reported::Failed(error) = &report.reported {
+            tracing::info!(
+                "outbox: event {} ({} of {}) to {}: {error} ({:?})",
+                report.claimed.seq,
+                report.claimed.event,
+                report.claimed.build_key,
+                report.claimed.destination,
+                report.settled
+            );
+        }
+    }
+}
+
+/// Delivers one outbox's events through one runtime.
+pub struct Courier<'a> {
+    outbox: &'a Outbox,
+    runtime: &'a Runtime,
+    observer: &'a dyn Observer,
+}
+
+impl<'a> Courier<'a> {
+    /// A courier that logs failed calls.
+    pub fn new(outbox: &'a Outbox, runtime: &'a Runtime) -> Courier<'a> {
+        Courier {
+            outbox,
+            runtime,
+            observer: &LogOnly,
+        }
+    }
+
+    /// The same, telling `observer` of every settled call.
+    pub fn with_observer(mut self, observer: &'a dyn Observer) -> Courier<'a> {
+        self.observer = observer;
+        self
+    }
+
+    /// Delivers until `stop` completes, woken early by `wake` (an event was queued), then
+    /// waits up to `grace` for calls in flight; what is not settled by then stays
+    /// pending, its claims running out within one lease.
+    pub async fn run(&self, wake: &Notify, stop: impl Future<Output = ()>, grace: Duration) {
+        let mut stop = pin!(stop);
+        let mut in_flight = FuturesUnordered::new();
+        let mut housekeeping = Instant::now();
+        loop {
+            let room = in_flight.len();
+            for head in alongside(self.claim_room(room), &mut in_flight).await {
+                in_flight.push(self.deliver(head));
+            }
+            if housekeeping.elapsed() >= schedule::HOUSEKEEPING {
+                housekeeping = Instant::now();
+                alongside(self.housekeeping(), &mut in_flight).await;
+            }
+            tokio::select! {
+                Some(_) = in_flight.next(), if !in_flight.is_empty() => {}
+                () = wake.notified() => {}
+                () = tokio::time::sleep(schedule::POLL) => {}
+                () = &mut stop => break,
+            }
+        }
+        if in_flight.is_empty() {
+            return;
+        }
+        let drained =
+            tokio::time::timeout(grace, async { while in_flight.next().await.is_some() {} }).await;
+        if drained.is_err() {
+            tracing::warn!(
+                "outbox: {} call(s) still running after {grace:?}: left pending",
+                in_flight.len()
+            );
+        }
+    }
+
+    /// Delivers until nothing is pending or `budget` is spent; the summary counts what
+    /// this run did and what is left.
+    pub async fn deliver_for(&self, budget: Duration) -> Result<DeliverySummary, OutboxError> {
+        let started = Instant::now();
+        let counter = Counter::default();
+        let courier = Courier {
+            outbox: self.outbox,
+            runtime: self.runtime,
+            observer: &Tee(self.observer, &counter),
+        };
+        let mut in_flight = FuturesUnordered::new();
+        loop {
+            let room = in_flight.len();
+            for head in alongside(courier.claim_room(room), &mut in_flight).await {
+                in_flight.push(courier.deliver(head));
+            }
+            if in_flight.is_empty() {
+                let counts = self.outbox.counts().await?;
+                if counts.pending == 0 || started.elapsed() + schedule::POLL >= budget {
+                    return Ok(counter.summary(counts));
+                }
+                tokio::time::sleep(schedule::POLL).await;
+            } else {
+                let left = budget.saturating_sub(started.elapsed());
+                if tokio::time::timeout(left, in_flight.next()).await.is_err() {
+                    // Out of time with calls running: they stay pending.
+                    drop(in_flight);
+                    let counts = self.outbox.counts().await?;
+                    return Ok(counter.summary(counts));
+                }
+            }
+        }
+    }
+
+    /// Delivers `chain` now, head after head, until `seq` is settled or the chain stops
+    /// (a failure leaves it pending); `Some` with the outcome when `seq` was delivered.
+    pub(super) async fn deliver_chain(
+        &self,
+        chain: &ChainKey,
+        seq: i64,
+    ) -> Result<Option<Outcome>, OutboxError> {
+        while let Some(claimed) = self.outbox.claim_chain(chain).await? {
+            if claimed.seq > seq {
+                self.outbox.release(&claimed).await?;
+                return Ok(None);
+            }
+            let (settled, outcome) = self.deliver(claimed.clone()).await;
+            match settled {
+                Some(Settled::Done) if claimed.seq == seq => return Ok(outcome),
+                Some(Settled::Done | Settled::Dead) if claimed.seq != seq => continue,
+                _ => return Ok(None),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Claims as many chains as there is room for beside `in_flight` calls.
+    async fn claim_room(&self, in_flight: usize) -> Vec<Claimed> {
+        let room = schedule::MAX_IN_FLIGHT.saturating_sub(in_flight);
+        if room == 0 {
+            return Vec::new();
+        }
+        self.outbox.claim(room).await.unwrap_or_else(|e| {
+            self.observer.trouble(&e);
+            Vec::new()
+        })
+    }
+
+    /// One call for a claimed head, bounded by its budget, its claim renewed meanwhile.
+    async fn deliver(&self, claimed: Claimed) -> (Option<Settled>, Option<Outcome>) {
+        let started = Instant::now();
+        if claimed.expired() {
+            let settled = self.settle(&claimed, None, started).await;
+            return (settled, None);
+        }
+        let budget = claimed.budget() + schedule::RENEW_EVERY;
+        let mut attempt = pin!(tokio::time::timeout(budget, call(self.runtime, &claimed)));
+        let mut renew = tokio::time::interval(schedule::RENEW_EVERY);
+        renew.tick().await;
+        let result = loop {
+            tokio::select! {
+                result = &mut attempt => break result,
+                _ = renew.tick() => match self.outbox.renew(&claimed).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        // Another holder has the chain: stop, so the event is never in
+                        // flight twice.
+                        self.observer.reported(&Report {
+                            claimed: &claimed,
+                            reported: Reported::LeaseLost,
+                            settled: Settled::Lost,
+                            took: started.elapsed(),
+                        });
+                        return (Some(Settled::Lost), None);
+                    }
+                    Err(e) => self.observer.trouble(&e),
+                },
+            }
+        };
+        let result = result.unwrap_or_else(|_| {
+            Err(HostError::TimeBudget {
+                budget,
+                doing: "delivering from the outbox",
+            })
+        });
+        let settled = self.settle(&claimed, Some(&result), started).await;
+        (settled, result.ok())
+    }
+
+    async fn settle(
+        &self,
+        claimed: &Claimed,
+        result: Option<&Result<Outcome, HostError>>,
+        started: Instant,
+    ) -> Option<Settled> {
+        match self.outbox.settle(claimed, result).await {
+            Ok(settled) => {
+                let reported = match result {
+                    None => Reported::Expired,
+                    Some(Ok(outcome)) => Reported::Delivered(outcome),
+                    Some(Err(error)) => Reported::Failed(error),
+                };
+                self.observer.reported(&Report {
+                    claimed,
+                    reported,
+                    settled: settled.clone(),
+                    took: started.elapsed(),
+                });
+                Some(settled)
+            }
+            Err(e) => {
+                self.observer.trouble(&e);
+                None
+            }
+        }
+    }
+
+    async fn housekeeping(&self) {
+        let retention = Duration::from_secs(u64::from(schedule::DEFAULT_RETENTION_DAYS) * 86_400);
+        match self.outbox.prune(retention).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("outbox: pruned {n} dead letter(s) older than {retention:?}"),
+            Err(e) => self.observer.trouble(&e),
+        }
+    }
+}
+
+/// Awaits `work` while the calls in flight go on: they run on this same task, and one
+/// may hold a database connection that `work` waits for.
+async fn alongside<T, F: Future>(
+    work: impl Future<Output = T>,
+    in_flight: &mut FuturesUnordered<F>,
+) -> T {
+    let mut work = pin!(work);
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            Some(_) = in_flight.next(), if !in_flight.is_empty() => {}
+        }
+    }
+}
+
+/// Counts what a [`Courier::deliver_for`] run settled.
+#[derive(Default)]
+struct Counter {
+    delivered: std::sync::atomic::AtomicUsize,
+    dead: std::sync::atomic::AtomicUsize,
+}
+
+impl Counter {
+    fn summary(&self, counts: super::Counts) -> DeliverySummary {
+        use std::sync::atomic::Ordering::Relaxed;
+        DeliverySummary {
+            delivered: self.delivered.load(Relaxed),
+            dead: self.dead.load(Relaxed),
+            pending: usize::try_from(counts.pending).unwrap_or(usize::MAX),
+            open_circuits: usize::try_from(counts.open_circuits).unwrap_or(usize::MAX),
+        }
+    }
+}
+
+impl Observer for Counter {
+    fn reported(&self, report: &Report<'_>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        match report.settled {
+            Settled::Done => self.delivered.fetch_add(1, Relaxed),
+            Settled::Dead => self.dead.fetch_add(1, Relaxed),
+            Settled::Pending | Settled::Lost => 0,
+        };
+    }
+}
+
+/// Two observers, told in turn.
+struct Tee<'a>(&'a dyn Observer, &'a dyn Observer);
+
+impl Observer for Tee<'_> {
+    fn reported(&self, report: &Report<'_>) {
+        self.0.reported(report);
+        self.1.reported(report);
+    }
+
+    fn trouble(&self, error: &OutboxError) {
+        self.0.trouble(error);
+    }
+}

@@ -1,0 +1,74 @@
+//! Every timing rule of the outbox, in one place, so the courier, both backends and the
+//! documentation cannot disagree. Pure: numbers in, numbers out.
+
+use std::time::Duration;
+
+/// A failed call of a build's head waits this long before the next call, doubling per
+/// failed call up to [`MAX_BACKOFF`]. A destination's circuit uses the same schedule for
+/// its probes.
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+/// The longest wait between two calls of one build's head, or two probes of a failing
+/// destination.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// How long a claim holds a build's chain without being renewed. The courier renews it
+/// every [`RENEW_EVERY`] while the call runs, so a host that dies holding claims delays
+/// their events by at most this long.
+pub const LEASE: Duration = Duration::from_secs(10);
+/// How often a running call's lease is renewed.
+pub const RENEW_EVERY: Duration = Duration::from_secs(3);
+
+/// Builds one courier delivers at once; each is one call at a time, in its order.
+pub const MAX_IN_FLIGHT: usize = 16;
+/// How often an idle courier looks at the outbox when nothing wakes it (another process
+/// may have queued events).
+pub const POLL: Duration = Duration::from_millis(250);
+/// How often the courier prunes old dead letters.
+pub const HOUSEKEEPING: Duration = Duration::from_secs(60);
+/// Dead letters pruned per statement, so pruning never holds the database for long.
+pub const PRUNE_BATCH: i64 = 1_000;
+
+/// Dead letters are kept this long by default (`deadLetterRetentionDays`).
+pub const DEFAULT_RETENTION_DAYS: u32 = 30;
+/// Pending events an outbox holds at most by default (`maxPendingEvents`).
+pub const DEFAULT_MAX_PENDING: u64 = 1_000_000;
+
+/// The wait after the `failures`-th failed call in a row (1 for the first).
+pub fn backoff(failures: i64) -> Duration {
+    let doublings = u32::try_from((failures - 1).clamp(0, 16)).unwrap_or(16);
+    FIRST_BACKOFF
+        .saturating_mul(1 << doublings)
+        .min(MAX_BACKOFF)
+}
+
+/// [`backoff`] in milliseconds, for the databases.
+pub fn backoff_ms(failures: i64) -> i64 {
+    i64::try_from(backoff(failures).as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A duration in milliseconds, for the databases.
+pub fn ms(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_waits_longer_each_time_up_to_thirty_seconds() {
+        let waits: Vec<i64> = (1..=9).map(backoff_ms).collect();
+        assert_eq!(
+            waits,
+            [250, 500, 1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000]
+        );
+        assert_eq!(backoff_ms(i64::MAX), 30_000);
+        assert_eq!(backoff_ms(0), 250);
+    }
+
+    #[test]
+    fn a_lease_outlives_its_renewals_and_a_dead_host_frees_it_within_fifteen_seconds() {
+        assert!(RENEW_EVERY * 3 <= LEASE);
+        assert!(LEASE <= Duration::from_secs(15));
+    }
+}
