@@ -1,0 +1,433 @@
+//! The outbox's promises when reporters, destinations and hosts share it (issue 22):
+//! a down destination delays no other, a superseded dead letter is not resent, claims
+//! are the database's and fenced, a failing destination gets one probe per backoff step,
+//! and a killed host's claims come free within one lease.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use common::{documents, free_port, temp_dir, wasm};
+use serde_json::{json, Value};
+use status_push_cli::receiver::{Receiver, Recorded, Reply};
+use status_push_host::outbox::{
+    Courier, Location, Observer, Outbox, OutboxError, Redeliver, Report, Settled,
+};
+use status_push_host::{Event, Runtime};
+
+fn runtime() -> &'static Runtime {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| Runtime::load(&wasm()).expect("the component loads"))
+}
+
+async fn sqlite(dir: &std::path::Path) -> Outbox {
+    Outbox::open(&Location::Sqlite(dir.join("outbox.sqlite")))
+        .await
+        .unwrap()
+}
+
+fn config(url: &str) -> String {
+    json!({"serverUrl": url, "maxAttempts": 1}).to_string()
+}
+
+/// `(path, event)` of each request, in arrival order.
+fn arrivals(receiver: &Receiver) -> Vec<(String, String)> {
+    receiver
+        .requests()
+        .iter()
+        .map(|r| {
+            let body: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+            let event = if body["complete"] == json!(true) {
+                "finished"
+            } else {
+                "started"
+            };
+            (r.path.clone(), event.to_string())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_down_destination_never_delays_another() {
+    let dir = temp_dir("courier-two-destinations");
+    let outbox = sqlite(&dir).await;
+    let up = Receiver::start(0).await.unwrap();
+    let down = format!("http://127.0.0.1:{}/a", free_port());
+    let b = format!("{}/b", up.origin());
+    // Two reporters, one build, one outbox: A refuses connections.
+    for (event, name) in [(Event::Started, "started"), (Event::Finished, "finished")] {
+        for url in [&down, &b] {
+            outbox
+                .enqueue(runtime(), &config(url), event, &documents(name, 7))
+                .await
+                .unwrap();
+        }
+    }
+    let summary = outbox
+        .deliver(runtime(), Duration::from_secs(3))
+        .await
+        .unwrap();
+    assert_eq!(
+        arrivals(&up),
+        [
+            ("/b".to_string(), "started".to_string()),
+            ("/b".to_string(), "finished".to_string())
+        ]
+    );
+    assert_eq!((summary.delivered, summary.pending), (2, 2), "{summary:?}");
+    assert_eq!(summary.open_circuits, 1);
+    let circuits = outbox.circuits().await.unwrap();
+    assert_eq!(circuits.len(), 1);
+    assert_eq!(circuits[0].pending, 2);
+    assert!(circuits[0].destination.starts_with("http://127.0.0.1:"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_superseded_dead_letter_is_not_resent_unless_forced() {
+    let dir = temp_dir("courier-superseded");
+    let outbox = sqlite(&dir).await;
+    // One destination (one origin): `started` goes to a path that answers 400.
+    let receiver = Receiver::start_with(
+        0,
+        Arc::new(|r: &Recorded| Reply::from(if r.path == "/refuse" { 400 } else { 200 })),
+    )
+    .await
+    .unwrap();
+    let (started, _) = outbox
+        .enqueue(
+            runtime(),
+            &config(&format!("{}/refuse", receiver.origin())),
+            Event::Started,
+            &documents("started", 9),
+        )
+        .await
+        .unwrap();
+    outbox
+        .enqueue(
+            runtime(),
+            &config(&format!("{}/ok", receiver.origin())),
+            Event::Finished,
+            &documents("finished", 9),
+        )
+        .await
+        .unwrap();
+    let summary = outbox
+        .deliver(runtime(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!((summary.delivered, summary.dead), (1, 1), "{summary:?}");
+    assert_eq!(
+        arrivals(&receiver),
+        [
+            ("/refuse".to_string(), "started".to_string()),
+            ("/ok".to_string(), "finished".to_string())
+        ]
+    );
+    // Sent again now, `started` would arrive after `finished`: a finished build shown
+    // as running.
+    match outbox.redeliver(&Redeliver::Seq(started), false).await {
+        Err(OutboxError::Superseded(seq)) => assert_eq!(seq, started),
+        other => panic!("{other:?}"),
+    }
+    let all = outbox.redeliver(&Redeliver::All, false).await.unwrap();
+    assert_eq!((all.revived, all.superseded.clone()), (0, vec![started]));
+    outbox
+        .deliver(runtime(), Duration::from_millis(500))
+        .await
+        .unwrap();
+    assert_eq!(receiver.requests().len(), 2, "nothing was resent");
+    // Asked for, it goes.
+    let forced = outbox
+        .redeliver(&Redeliver::Seq(started), true)
+        .await
+        .unwrap();
+    assert_eq!(forced.revived, 1);
+    outbox
+        .deliver(runtime(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(receiver.requests().len(), 3);
+}
+
+/// Counts settled calls.
+#[derive(Default)]
+struct Tally(std::sync::Mutex<HashMap<i64, usize>>);
+
+impl Observer for Tally {
+    fn reported(&self, report: &Report<'_>) {
+        if report.settled == Settled::Done {
+            *self
+                .0
+                .lock()
+                .unwrap()
+                .entry(report.claimed.seq)
+                .or_default() += 1;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_couriers_on_one_sqlite_file_never_claim_the_same_event() {
+    let dir = temp_dir("courier-two-on-one-file");
+    let writer = sqlite(&dir).await;
+    let receiver = Receiver::start(0).await.unwrap();
+    let url = format!("{}/hook", receiver.origin());
+    const BUILDS: i64 = 60;
+    for buildid in 0..BUILDS {
+        for (event, name) in [(Event::Started, "started"), (Event::Finished, "finished")] {
+            writer
+                .enqueue(runtime(), &config(&url), event, &documents(name, buildid))
+                .await
+                .unwrap();
+        }
+    }
+    // Two handles, two connections: their claims meet only in the file's transactions,
+    // as two processes' would.
+    let (one, two) = (sqlite(&dir).await, sqlite(&dir).await);
+    let tally = Tally::default();
+    let courier_one = Courier::new(&one, runtime()).with_observer(&tally);
+    let courier_two = Courier::new(&two, runtime()).with_observer(&tally);
+    let (a, b) = tokio::join!(
+        courier_one.deliver_for(Duration::from_secs(30)),
+        courier_two.deliver_for(Duration::from_secs(30)),
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(
+        a.delivered + b.delivered,
+        2 * BUILDS as usize,
+        "{a:?} {b:?}"
+    );
+    assert!(tally.0.lock().unwrap().values().all(|n| *n == 1));
+    let requests = receiver.requests();
+    assert_eq!(
+        requests.len(),
+        2 * BUILDS as usize,
+        "each event exactly once"
+    );
+    let mut ids: Vec<&str> = requests
+        .iter()
+        .map(|r| r.header("idempotency-key").unwrap())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 2 * BUILDS as usize);
+    // Per build, `started` before `finished`.
+    let mut seen: HashMap<i64, &str> = HashMap::new();
+    for r in &requests {
+        let body: Value = serde_json::from_slice(&r.body).unwrap();
+        let buildid = body["buildid"].as_i64().unwrap();
+        let event = if body["complete"] == json!(true) {
+            "finished"
+        } else {
+            "started"
+        };
+        if event == "finished" {
+            assert_eq!(seen.get(&buildid), Some(&"started"), "build {buildid}");
+        }
+        seen.insert(buildid, event);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_whose_lease_ran_out_records_nothing_but_a_delivery() {
+    let dir = temp_dir("courier-lease");
+    let (one, two) = (sqlite(&dir).await, sqlite(&dir).await);
+    let receiver = Receiver::start(0).await.unwrap();
+    one.enqueue(
+        runtime(),
+        &config(&format!("{}/hook", receiver.origin())),
+        Event::Started,
+        &documents("started", 1),
+    )
+    .await
+    .unwrap();
+    let first = one.claim(4).await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert!(two.claim(4).await.unwrap().is_empty(), "held");
+    // The holder stalls past its lease without renewing it.
+    tokio::time::sleep(status_push_host::outbox::schedule::LEASE + Duration::from_millis(300))
+        .await;
+    let second = two.claim(4).await.unwrap();
+    assert_eq!(second.len(), 1, "free again after one lease");
+    assert_eq!(second[0].seq, first[0].seq);
+    assert!(
+        !one.renew(&first[0]).await.unwrap(),
+        "the old holder lost it"
+    );
+    let failed = Err(status_push_host::HostError::TimeBudget {
+        budget: Duration::from_secs(1),
+        doing: "a test",
+    });
+    assert_eq!(
+        one.settle(&first[0], Some(&failed)).await.unwrap(),
+        Settled::Lost
+    );
+    assert!(two.renew(&second[0]).await.unwrap());
+    let outcome =
+        status_push_host::Outcome::Skipped(status_push_host::bindings::SkipReason::Builder);
+    assert_eq!(
+        two.settle(&second[0], Some(&Ok(outcome))).await.unwrap(),
+        Settled::Done
+    );
+    assert_eq!(two.counts().await.unwrap().pending, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_destination_with_ten_thousand_pending_gets_one_probe_per_backoff_step() {
+    let dir = temp_dir("courier-probes");
+    let outbox = sqlite(&dir).await;
+    let receiver = Receiver::start_with(0, Arc::new(|_: &Recorded| Reply::from(503)))
+        .await
+        .unwrap();
+    let url = format!("{}/hook", receiver.origin());
+    let config = config(&url);
+    let started = documents("started", 1);
+    for i in 0..10_000i64 {
+        let build_key = format!("http://localhost:8080/|{i}");
+        outbox
+            .accept(&status_push_host::outbox::Accepted {
+                config_json: &config,
+                destination: &url,
+                event: Event::Started,
+                documents_json: &started,
+                build_key: &build_key,
+                dead_after: Duration::from_secs(3600),
+                report_budget: Duration::from_secs(5),
+                webhook_id: None,
+            })
+            .await
+            .unwrap();
+    }
+    let ran = Instant::now();
+    let summary = outbox
+        .deliver(runtime(), Duration::from_secs(4))
+        .await
+        .unwrap();
+    let elapsed = ran.elapsed();
+    assert_eq!(summary.pending, 10_000);
+    assert_eq!(summary.open_circuits, 1);
+    let requests = receiver.requests().len();
+    // The first calls go out together (at most one courier's in-flight limit) before the
+    // circuit opens; after that one probe per step of 250 ms, 500 ms, 1 s, 2 s, ...
+    let steps = {
+        let (mut at, mut step, mut n) = (Duration::ZERO, Duration::from_millis(250), 0);
+        while at + step <= elapsed {
+            at += step;
+            step = (step * 2).min(Duration::from_secs(30));
+            n += 1;
+        }
+        n
+    };
+    let in_flight = status_push_host::outbox::schedule::MAX_IN_FLIGHT;
+    assert!(
+        requests <= in_flight + steps + 1,
+        "{requests} requests in {elapsed:?} ({steps} backoff steps)"
+    );
+    assert!(requests > in_flight, "probes went out: {requests}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_hosts_claims_are_delivered_by_another_within_fifteen_seconds() {
+    let dir = temp_dir("courier-killed");
+    let location = dir.join("outbox.sqlite");
+    let outbox = sqlite(&dir).await;
+    // A receiver that takes each request and never answers.
+    let port = free_port();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let taken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = taken.clone();
+    let hanging = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::Relaxed);
+            held.push(stream);
+        }
+    });
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let patient = json!({"serverUrl": url, "timeoutSeconds": 120, "retryDeadlineSeconds": 120});
+    for buildid in 0..3 {
+        outbox
+            .enqueue(
+                runtime(),
+                &patient.to_string(),
+                Event::Started,
+                &documents("started", buildid),
+            )
+            .await
+            .unwrap();
+    }
+    drop(outbox);
+    let mut first = common::cli("courier-killed")
+        .args(["deliver", "--outbox", location.to_str().unwrap()])
+        .args(["--budget-seconds", "60"])
+        .spawn()
+        .unwrap();
+    // It holds all three claims, its calls hanging.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while taken.load(Ordering::Relaxed) < 3 {
+        assert!(Instant::now() < deadline, "the first host never called");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.start_kill().unwrap();
+    first.wait().await.unwrap();
+    // The receiver is back.
+    hanging.abort();
+    let _ = hanging.await;
+    let receiver = Receiver::start(port).await.unwrap();
+    let back = Instant::now();
+    let second = common::cli("courier-killed")
+        .args(["deliver", "--outbox", location.to_str().unwrap()])
+        .args(["--budget-seconds", "30"])
+        .output()
+        .await
+        .unwrap();
+    let took = back.elapsed();
+    let stdout = String::from_utf8_lossy(&second.stdout);
+    assert!(
+        stdout.starts_with("delivered: 3, dead letters: 0, pending: 0"),
+        "{stdout}"
+    );
+    assert!(took <= Duration::from_secs(15), "took {took:?}");
+    assert_eq!(receiver.requests().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_beside_a_running_courier_leaves_its_event_to_it() {
+    let dir = temp_dir("courier-push-beside");
+    let location = dir.join("outbox.sqlite");
+    let outbox = sqlite(&dir).await;
+    let _held = outbox.courier_lock().unwrap();
+    let receiver = Receiver::start(0).await.unwrap();
+    let config = dir.join("config.json");
+    std::fs::write(
+        &config,
+        self::config(&format!("{}/hook", receiver.origin())),
+    )
+    .unwrap();
+    let build = dir.join("started.json");
+    std::fs::write(&build, documents("started", 3)).unwrap();
+    let started = Instant::now();
+    let out = common::cli("courier-push-beside")
+        .args(["push", "--outbox", location.to_str().unwrap()])
+        .args(["--config", config.to_str().unwrap(), "--event", "started"])
+        .args(["--build", build.to_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "queued: the running courier delivers it"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(outbox.counts().await.unwrap().pending, 1);
+    assert!(
+        receiver.requests().is_empty(),
+        "the courier, not push, sends it"
+    );
+}
