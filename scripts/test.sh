@@ -39,6 +39,11 @@ cargo clippy --package status-push --package misbehaving-component --lib \
   --target wasm32-unknown-unknown --quiet -- -D warnings
 cargo clippy --package status-push --features relay --lib \
   --target wasm32-unknown-unknown --quiet -- -D warnings
+# The WASI 0.3 builds of both worlds (`src/p3/`, `wit/p3/`).
+cargo clippy --package status-push --features p3 --lib \
+  --target wasm32-unknown-unknown --quiet -- -D warnings
+cargo clippy --package status-push --features p3,relay --lib \
+  --target wasm32-unknown-unknown --quiet -- -D warnings
 # The host library stands on its own: documented without warnings, and without the CLI's
 # dependencies or SQLite when its default features are off.
 RUSTDOCFLAGS="-D warnings" cargo doc --package status-push-host --no-deps --quiet

@@ -12,7 +12,6 @@
 //!   attempts through the edges without naming a `wasi:*` item itself.
 
 pub mod body;
-mod clock;
 pub mod config;
 mod delivery;
 pub mod documents;
@@ -21,16 +20,36 @@ pub mod filter;
 pub mod inbound;
 mod log_stream;
 pub mod payload;
-mod random;
+pub mod relay_api;
 pub mod retry;
 pub mod secret;
 pub mod signature;
 pub mod template;
-mod transport;
+mod wire;
 
-#[cfg(feature = "relay")]
+// The edges that differ by WASI version: `wasi:http`, the clocks, randomness and the
+// relay's handler. The WASI 0.3 ones live in `src/p3/`, under the same module names, so
+// everything else (the pure modules, `delivery`, `log_stream`) is one source for both.
+#[cfg(not(feature = "p3"))]
+mod clock;
+#[cfg(feature = "p3")]
+#[path = "p3/clock.rs"]
+mod clock;
+#[cfg(not(feature = "p3"))]
+mod random;
+#[cfg(feature = "p3")]
+#[path = "p3/random.rs"]
+mod random;
+#[cfg(all(feature = "relay", not(feature = "p3")))]
 mod relay;
-pub mod relay_api;
+#[cfg(all(feature = "relay", feature = "p3"))]
+#[path = "p3/relay.rs"]
+mod relay;
+#[cfg(not(feature = "p3"))]
+mod transport;
+#[cfg(feature = "p3")]
+#[path = "p3/transport.rs"]
+mod transport;
 
 /// The `status-push` world, or with the `relay` feature the `relay` world (the same
 /// exports plus `wasi:http/incoming-handler`). Our own interfaces are generated here; every
@@ -38,8 +57,9 @@ pub mod relay_api;
 /// the component imports exactly the `@0.2.0` interfaces `wit/world.wit` names (docs/contract.md:
 /// "Why WASI 0.2.0").
 mod bindings {
+    #[cfg(not(feature = "p3"))]
     pub use ::wasi;
-    #[cfg(not(feature = "relay"))]
+    #[cfg(not(any(feature = "relay", feature = "p3")))]
     wit_bindgen::generate!({
         path: "wit",
         world: "status-push",
@@ -55,7 +75,7 @@ mod bindings {
             "wasi:http/outgoing-handler@0.2.0": wasi::http::outgoing_handler,
         },
     });
-    #[cfg(feature = "relay")]
+    #[cfg(all(feature = "relay", not(feature = "p3")))]
     wit_bindgen::generate!({
         path: "wit",
         world: "relay",
@@ -71,6 +91,31 @@ mod bindings {
             "wasi:http/types@0.2.0": wasi::http::types,
             "wasi:http/outgoing-handler@0.2.0": wasi::http::outgoing_handler,
         },
+    });
+    // WASI 0.3 (`wit/p3/`): the 0.3 interfaces are generated from the WIT committed there,
+    // the one wasmtime 48 implements, so the component imports exactly `@0.3.0`. The log
+    // streams stay `wasi:io@0.2.0` (`wit/p3/world.wit` says why), from the `wasi` crate.
+    #[cfg(all(feature = "p3", not(feature = "relay")))]
+    wit_bindgen::generate!({
+        path: "wit/p3",
+        world: "status-push",
+        with: {
+            "wasi:io/error@0.2.0": ::wasi::io::error,
+            "wasi:io/poll@0.2.0": ::wasi::io::poll,
+            "wasi:io/streams@0.2.0": ::wasi::io::streams,
+        },
+        generate_all,
+    });
+    #[cfg(all(feature = "p3", feature = "relay"))]
+    wit_bindgen::generate!({
+        path: "wit/p3",
+        world: "relay",
+        with: {
+            "wasi:io/error@0.2.0": ::wasi::io::error,
+            "wasi:io/poll@0.2.0": ::wasi::io::poll,
+            "wasi:io/streams@0.2.0": ::wasi::io::streams,
+        },
+        generate_all,
     });
 }
 
@@ -106,28 +151,54 @@ impl Guest for Component {
         Ok(())
     }
 
+    #[cfg(not(feature = "p3"))]
     fn on_build_started(event: BuildEvent) -> Result<Outcome, PushFailure> {
         report_configured(EventKind::Started, &event)
     }
 
+    #[cfg(not(feature = "p3"))]
     fn on_build_finished(event: BuildEvent) -> Result<Outcome, PushFailure> {
         report_configured(EventKind::Finished, &event)
     }
 
+    #[cfg(not(feature = "p3"))]
     fn report_json(kind: EventKind, json: String) -> Result<Outcome, PushFailure> {
-        let settings = configured()?;
-        let event = documents::parse_json(&json)
-            .and_then(|doc| documents::event_from_json(&doc))
-            .map_err(|e| PushFailure {
-                error: PushError::InvalidInput(e),
-                retryable: false,
-                attempts: 0,
-                delivery_id: String::new(),
-            })?;
-        // The text is not needed past this point; a large event should not be held twice.
-        drop(json);
-        report(&settings, kind, &event)
+        report_json(kind, json)
     }
+
+    // WASI 0.3: the same calls as `async func`s, since only an async export may wait on
+    // the network. The work itself is the same synchronous code: each edge waits for its
+    // own 0.3 call (`wit_bindgen::block_on`), which an async task is allowed to do.
+    #[cfg(feature = "p3")]
+    async fn on_build_started(event: BuildEvent) -> Result<Outcome, PushFailure> {
+        report_configured(EventKind::Started, &event)
+    }
+
+    #[cfg(feature = "p3")]
+    async fn on_build_finished(event: BuildEvent) -> Result<Outcome, PushFailure> {
+        report_configured(EventKind::Finished, &event)
+    }
+
+    #[cfg(feature = "p3")]
+    async fn report_json(kind: EventKind, json: String) -> Result<Outcome, PushFailure> {
+        report_json(kind, json)
+    }
+}
+
+/// `report-json`: the documents parsed in the guest, then reported.
+fn report_json(kind: EventKind, json: String) -> Result<Outcome, PushFailure> {
+    let settings = configured()?;
+    let event = documents::parse_json(&json)
+        .and_then(|doc| documents::event_from_json(&doc))
+        .map_err(|e| PushFailure {
+            error: PushError::InvalidInput(e),
+            retryable: false,
+            attempts: 0,
+            delivery_id: String::new(),
+        })?;
+    // The text is not needed past this point; a large event should not be held twice.
+    drop(json);
+    report(&settings, kind, &event)
 }
 
 fn configured() -> Result<Rc<Settings>, PushFailure> {

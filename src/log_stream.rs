@@ -3,9 +3,11 @@
 
 use serde_json::Value;
 
-use crate::bindings::wasi::io::streams::{InputStream, StreamError};
+// The `wasi` crate's 0.2.0 streams in both builds: a log stays a `wasi:io` 0.2 stream
+// in the WASI 0.3 world too (`wit/p3/world.wit`).
 use crate::body::{write_streamed, BodyError, TextSource};
 use crate::{BuildEvent, LogContent};
+use wasi::io::streams::{InputStream, StreamError};
 
 /// The streamed logs of one event, by logid, in event order.
 pub struct LogStreams<'a>(Vec<(i64, &'a InputStream)>);

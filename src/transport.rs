@@ -10,14 +10,12 @@ use crate::bindings::wasi::http::types::{
 use crate::body::BodyError;
 use crate::config::{Scheme, Settings};
 use crate::log_stream::LogStreams;
-use crate::secret::{is_secret_header, redact_url, REDACTED};
+use crate::wire::{self, classify};
 use crate::{HttpFailure, PushError};
 use serde_json::Value;
 
 /// The most a single body write hands to the host, as `wasi:io` streams advise.
 const CHUNK: usize = 4096;
-/// How much of a body `debug` shows.
-const DEBUG_BODY_LIMIT: usize = 2048;
 /// How much of a response body is read (for `debug`) before it is dropped.
 const RESPONSE_READ_LIMIT: u64 = 64 * 1024;
 
@@ -53,8 +51,8 @@ pub fn post(
         },
         body => Some((outgoing_body, stream, body)),
     };
-    let future =
-        outgoing_handler::handle(request, Some(options(settings, budget_ms))).map_err(classify)?;
+    let future = outgoing_handler::handle(request, Some(options(settings, budget_ms)))
+        .map_err(|code| classify!(code))?;
     if let Some((outgoing_body, stream, body)) = unwritten {
         finish_body(outgoing_body, stream, body)?;
     }
@@ -82,12 +80,10 @@ fn request(
     }
     if settings.debug {
         let shown = match body {
-            Body::Bytes(bytes) => excerpt(bytes),
-            Body::Streamed { streams, .. } => {
-                format!("(streamed body with {} log text(s))", streams.len())
-            }
+            Body::Bytes(bytes) => wire::excerpt(bytes),
+            Body::Streamed { streams, .. } => wire::streamed_text(streams.len()),
         };
-        debug_request(settings, &headers, &shown);
+        debug_line(&wire::request_text(settings, &headers, &shown));
     }
     let fields = Fields::from_list(&headers)
         .map_err(|e| PushError::Protocol(format!("the host refused a header: {e:?}")))?;
@@ -166,7 +162,7 @@ fn wait(future: &FutureIncomingResponse) -> Result<IncomingResponse, PushError> 
     };
     match response {
         Ok(Ok(response)) => Ok(response),
-        Ok(Err(code)) => Err(classify(code)),
+        Ok(Err(code)) => Err(classify!(code)),
         Err(()) => Err(PushError::Protocol("the response was already taken".into())),
     }
 }
@@ -184,11 +180,7 @@ fn answer(settings: &Settings, response: IncomingResponse) -> Result<u16, PushEr
     };
     let response_body = read_body(response);
     if settings.debug {
-        debug_line(&format!(
-            "status-push: <- {status} ({} body bytes) {}",
-            response_body.len(),
-            excerpt(&response_body)
-        ));
+        debug_line(&wire::response_text(status, &response_body));
     }
     if success {
         Ok(status)
@@ -276,99 +268,11 @@ fn read_body(response: IncomingResponse) -> Vec<u8> {
     out
 }
 
-/// Maps a `wasi:http` error code onto the WIT `push-error` cases.
-fn classify(code: ErrorCode) -> PushError {
-    match code {
-        ErrorCode::DnsTimeout
-        | ErrorCode::ConnectionTimeout
-        | ErrorCode::ConnectionReadTimeout
-        | ErrorCode::ConnectionWriteTimeout
-        | ErrorCode::HttpResponseTimeout => PushError::Timeout,
-        ErrorCode::DnsError(_)
-        | ErrorCode::DestinationNotFound
-        | ErrorCode::DestinationUnavailable
-        | ErrorCode::DestinationIpProhibited
-        | ErrorCode::DestinationIpUnroutable
-        | ErrorCode::ConnectionRefused
-        | ErrorCode::ConnectionLimitReached => PushError::Unreachable(describe(&code)),
-        ErrorCode::ConnectionTerminated
-        | ErrorCode::HttpResponseIncomplete
-        | ErrorCode::HttpProtocolError => PushError::ConnectionLost(describe(&code)),
-        ErrorCode::TlsProtocolError
-        | ErrorCode::TlsCertificateError
-        | ErrorCode::TlsAlertReceived(_) => PushError::Tls(describe(&code)),
-        ErrorCode::HttpRequestDenied => PushError::Denied(describe(&code)),
-        other => PushError::Protocol(describe(&other)),
-    }
-}
-
-fn describe(code: &ErrorCode) -> String {
-    match code {
-        ErrorCode::DnsError(e) => format!(
-            "DNS error {}{}",
-            e.rcode.as_deref().unwrap_or(""),
-            e.info_code.map(|c| format!(" ({c})")).unwrap_or_default()
-        ),
-        ErrorCode::TlsAlertReceived(a) => format!(
-            "TLS alert {} {}",
-            a.alert_id.map(|i| i.to_string()).unwrap_or_default(),
-            a.alert_message.as_deref().unwrap_or("")
-        ),
-        ErrorCode::InternalError(Some(message)) => message.clone(),
-        ErrorCode::ConnectionRefused => "connection refused".into(),
-        ErrorCode::ConnectionTerminated => "connection closed before the response".into(),
-        ErrorCode::HttpResponseIncomplete => "connection closed mid-response".into(),
-        ErrorCode::HttpProtocolError => "connection reset, or HTTP that could not be read".into(),
-        ErrorCode::DestinationNotFound => "host not found".into(),
-        ErrorCode::DestinationUnavailable => "host unavailable".into(),
-        ErrorCode::HttpRequestDenied => "not the configured origin".into(),
-        other => format!("{other:?}"),
-    }
-}
-
-fn debug_request(settings: &Settings, headers: &[(String, Vec<u8>)], body: &str) {
-    let mut text = format!(
-        "status-push: -> POST {}\n",
-        redact_url(&settings.target.url())
-    );
-    for (name, value) in headers {
-        let shown = if is_secret_header(name) {
-            REDACTED.into()
-        } else {
-            String::from_utf8_lossy(value).into_owned()
-        };
-        text.push_str(&format!("status-push:    {name}: {shown}\n"));
-    }
-    text.push_str(&format!("status-push:    {body}"));
-    debug_line(&text);
-}
-
-fn excerpt(body: &[u8]) -> String {
-    let shown = String::from_utf8_lossy(&body[..body.len().min(DEBUG_BODY_LIMIT)]).into_owned();
-    if body.len() > DEBUG_BODY_LIMIT {
-        format!("{shown}… ({} more bytes)", body.len() - DEBUG_BODY_LIMIT)
-    } else {
-        shown
-    }
-}
-
 fn debug_line(text: &str) {
     let err = stderr::get_stderr();
     for chunk in format!("{text}\n").as_bytes().chunks(CHUNK) {
         if err.blocking_write_and_flush(chunk).is_err() {
             return;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn long_bodies_are_cut_for_debug() {
-        let body = vec![b'x'; DEBUG_BODY_LIMIT + 10];
-        assert!(excerpt(&body).ends_with("… (10 more bytes)"));
-        assert_eq!(excerpt(b"{}"), "{}");
     }
 }

@@ -152,3 +152,140 @@ fn the_import_check_would_catch_a_cli_import() {
         );
     }
 }
+
+/// Interface names the WASI 0.3 `wasi:http/service` world imports, from `wit/p3/`, plus
+/// the `wasi:io@0.2.0` streams a log may arrive as (`wit/p3/world.wit` says why).
+fn p3_service_imports() -> BTreeSet<String> {
+    let mut resolve = wit_parser::Resolve::default();
+    let wit = Path::new(env!("CARGO_MANIFEST_DIR")).join("wit/p3");
+    resolve.push_dir(&wit).expect("wit/p3/ parses");
+    let http = resolve
+        .packages
+        .iter()
+        .find(|(_, p)| {
+            p.name.namespace == "wasi"
+                && p.name.name == "http"
+                && p.name
+                    .version
+                    .as_ref()
+                    .is_some_and(|v| v.major == 0 && v.minor == 3)
+        })
+        .map(|(id, _)| id)
+        .expect("wasi:http@0.3 is in wit/p3/deps");
+    let service = resolve
+        .select_world(&[http], Some("service"))
+        .expect("service world");
+    let mut names: BTreeSet<String> = resolve.worlds[service]
+        .imports
+        .keys()
+        .map(|key| resolve.name_world_key(key))
+        .collect();
+    names.insert("wasi:io/error@0.2.0".into());
+    names.insert("wasi:io/streams@0.2.0".into());
+    names
+}
+
+/// `wit/p3/world.wit` is `wit/world.wit`'s package with the three reports `async`: its
+/// interfaces, up to the worlds, are the original's but for that one word.
+#[test]
+fn the_p3_wit_is_the_contract_with_async_reports() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let interfaces = |path: &str| {
+        let text = std::fs::read_to_string(root.join(path)).expect("the WIT is readable");
+        let start = text
+            .find("package status-push:reporter@0.1.0;")
+            .expect("the package");
+        let end = text[start..]
+            .find("\nworld ")
+            .map(|i| start + i)
+            .expect("a world");
+        // Up to the doc comment of the first world.
+        let body = &text[start..end];
+        let end = body.rfind("\n}\n").expect("the last interface") + 3;
+        body[..end].to_string()
+    };
+    let p2 = interfaces("wit/world.wit");
+    let p3 = interfaces("wit/p3/world.wit");
+    for report in ["on-build-started", "on-build-finished", "report-json"] {
+        assert!(
+            p3.contains(&format!("    {report}: async func(")),
+            "{report} is async in wit/p3"
+        );
+    }
+    assert_eq!(
+        p3.matches("async func").count(),
+        3,
+        "only the reports are async"
+    );
+    assert_eq!(
+        p3.replace(": async func(", ": func("),
+        p2,
+        "wit/p3/world.wit's interfaces differ from wit/world.wit's: copy the change over"
+    );
+}
+
+#[test]
+fn each_p3_world_imports_only_what_it_may_and_exports_what_it_promises() {
+    let target = common::wasm_path().parent().unwrap().to_path_buf();
+    let reporter =
+        std::fs::read(target.join("status-push-p3.wasm")).expect("run `cargo xtask wasm` first");
+    let relay = std::fs::read(target.join("status-push-relay-p3.wasm"))
+        .expect("run `cargo xtask wasm` first");
+    let service = p3_service_imports();
+    let mut relay_allowed = service.clone();
+    relay_allowed.insert("wasi:cli/environment@0.3.0".into());
+    for (name, bytes, allowed) in [
+        ("status-push-p3", &reporter, &service),
+        ("relay-p3", &relay, &relay_allowed),
+    ] {
+        let imports = component_imports(bytes);
+        let exports = exports(bytes);
+        eprintln!("{name}: imports {imports:?}\n{name}: exports {exports:?}");
+        let outside: Vec<_> = imports.difference(allowed).collect();
+        assert!(
+            outside.is_empty(),
+            "{name} imports outside its allowed set: {outside:?}"
+        );
+        assert!(imports.contains("wasi:http/client@0.3.0"), "{imports:?}");
+        assert!(
+            !imports
+                .iter()
+                .any(|i| i.starts_with("wasi:http/") && i.ends_with("@0.2.0")),
+            "{name} imports wasi:http 0.2: {imports:?}"
+        );
+        for export in [
+            "status-push:reporter/types@0.1.0",
+            "status-push:reporter/reporter@0.1.0",
+            "status-push:reporter/documents@0.1.0",
+        ] {
+            assert!(
+                exports.contains(export),
+                "{name} lacks {export}: {exports:?}"
+            );
+        }
+    }
+    assert!(exports(&relay).contains("wasi:http/handler@0.3.0"));
+    assert!(!exports(&reporter).contains("wasi:http/handler@0.3.0"));
+    assert!(!component_imports(&reporter).contains("wasi:cli/environment@0.3.0"));
+}
+
+/// The 1 MiB budget for the WASI 0.3 builds. Not met yet, so not run by default: the 0.3
+/// builds carry wit-bindgen's async runtime (about 26 KB of code, and 19 KB more of
+/// `core`/`alloc` it instantiates) on top of the same core, and the 0.2 relay was already
+/// within 14 KB of the budget (docs/performance.md, "Code size").
+#[test]
+#[ignore = "the WASI 0.3 components are over 1 MiB (issue 25)"]
+fn each_p3_component_stays_under_one_mebibyte() {
+    let target = common::wasm_path().parent().unwrap().to_path_buf();
+    for name in ["status-push-p3.wasm", "status-push-relay-p3.wasm"] {
+        let path = target.join(name);
+        let size = std::fs::metadata(&path)
+            .expect("run `cargo xtask wasm` first")
+            .len();
+        assert!(
+            size < 1 << 20,
+            "{} is {size} bytes, over the 1 MiB budget",
+            path.display()
+        );
+    }
+}

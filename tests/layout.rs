@@ -7,7 +7,7 @@ use std::path::Path;
 
 /// Modules that compute without I/O: they may use the WIT records `lib.rs` re-exports,
 /// never a `wasi:*` import or resource.
-const PURE: [&str; 11] = [
+const PURE: [&str; 12] = [
     "payload",
     "encoder",
     "config",
@@ -19,6 +19,7 @@ const PURE: [&str; 11] = [
     "body",
     "secret",
     "inbound",
+    "wire",
 ];
 
 /// The three source trees whose modules may not import each other in a circle.

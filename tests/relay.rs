@@ -472,3 +472,114 @@ async fn the_component_serve_and_serve_outbox_refuse_alike() {
     durable_server.abort();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The WASI 0.3 relay (`target/status-push-relay-p3.wasm`) under stock `wasmtime serve`
+/// 49 with `-Sp3` (WASI 0.3, `wasi:http/handler@0.3.0`) and `-Scli` (its environment):
+/// every recorded Buildbot case arrives as Buildbot sent it, byte for byte, and a skipped
+/// event is answered 200 with nothing sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stock_wasmtime_serve_runs_the_p3_relay_on_every_fixture() {
+    let Some(wasmtime) = wasmtime_cli() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "scripts/test.sh installs target/wasmtime-venv"
+        );
+        eprintln!("skipped: no target/wasmtime-venv (scripts/test.sh installs it)");
+        return;
+    };
+    let wasm = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/status-push-relay-p3.wasm");
+    assert!(wasm.is_file(), "run `cargo xtask wasm` first");
+    for case in common::fixture_cases() {
+        let name = case.file_name().unwrap().to_string_lossy().into_owned();
+        let receiver = Receiver::start(0).await.unwrap();
+        let mut config = common::read_json(&case.join("config.json"));
+        let server_url = config["serverUrl"].as_str().unwrap().to_string();
+        config["serverUrl"] = json!(common::with_origin(&server_url, &receiver.origin()));
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut server = tokio::process::Command::new(&wasmtime)
+            .args(["serve", "-Sp3", "-Scli", "--env"])
+            .arg(format!("STATUS_PUSH_CONFIG={config}"))
+            .args(["--addr", &addr])
+            .arg(&wasm)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let up = async {
+            while TcpStream::connect(&addr).await.is_err() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(60), up)
+            .await
+            .expect("wasmtime serve listens");
+        let expected = common::read_json(&case.join("expected.json"));
+        let mut total = 0;
+        for file in ["started", "finished"] {
+            let stream = TcpStream::connect(&addr).await.unwrap();
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                    .await
+                    .unwrap();
+            tokio::spawn(connection);
+            let documents = std::fs::read_to_string(case.join(format!("{file}.json"))).unwrap();
+            let request = hyper::Request::post(format!("/{file}"))
+                .header("host", &addr)
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(documents)))
+                .unwrap();
+            let response = sender.send_request(request).await.unwrap();
+            let status = response.status().as_u16();
+            let answer: Value =
+                serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes())
+                    .unwrap_or(Value::Null);
+            let want = expected[file].as_array().unwrap();
+            let outcome = if want.is_empty() {
+                "skipped"
+            } else {
+                "delivered"
+            };
+            assert_eq!(
+                (status, &answer["outcome"]),
+                (200, &json!(outcome)),
+                "{name}/{file}: {answer}"
+            );
+            total += want.len();
+            let got = receiver.wait_for(total, Duration::from_secs(10)).await;
+            assert_eq!(got.len(), total, "{name}/{file}: request count");
+            let Some(want) = want.first() else { continue };
+            let got = &got[total - 1];
+            assert_eq!(got.method, want["method"], "{name}/{file}: method");
+            assert_eq!(got.path, want["path"], "{name}/{file}: path");
+            for (header, value) in want["headers"].as_object().unwrap() {
+                assert_eq!(
+                    got.header(header),
+                    value.as_str(),
+                    "{name}/{file}: header {header}"
+                );
+            }
+            let want_auth = want["basic_auth"].as_array().map(|a| {
+                (
+                    a[0].as_str().unwrap().to_string(),
+                    a[1].as_str().unwrap().to_string(),
+                )
+            });
+            assert_eq!(
+                common::basic_auth(got.header("authorization")),
+                want_auth,
+                "{name}/{file}: basic auth"
+            );
+            assert!(
+                std::str::from_utf8(&got.body) == Ok(want["body"].as_str().unwrap()),
+                "{name}/{file}: body differs from Buildbot's"
+            );
+        }
+        let _ = server.kill().await;
+    }
+}

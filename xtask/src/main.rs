@@ -1,6 +1,7 @@
 //! `cargo xtask wasm`: builds the release component at `target/status-push.wasm`, its relay
-//! world at `target/status-push-relay.wasm`, and the sandbox tests' hostile component at
-//! `target/test-components/misbehaving.wasm`.
+//! world at `target/status-push-relay.wasm`, the same two on WASI 0.3 at
+//! `target/status-push-p3.wasm` and `target/status-push-relay-p3.wasm`, and the sandbox
+//! tests' hostile component at `target/test-components/misbehaving.wasm`.
 //!
 //! The core module is compiled for `wasm32-unknown-unknown`, whose std links no wasi-libc,
 //! so the module imports exactly what the WIT world names; `wit-component` then wraps it
@@ -26,6 +27,19 @@ fn main() -> Result<()> {
                 "status_push",
                 "status-push-relay.wasm",
             )?;
+            // The same crate on WASI 0.3 (`wit/p3/`), both worlds.
+            build_component(
+                "status-push",
+                &["--features", "p3"],
+                "status_push",
+                "status-push-p3.wasm",
+            )?;
+            build_component(
+                "status-push",
+                &["--features", "p3,relay"],
+                "status_push",
+                "status-push-relay-p3.wasm",
+            )?;
             build_component(
                 "misbehaving-component",
                 &[],
@@ -35,7 +49,7 @@ fn main() -> Result<()> {
         }
         "sizes" => sizes(),
         _ => bail!(
-            "usage: cargo xtask wasm    builds target/status-push.wasm (and the relay, test component)\n       \
+            "usage: cargo xtask wasm    builds target/status-push.wasm (and the relay, both on WASI 0.3, test component)\n       \
              cargo xtask sizes   the component's code size per crate"
         ),
     }
