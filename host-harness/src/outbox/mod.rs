@@ -488,10 +488,12 @@ fn verdict(result: &Result<Outcome, HostError>) -> Verdict {
                 Verdict::Retry { destination: true }
             }
             PushError::HttpStatus(_) => Verdict::Dead { reachable: true },
-            PushError::Unreachable(_)
-            | PushError::ConnectionLost(_)
-            | PushError::Timeout
-            | PushError::Tls(_) => Verdict::Retry { destination: true },
+            PushError::Unreachable(_) | PushError::ConnectionLost(_) | PushError::Timeout => {
+                Verdict::Retry { destination: true }
+            }
+            // A certificate that does not verify stays so until someone changes the
+            // receiver or `caFile`.
+            PushError::Tls(_) => Verdict::Dead { reachable: false },
             PushError::NotConfigured
             | PushError::InvalidInput(_)
             | PushError::Denied(_)

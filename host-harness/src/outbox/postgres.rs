@@ -635,18 +635,20 @@ impl Postgres {
             let Some(calls) = held_calls(&tx, chain, token).await? else {
                 return Ok(false);
             };
+            // A failing destination is spaced by its circuit, and its chains are due again
+            // the moment it closes; a failure of this host's own spaces this chain alone.
+            let (calls, wait) = if destination_failed {
+                (calls, 0)
+            } else {
+                (calls + 1, schedule::backoff_ms(calls + 1))
+            };
             tx.execute(
                 &format!(
                     "UPDATE status_push_chains SET calls = $3, next_attempt_ms = {NOW_MS} + $4,
                          claim_token = NULL
                      WHERE destination_id = $1 AND build_key = $2"
                 ),
-                &[
-                    &chain.destination,
-                    &chain.build_key,
-                    &(calls + 1),
-                    &schedule::backoff_ms(calls + 1),
-                ],
+                &[&chain.destination, &chain.build_key, &calls, &wait],
             )
             .await?;
             record(&tx, seq, failure).await?;
@@ -672,7 +674,7 @@ impl Postgres {
                         &[
                             &chain.destination,
                             &(failures + 1),
-                            &schedule::backoff_ms(failures + 1),
+                            &schedule::probe_backoff_ms(failures + 1),
                             &failure.reason,
                         ],
                     )

@@ -11,6 +11,10 @@ pub const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 /// destination.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
+/// The longest wait between two probes of a failing destination: a destination that
+/// comes back is in use again within this long, whatever the length of its outage.
+pub const MAX_PROBE_INTERVAL: Duration = Duration::from_secs(10);
+
 /// How long a claim holds a build's chain without being renewed. The courier renews it
 /// every [`RENEW_EVERY`] while the call runs, so a host that dies holding claims delays
 /// their events by at most this long.
@@ -41,6 +45,12 @@ pub fn backoff(failures: i64) -> Duration {
         .min(MAX_BACKOFF)
 }
 
+/// The wait before the next probe of a destination after its `failures`-th failed call
+/// in a row: [`backoff`], capped at [`MAX_PROBE_INTERVAL`].
+pub fn probe_backoff_ms(failures: i64) -> i64 {
+    ms(backoff(failures).min(MAX_PROBE_INTERVAL))
+}
+
 /// [`backoff`] in milliseconds, for the databases.
 pub fn backoff_ms(failures: i64) -> i64 {
     i64::try_from(backoff(failures).as_millis()).unwrap_or(i64::MAX)
@@ -64,6 +74,12 @@ mod tests {
         );
         assert_eq!(backoff_ms(i64::MAX), 30_000);
         assert_eq!(backoff_ms(0), 250);
+    }
+
+    #[test]
+    fn a_failing_destination_is_probed_at_least_every_ten_seconds() {
+        assert_eq!(probe_backoff_ms(1), 250);
+        assert_eq!(probe_backoff_ms(99), 10_000);
     }
 
     #[test]

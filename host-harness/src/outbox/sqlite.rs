@@ -396,15 +396,21 @@ impl Sqlite {
             let Some(calls) = held_calls(tx, &chain, token)? else {
                 return Ok(false);
             };
+            // A failing destination is spaced by its circuit, and its chains are due again
+            // the moment it closes; a failure of this host's own (a CA file, a budget)
+            // spaces this chain alone.
+            let (calls, next) = if destination_failed {
+                (calls, now)
+            } else {
+                (
+                    calls + 1,
+                    now.saturating_add(schedule::backoff_ms(calls + 1)),
+                )
+            };
             tx.execute(
                 "UPDATE chains SET calls = ?3, next_attempt_ms = ?4, claim_token = NULL
                  WHERE destination_id = ?1 AND build_key = ?2",
-                params![
-                    chain.destination,
-                    chain.build_key,
-                    calls + 1,
-                    now.saturating_add(schedule::backoff_ms(calls + 1))
-                ],
+                params![chain.destination, chain.build_key, calls, next],
             )?;
             record(tx, seq, &failure)?;
             if destination_failed {
@@ -422,7 +428,7 @@ impl Sqlite {
                         params![
                             chain.destination,
                             failures + 1,
-                            now.saturating_add(schedule::backoff_ms(failures + 1)),
+                            now.saturating_add(schedule::probe_backoff_ms(failures + 1)),
                             failure.reason
                         ],
                     )?;

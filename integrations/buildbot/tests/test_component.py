@@ -178,7 +178,7 @@ def test_outbox_keeps_until_delivered_by_the_courier(tmp_path: Path, receiver: R
     _until(lambda: outbox.counts()[3] == 1)
     assert [e.event for e in outbox.pending()] == ["started"]
     [(destination, failures, waiting, last_error)] = outbox.circuits()
-    assert (destination, waiting) == (f"http://127.0.0.1:{port}/", 1)
+    assert (destination, waiting) == (f"http://127.0.0.1:{port}", 1)
     assert failures >= 1 and "unreachable" in (last_error or "")
     assert courier.stop()
 

@@ -1,9 +1,9 @@
 """Multi-master: two real Buildbot masters share Buildbot's database and WasmStatusPush's
 outbox on one PostgreSQL server (started by this test, see postgres.py). The receiver is
-down while each master runs a build; master 1 is killed with SIGKILL, while it holds a
-lease on one of its events, and never restarted; the receiver returns: master 2 delivers
-master 1's pending events (its sweep runs a delivery loop for every build with pending
-events, and the dead master's lease runs out), each once, in per-build order.
+down while each master runs a build (the destination's circuit opens); master 1 is killed
+with SIGKILL and never restarted; the receiver returns: master 2's courier delivers master
+1's pending events with its own (what master 1 held comes free within one lease, and the
+destination is probed at least every 10 s), each once, in per-build order, within 15 s.
 
 Builders b1 and b2 are configured on both masters; worker w1 attaches to master 1 and w2
 to master 2, so b1's build runs on master 1 and b2's on master 2.
@@ -36,8 +36,6 @@ WASM = Path(os.environ.get("STATUS_PUSH_WASM", REPO / "target" / "status-push.wa
 
 # Buildbot's tables and the outbox's (status_push_*) in one database.
 DATABASE = "buildbot"
-# The server's clock in milliseconds, as the outbox's leases use it.
-NOW_MS = "floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
 
 
 def report(line: str) -> None:
@@ -250,16 +248,17 @@ def test_surviving_master_delivers_dead_masters_events(cluster: Cluster) -> None
     )
     assert per_build.splitlines() == sorted(f"{keys[n]}|started,finished" for n in keys), per_build
 
-    # Kill master 1 while it holds a lease on its build's head event (it retries the
-    # refused receiver pass after pass): master 2 must wait the lease out.
+    # The receiver's origin is one destination for both masters: its circuit is open.
+    wait_for(
+        "the destination's circuit to open",
+        lambda: cluster.sql("SELECT count(*) FROM status_push_destinations WHERE failures > 0")
+        == "1",
+        60,
+        0.1,
+    )
+    # Kill master 1 mid-outage: whatever it held (a probe's claim) comes free within one
+    # lease, and master 2's courier delivers its events.
     assert m1.proc is not None
-    holds_lease = (
-        f"SELECT max(claimed_until_ms - {NOW_MS}) FROM status_push_events "
-        f"WHERE claimed_by LIKE '%:{m1.proc.pid}:%' AND claimed_until_ms > {NOW_MS}"
-    )
-    lease_left_ms = int(
-        wait_for("master 1 to hold a lease", lambda: cluster.sql(holds_lease), 60, 0.1)
-    )
     m1.kill()
     killed = time.monotonic()
     m2_log_at_kill = len(m2.log())
@@ -291,7 +290,7 @@ def test_surviving_master_delivers_dead_masters_events(cluster: Cluster) -> None
     duplicates = sum(n - 1 for n in counts.values())
     print(
         f"\nrequests {len(ours)}, distinct delivery ids {len(counts)}, duplicates {duplicates}; "
-        f"lease left at kill {lease_left_ms / 1000:.1f}s; since the receiver returned: "
+        "since the receiver returned: "
         + ", ".join(f"{n} {t:.1f}s" for n, t in sorted(seen_at.items()))
     )
     for buildid, name in ids.items():
@@ -303,17 +302,19 @@ def test_surviving_master_delivers_dead_masters_events(cluster: Cluster) -> None
     assert duplicates == 0 and len(counts) == 4, counts
     assert cluster.sql("SELECT count(*) FROM status_push_events") == "0"
 
-    # Master 2 took master 1's build on (its sweep) and posted its events after the kill.
+    # A failing destination is probed at least every 10 s, and a dead host's claims run
+    # out within one lease (10 s): both builds are in within 15 s of the receiver's return.
+    assert max(seen_at.values()) <= 15, seen_at
+    # Master 2's courier posted master 1's events after the kill.
     log = m2.log()
-    assert re.search(r"wasm-m2: delivering \d+ pending event\(s\) of \d+ build\(s\) from the outbox", log)
     after_kill = log[m2_log_at_kill:]
     post_m1 = f"status-push: -> POST http://127.0.0.1:{receiver.port}/m1"
     assert post_m1 in after_kill, f"no {post_m1!r} in m2's log after the kill"
     assert "status-push: <- 200" in after_kill
 
     report(
-        f"multi-master on PostgreSQL: m1 killed (-9) holding a lease with "
-        f"{lease_left_ms / 1000:.1f}s left, after a {outage:.0f}s receiver outage; m2 "
+        f"multi-master on PostgreSQL: m1 killed (-9) during a {outage:.0f}s receiver "
+        f"outage (the destination's circuit open); m2 "
         f"delivered m1's 2 events {seen_at['m1']:.1f}s after the receiver returned "
         f"(its own {seen_at['m2']:.1f}s), 4/4 once each, in per-build order, outbox empty"
     )
