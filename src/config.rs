@@ -533,6 +533,8 @@ pub(crate) mod tests {
             signing: None,
             ca_file: None,
             dead_letter_after_ms: None,
+            dead_letter_retention_days: None,
+            max_pending_events: None,
             max_body_bytes: None,
             inbound_token: None,
             inbound_secret: None,

@@ -218,7 +218,7 @@ fn expect_string(value: &Value, key: &str) -> Result<String> {
 /// The configuration keys `parse_config` accepts, in docs/options.md's order: the one list of
 /// them. The WIT's `config` record names each in its field's documentation, and the
 /// Buildbot plugin's options are held to it (`tests/config_keys.rs`, the plugin's tests).
-pub const CONFIG_KEYS: [&str; 30] = [
+pub const CONFIG_KEYS: [&str; 32] = [
     "serverUrl",
     "buildbotURL",
     "user",
@@ -246,6 +246,8 @@ pub const CONFIG_KEYS: [&str; 30] = [
     "signingSecret",
     "caFile",
     "deadLetterAfterSeconds",
+    "deadLetterRetentionDays",
+    "maxPendingEvents",
     "maxBodyBytes",
     "inboundToken",
     "inboundSecret",
@@ -331,6 +333,26 @@ pub fn config_from_json(value: &Value) -> Result<Config> {
                 return Err(error(
                     "deadLetterAfterSeconds",
                     "expected a whole number of seconds from 1 to 315360000 (10 years)",
+                ))
+            }
+        },
+        dead_letter_retention_days: match o.get("deadLetterRetentionDays").map(Value::as_u64) {
+            None => None,
+            Some(Some(n)) if (1..=3650).contains(&n) => Some(n as u32),
+            Some(_) => {
+                return Err(error(
+                    "deadLetterRetentionDays",
+                    "expected a whole number of days from 1 to 3650",
+                ))
+            }
+        },
+        max_pending_events: match o.get("maxPendingEvents").map(Value::as_u64) {
+            None => None,
+            Some(Some(n)) if n > 0 => Some(n),
+            Some(_) => {
+                return Err(error(
+                    "maxPendingEvents",
+                    "expected a whole number of events, at least 1",
                 ))
             }
         },

@@ -64,6 +64,11 @@ pub enum Refusal {
         /// That limit.
         in_progress: usize,
     },
+    /// The outbox holds its `maxPendingEvents`: retry once it drains.
+    OutboxFull {
+        /// Events pending.
+        pending: u64,
+    },
     /// The body is over `maxBodyBytes`.
     TooLarge {
         /// The limit.
@@ -118,6 +123,13 @@ impl Refusal {
                 format!("busy: {in_progress} requests in progress; retry shortly"),
             )
             .with_header("retry-after", "1"),
+            Refusal::OutboxFull { pending } => error(
+                503,
+                format!(
+                    "the outbox holds {pending} pending events, its maxPendingEvents; retry later"
+                ),
+            )
+            .with_header("retry-after", "30"),
             Refusal::TooLarge { max_body_bytes } => error(
                 413,
                 format!("the body is over maxBodyBytes ({max_body_bytes} bytes)"),

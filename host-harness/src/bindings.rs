@@ -125,6 +125,12 @@ pub struct Config {
     /// Age in milliseconds after which an undelivered outbox event becomes a dead letter
     /// (`deadLetterAfterSeconds`); enforced by the host's outbox.
     pub dead_letter_after_ms: Option<u64>,
+    /// Days an outbox keeps a dead letter (`deadLetterRetentionDays`); enforced by the
+    /// host's outbox.
+    pub dead_letter_retention_days: Option<u32>,
+    /// Most events an outbox holds pending (`maxPendingEvents`); enforced by the host's
+    /// outbox.
+    pub max_pending_events: Option<u64>,
     /// Largest request body the component holds in memory, in bytes (`maxBodyBytes`).
     pub max_body_bytes: Option<u64>,
     /// Relay only: the bearer token callers may send (`inboundToken`).
@@ -191,6 +197,8 @@ impl Config {
             signing: None,
             ca_file: None,
             dead_letter_after_ms: None,
+            dead_letter_retention_days: None,
+            max_pending_events: None,
             max_body_bytes: None,
             inbound_token: None,
             inbound_secret: None,
@@ -231,6 +239,8 @@ impl fmt::Debug for Config {
             signing,
             ca_file,
             dead_letter_after_ms,
+            dead_letter_retention_days,
+            max_pending_events,
             max_body_bytes,
             inbound_token,
             inbound_secret,
@@ -266,6 +276,8 @@ impl fmt::Debug for Config {
             .field("signing", signing)
             .field("ca_file", ca_file)
             .field("dead_letter_after_ms", dead_letter_after_ms)
+            .field("dead_letter_retention_days", dead_letter_retention_days)
+            .field("max_pending_events", max_pending_events)
             .field("max_body_bytes", max_body_bytes)
             .field("inbound_token", inbound_token)
             .field("inbound_secret", inbound_secret)
@@ -302,6 +314,8 @@ impl From<WitConfig> for Config {
             signing,
             ca_file,
             dead_letter_after_ms,
+            dead_letter_retention_days,
+            max_pending_events,
             max_body_bytes,
             inbound_token,
             inbound_secret,
@@ -333,6 +347,8 @@ impl From<WitConfig> for Config {
             signing: signing.map(Signing::from),
             ca_file,
             dead_letter_after_ms,
+            dead_letter_retention_days,
+            max_pending_events,
             max_body_bytes,
             inbound_token: inbound_token.map(Secret::from),
             inbound_secret: inbound_secret.map(Secret::from),
@@ -369,6 +385,8 @@ impl From<Config> for WitConfig {
             signing,
             ca_file,
             dead_letter_after_ms,
+            dead_letter_retention_days,
+            max_pending_events,
             max_body_bytes,
             inbound_token,
             inbound_secret,
@@ -400,6 +418,8 @@ impl From<Config> for WitConfig {
             signing: signing.map(WitSigning::from),
             ca_file,
             dead_letter_after_ms,
+            dead_letter_retention_days,
+            max_pending_events,
             max_body_bytes,
             inbound_token: inbound_token.map(Secret::into_inner),
             inbound_secret: inbound_secret.map(Secret::into_inner),

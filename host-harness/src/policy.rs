@@ -20,6 +20,13 @@ const DEFAULT_RETRY_DEADLINE: Duration = Duration::from_millis(30_000);
 /// configuration says otherwise (see the WIT).
 pub(crate) const DEFAULT_DEAD_LETTER_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// An outbox keeps a dead letter this many days unless the configuration says otherwise
+/// (`deadLetterRetentionDays`, see the WIT).
+pub(crate) const DEFAULT_RETENTION_DAYS: u32 = 30;
+/// An outbox holds at most this many pending events unless the configuration says
+/// otherwise (`maxPendingEvents`, see the WIT).
+pub(crate) const DEFAULT_MAX_PENDING: u64 = 1_000_000;
+
 /// The largest `caFile` read; a bundle of every public CA is about 250 KiB.
 pub(crate) const MAX_CA_FILE_BYTES: u64 = 1 << 20;
 
@@ -34,6 +41,30 @@ pub(crate) struct Policy {
     pub(crate) report_budget: Duration,
     /// Age after which an undelivered outbox event becomes a dead letter.
     pub(crate) dead_letter_after: Duration,
+    /// How long an outbox keeps a dead letter.
+    pub(crate) retention: Duration,
+    /// The most events an outbox holds pending.
+    pub(crate) max_pending: u64,
+}
+
+impl Default for Policy {
+    /// Nothing reachable, and the documented defaults.
+    fn default() -> Policy {
+        Policy {
+            opening: Opening {
+                origin: None,
+                tls: TlsPolicy::Verify { ca_file: None },
+            },
+            report_budget: DEFAULT_RETRY_DEADLINE,
+            dead_letter_after: DEFAULT_DEAD_LETTER_AFTER,
+            retention: days(DEFAULT_RETENTION_DAYS),
+            max_pending: DEFAULT_MAX_PENDING,
+        }
+    }
+}
+
+fn days(n: u32) -> Duration {
+    Duration::from_secs(u64::from(n) * 86_400)
 }
 
 impl Policy {
@@ -80,6 +111,12 @@ impl Policy {
             dead_letter_after: config
                 .dead_letter_after_ms
                 .map_or(DEFAULT_DEAD_LETTER_AFTER, Duration::from_millis),
+            retention: days(
+                config
+                    .dead_letter_retention_days
+                    .unwrap_or(DEFAULT_RETENTION_DAYS),
+            ),
+            max_pending: config.max_pending_events.unwrap_or(DEFAULT_MAX_PENDING),
         })
     }
 }

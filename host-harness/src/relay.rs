@@ -95,6 +95,18 @@ impl Relay {
         self.policy.dead_letter_after
     }
 
+    /// How long an outbox keeps this configuration's dead letters
+    /// (`deadLetterRetentionDays`).
+    pub fn dead_letter_retention(&self) -> Duration {
+        self.policy.retention
+    }
+
+    /// The most events an outbox holds pending for this configuration
+    /// (`maxPendingEvents`).
+    pub fn max_pending_events(&self) -> u64 {
+        self.policy.max_pending
+    }
+
     /// Handles one request in a fresh instance and returns its response, whose body the
     /// component may still be writing. The body may be hyper's `Incoming` or one the
     /// embedder already read (`Full<Bytes>` mapped to [`BodyError`]).

@@ -67,6 +67,8 @@ impl CliError {
             CliError::Host(e) => host_code(e),
             CliError::Blamed(b) => host_code(&b.error),
             CliError::Outbox(OutboxError::Host(e)) => host_code(e),
+            // Not queued, as a failed push is not delivered: try again later.
+            CliError::Outbox(OutboxError::Full { .. }) => 1,
             CliError::Outbox(OutboxError::NoSuchDeadLetter(_) | OutboxError::Location { .. }) => 2,
             CliError::Outbox(_) | CliError::System { .. } => 3,
         }

@@ -330,6 +330,8 @@ impl Service {
                 documents_json: text,
                 build_key: &build_key,
                 dead_after: self.relay.dead_letter_after(),
+                retention: self.relay.dead_letter_retention(),
+                max_pending: self.relay.max_pending_events(),
                 report_budget: self.relay.request_budget(),
                 webhook_id: webhook_id.as_deref(),
             })
@@ -349,6 +351,10 @@ impl Service {
             Err(OutboxError::Replayed(id)) => Err(Refusal::Unauthorized(format!(
                 "replayed: webhook-id {id} was already accepted"
             ))),
+            Err(OutboxError::Full { pending, .. }) => {
+                tracing::warn!("serve: the outbox is full ({pending} events pending): 503");
+                Err(Refusal::OutboxFull { pending })
+            }
             Err(e) => {
                 tracing::warn!("serve: cannot queue an event: {e}");
                 Ok(json_answer(

@@ -295,6 +295,8 @@ async fn a_dead_destination_with_ten_thousand_pending_gets_one_probe_per_backoff
                 documents_json: &started,
                 build_key: &build_key,
                 dead_after: Duration::from_secs(3600),
+                retention: Duration::from_secs(86_400),
+                max_pending: u64::MAX,
                 report_budget: Duration::from_secs(5),
                 webhook_id: None,
             })
@@ -430,4 +432,51 @@ async fn push_beside_a_running_courier_leaves_its_event_to_it() {
         receiver.requests().is_empty(),
         "the courier, not push, sends it"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_max_pending_events_an_event_is_refused_with_one_line() {
+    let dir = temp_dir("courier-cap");
+    let location = dir.join("outbox.sqlite");
+    let url = format!("http://127.0.0.1:{}/down", free_port());
+    let capped = json!({"serverUrl": url, "maxAttempts": 1, "maxPendingEvents": 2}).to_string();
+    let outbox = sqlite(&dir).await;
+    for buildid in 0..2 {
+        outbox
+            .enqueue(
+                runtime(),
+                &capped,
+                Event::Started,
+                &documents("started", buildid),
+            )
+            .await
+            .unwrap();
+    }
+    match outbox
+        .enqueue(runtime(), &capped, Event::Started, &documents("started", 2))
+        .await
+    {
+        Err(OutboxError::Full { pending, cap, .. }) => assert_eq!((pending, cap), (2, 2)),
+        other => panic!("{other:?}"),
+    }
+    let config = dir.join("capped.json");
+    std::fs::write(&config, &capped).unwrap();
+    let build = dir.join("started.json");
+    std::fs::write(&build, documents("started", 3)).unwrap();
+    let out = common::cli("courier-cap")
+        .args(["push", "--outbox", location.to_str().unwrap()])
+        .args(["--config", config.to_str().unwrap(), "--event", "started"])
+        .args(["--build", build.to_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(
+        lines[0].contains("maxPendingEvents of 2") && lines[0].contains("not queued"),
+        "{stderr}"
+    );
+    assert_eq!(outbox.counts().await.unwrap().pending, 2);
 }

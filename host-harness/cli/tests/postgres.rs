@@ -413,6 +413,8 @@ async fn sslmode_require_is_tls_verified_against_sslrootcert() {
         documents_json: &documents,
         build_key: "http://localhost:8080/|5",
         dead_after: Duration::from_secs(60),
+        retention: Duration::from_secs(86_400),
+        max_pending: u64::MAX,
         report_budget: Duration::from_secs(5),
         webhook_id: Some("msg_once"),
     };

@@ -49,6 +49,10 @@ pub struct Report<'a> {
 pub trait Observer: Send + Sync {
     /// A call was settled.
     fn reported(&self, report: &Report<'_>);
+    /// A claim took `took` and handed out `claimed` chains (for benchmarks and metrics).
+    fn claimed(&self, took: Duration, claimed: usize) {
+        let _ = (took, claimed);
+    }
     /// The outbox could not be read or written; the courier goes on.
     fn trouble(&self, error: &OutboxError) {
         tracing::warn!("outbox: {error}");
@@ -194,10 +198,13 @@ impl<'a> Courier<'a> {
         if room == 0 {
             return Vec::new();
         }
-        self.outbox.claim(room).await.unwrap_or_else(|e| {
+        let started = Instant::now();
+        let claimed = self.outbox.claim(room).await.unwrap_or_else(|e| {
             self.observer.trouble(&e);
             Vec::new()
-        })
+        });
+        self.observer.claimed(started.elapsed(), claimed.len());
+        claimed
     }
 
     /// One call for a claimed head, bounded by its budget, its claim renewed meanwhile.
@@ -270,10 +277,9 @@ impl<'a> Courier<'a> {
     }
 
     async fn housekeeping(&self) {
-        let retention = Duration::from_secs(u64::from(schedule::DEFAULT_RETENTION_DAYS) * 86_400);
-        match self.outbox.prune(retention).await {
+        match self.outbox.prune().await {
             Ok(0) => {}
-            Ok(n) => tracing::info!("outbox: pruned {n} dead letter(s) older than {retention:?}"),
+            Ok(n) => tracing::info!("outbox: pruned {n} dead letter(s) past their retention"),
             Err(e) => self.observer.trouble(&e),
         }
     }
@@ -331,6 +337,11 @@ impl Observer for Tee<'_> {
     fn reported(&self, report: &Report<'_>) {
         self.0.reported(report);
         self.1.reported(report);
+    }
+
+    fn claimed(&self, took: Duration, claimed: usize) {
+        self.0.claimed(took, claimed);
+        self.1.claimed(took, claimed);
     }
 
     fn trouble(&self, error: &OutboxError) {

@@ -36,7 +36,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub use courier::{Courier, Observer, Report, Reported};
 pub use postgres::PostgresUrl;
 
-use crate::policy::DEFAULT_DEAD_LETTER_AFTER;
 use crate::{Event, HostError, Outcome, Runtime};
 
 /// The schema version this build writes; an older outbox is migrated when opened, a
@@ -118,6 +117,19 @@ pub enum OutboxError {
         /// What is wrong with it.
         message: String,
     },
+    /// The outbox holds its `maxPendingEvents`: the event was not queued (nor dropped:
+    /// the caller still has it).
+    #[error(
+        "outbox {location}: {pending} events pending, at its maxPendingEvents of {cap}; this event was not queued"
+    )]
+    Full {
+        /// The file or URL (password redacted).
+        location: String,
+        /// Events pending.
+        pending: u64,
+        /// The cap.
+        cap: u64,
+    },
     /// [`Outbox::redeliver`]: the named dead letter is superseded (see [`Redelivered`]);
     /// nothing was sent. `--force` sends it anyway.
     #[error(
@@ -198,6 +210,10 @@ pub struct Accepted<'a> {
     pub build_key: &'a str,
     /// Age after which it becomes a dead letter.
     pub dead_after: Duration,
+    /// How long it is kept once dead (`deadLetterRetentionDays`).
+    pub retention: Duration,
+    /// The most events the outbox may hold pending (`maxPendingEvents`).
+    pub max_pending: u64,
     /// The longest one delivery call of it may take (the configuration's report budget).
     pub report_budget: Duration,
     /// The caller's `webhook-id`, refused if seen within [`REPLAY_WINDOW`].
@@ -388,19 +404,26 @@ struct NewEvent {
     documents: String,
     dead_after_s: i64,
     budget_ms: i64,
+    /// How long it is kept once dead.
+    retention_s: i64,
+    /// The outbox's cap on pending events, as the event's configuration says.
+    max_pending: u64,
 }
 
 impl NewEvent {
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        destination: &str,
-        build_key: &str,
-        event: Event,
-        config: &str,
-        documents: &str,
-        dead_after: Duration,
-        budget: Duration,
-    ) -> NewEvent {
+    fn new(accepted: &Accepted<'_>) -> NewEvent {
+        let Accepted {
+            destination,
+            build_key,
+            event,
+            config_json: config,
+            documents_json: documents,
+            dead_after,
+            retention,
+            max_pending,
+            report_budget: budget,
+            webhook_id: _,
+        } = accepted;
         let destination = destination_of(destination);
         NewEvent {
             shown: status_push::secret::redact_url(&destination),
@@ -412,6 +435,8 @@ impl NewEvent {
             // About 35,000 years: far enough, and no overflow when added to a timestamp.
             dead_after_s: i64::try_from(dead_after.as_secs()).map_or(1 << 40, |s| s.min(1 << 40)),
             budget_ms: i64::try_from(budget.as_millis()).map_or(1 << 40, |s| s.min(1 << 40)),
+            retention_s: i64::try_from(retention.as_secs()).map_or(1 << 40, |s| s.min(1 << 40)),
+            max_pending: *max_pending,
         }
     }
 }
@@ -593,22 +618,21 @@ impl Outbox {
         let buildbot_url = config.buildbot_url.clone();
         let destination = config.server_url.clone();
         reporter.configure(config).await?;
-        let (dead_after, budget) = reporter
-            .policy()
-            .map_or((DEFAULT_DEAD_LETTER_AFTER, Duration::ZERO), |policy| {
-                (policy.dead_letter_after, policy.report_budget)
-            });
+        let policy = reporter.policy().cloned().unwrap_or_default();
         let build = reporter.parse_event(documents_json).await?;
         let build_key = format!("{buildbot_url}|{}", build.build.buildid);
-        let new = NewEvent::new(
-            &destination,
-            &build_key,
-            event,
+        let new = NewEvent::new(&Accepted {
             config_json,
+            destination: &destination,
+            event,
             documents_json,
-            dead_after,
-            budget,
-        );
+            build_key: &build_key,
+            dead_after: policy.dead_letter_after,
+            retention: policy.retention,
+            max_pending: policy.max_pending,
+            report_budget: policy.report_budget,
+            webhook_id: None,
+        });
         match store!(self.insert(new, None, 0))? {
             Some((seq, destination)) => Ok((
                 seq,
@@ -627,15 +651,7 @@ impl Outbox {
     /// transaction with its `webhook-id` (refused with [`OutboxError::Replayed`] if seen
     /// within [`REPLAY_WINDOW`]; older ids are forgotten). Returns its sequence number.
     pub async fn accept(&self, event: &Accepted<'_>) -> Result<i64, OutboxError> {
-        let new = NewEvent::new(
-            event.destination,
-            event.build_key,
-            event.event,
-            event.config_json,
-            event.documents_json,
-            event.dead_after,
-            event.report_budget,
-        );
+        let new = NewEvent::new(event);
         let id = event.webhook_id.map(str::to_string);
         let window = REPLAY_WINDOW.as_secs() as i64;
         match store!(self.insert(new, id, window))? {
@@ -644,6 +660,15 @@ impl Outbox {
                 event.webhook_id.unwrap_or_default().to_string(),
             )),
         }
+    }
+
+    /// Queues events the caller validated itself, all in one transaction (no `webhook-id`
+    /// check): a bulk load, e.g. a benchmark's backlog. Returns how many.
+    pub async fn accept_batch(&self, events: &[Accepted<'_>]) -> Result<usize, OutboxError> {
+        let new: Vec<NewEvent> = events.iter().map(|e| NewEvent::new(e)).collect();
+        let n = new.len();
+        store!(self.insert_batch(new))?;
+        Ok(n)
     }
 
     /// Queues an event, then delivers its chain now (earlier events of its build and
@@ -811,13 +836,13 @@ impl Outbox {
         store!(self.circuits())
     }
 
-    /// Deletes dead letters that died more than `retention` ago, in small batches;
+    /// Deletes dead letters whose `deadLetterRetentionDays` ran out, in small batches;
     /// returns how many.
-    pub async fn prune(&self, retention: Duration) -> Result<usize, OutboxError> {
-        let before = now_s().saturating_sub(i64::try_from(retention.as_secs()).unwrap_or(0));
+    pub async fn prune(&self) -> Result<usize, OutboxError> {
+        let now = now_s();
         let mut pruned = 0;
         loop {
-            let n = store!(self.prune(before, schedule::PRUNE_BATCH))?;
+            let n = store!(self.prune(now, schedule::PRUNE_BATCH))?;
             pruned += n;
             if n < schedule::PRUNE_BATCH as usize {
                 return Ok(pruned);

@@ -93,10 +93,11 @@ const V3_TABLES: &str = "
     );
     CREATE INDEX status_push_chains_due ON status_push_chains (destination_id, next_attempt_ms)
         WHERE pending > 0;
-    ALTER TABLE status_push_events ADD COLUMN destination_id BIGINT, ADD COLUMN dead_at BIGINT;";
+    ALTER TABLE status_push_events ADD COLUMN destination_id BIGINT, ADD COLUMN prune_at BIGINT,
+        ADD COLUMN retention_s BIGINT NOT NULL DEFAULT 2592000;";
 
 const V3_FINISH: &str = "
-    UPDATE status_push_events SET dead_at = created_at WHERE dead;
+    UPDATE status_push_events SET prune_at = created_at + retention_s WHERE dead;
     ALTER TABLE status_push_events ALTER COLUMN destination_id SET NOT NULL,
         DROP COLUMN calls, DROP COLUMN next_attempt_ms, DROP COLUMN claimed_by,
         DROP COLUMN claimed_until_ms;
@@ -106,7 +107,7 @@ const V3_FINISH: &str = "
     CREATE INDEX status_push_events_chain ON status_push_events (destination_id, build_key, seq)
         WHERE NOT dead;
     CREATE INDEX status_push_events_oldest ON status_push_events (created_at) WHERE NOT dead;
-    CREATE INDEX status_push_events_dead ON status_push_events (dead_at) WHERE dead;
+    CREATE INDEX status_push_events_dead ON status_push_events (prune_at) WHERE dead;
     INSERT INTO status_push_chains (destination_id, build_key, pending)
         SELECT destination_id, build_key, COUNT(*) FILTER (WHERE NOT dead)
         FROM status_push_events GROUP BY destination_id, build_key;
@@ -352,85 +353,185 @@ impl Postgres {
         webhook_id: Option<String>,
         replay_window_s: i64,
     ) -> Result<Option<(i64, i64)>> {
+        let cap = event.max_pending;
         let mut conn = self.conn().await?;
-        self.run(async {
-            let tx = conn.transaction().await?;
-            if let Some(id) = &webhook_id {
-                tx.execute(
-                    &format!(
-                        "DELETE FROM status_push_seen_webhook_ids WHERE seen_at < {NOW_S} - $1"
-                    ),
-                    &[&replay_window_s],
-                )
-                .await?;
-                let fresh = tx
-                    .execute(
+        let stored = self
+            .run(async {
+                let tx = conn.transaction().await?;
+                if let Some(pending) = over_cap(&tx, cap, 1).await? {
+                    return Ok(Err(pending));
+                }
+                if let Some(id) = &webhook_id {
+                    tx.execute(
                         &format!(
-                            "INSERT INTO status_push_seen_webhook_ids (id, seen_at)
-                             VALUES ($1, {NOW_S}) ON CONFLICT (id) DO NOTHING"
+                            "DELETE FROM status_push_seen_webhook_ids WHERE seen_at < {NOW_S} - $1"
                         ),
-                        &[id],
+                        &[&replay_window_s],
                     )
                     .await?;
-                if fresh == 0 {
-                    tx.rollback().await?;
-                    return Ok(None);
+                    let fresh = tx
+                        .execute(
+                            &format!(
+                                "INSERT INTO status_push_seen_webhook_ids (id, seen_at)
+                             VALUES ($1, {NOW_S}) ON CONFLICT (id) DO NOTHING"
+                            ),
+                            &[id],
+                        )
+                        .await?;
+                    if fresh == 0 {
+                        tx.rollback().await?;
+                        return Ok(Ok(None));
+                    }
                 }
-            }
-            tx.execute(
-                "INSERT INTO status_push_destinations (target, shown) VALUES ($1, $2)
+                tx.execute(
+                    "INSERT INTO status_push_destinations (target, shown) VALUES ($1, $2)
                  ON CONFLICT (target) DO NOTHING",
-                &[&event.destination, &event.shown],
-            )
-            .await?;
-            let destination: i64 = tx
-                .query_one(
-                    "SELECT id FROM status_push_destinations WHERE target = $1",
-                    &[&event.destination],
+                    &[&event.destination, &event.shown],
                 )
-                .await?
-                .get(0);
-            let seq: i64 = tx
-                .query_one(
+                .await?;
+                let destination: i64 = tx
+                    .query_one(
+                        "SELECT id FROM status_push_destinations WHERE target = $1",
+                        &[&event.destination],
+                    )
+                    .await?
+                    .get(0);
+                let seq: i64 = tx
+                    .query_one(
+                        &format!(
+                            "INSERT INTO status_push_events (destination_id, build_key, event,
+                             config, documents, created_at, expires_at, budget_ms, retention_s)
+                         VALUES ($1, $2, $3, $4, $5, {NOW_S}, {NOW_S} + $6, $7, $8)
+                         RETURNING seq"
+                        ),
+                        &[
+                            &destination,
+                            &event.build_key,
+                            &event.event,
+                            &event.config,
+                            &event.documents,
+                            &event.dead_after_s,
+                            &event.budget_ms,
+                            &event.retention_s,
+                        ],
+                    )
+                    .await?
+                    .get(0);
+                tx.execute(
                     &format!(
-                        "INSERT INTO status_push_events (destination_id, build_key, event,
-                             config, documents, created_at, expires_at, budget_ms)
-                         VALUES ($1, $2, $3, $4, $5, {NOW_S}, {NOW_S} + $6, $7) RETURNING seq"
-                    ),
-                    &[
-                        &destination,
-                        &event.build_key,
-                        &event.event,
-                        &event.config,
-                        &event.documents,
-                        &event.dead_after_s,
-                        &event.budget_ms,
-                    ],
-                )
-                .await?
-                .get(0);
-            tx.execute(
-                &format!(
-                    "INSERT INTO status_push_chains AS c
+                        "INSERT INTO status_push_chains AS c
                          (destination_id, build_key, pending, next_attempt_ms)
                      VALUES ($1, $2, 1, {NOW_MS})
                      ON CONFLICT (destination_id, build_key) DO UPDATE SET
                          pending = c.pending + 1,
                          next_attempt_ms = CASE WHEN c.pending = 0 THEN EXCLUDED.next_attempt_ms
                                                 ELSE c.next_attempt_ms END"
-                ),
-                &[&destination, &event.build_key],
-            )
+                    ),
+                    &[&destination, &event.build_key],
+                )
+                .await?;
+                tx.execute(
+                    "UPDATE status_push_destinations SET pending = pending + 1 WHERE id = $1",
+                    &[&destination],
+                )
+                .await?;
+                tx.commit().await?;
+                Ok(Ok(Some((seq, destination))))
+            })
             .await?;
-            tx.execute(
-                "UPDATE status_push_destinations SET pending = pending + 1 WHERE id = $1",
-                &[&destination],
-            )
+        stored.map_err(|pending| self.full(pending, cap))
+    }
+
+    fn full(&self, pending: u64, cap: u64) -> OutboxError {
+        OutboxError::Full {
+            location: self.url.shown.clone(),
+            pending,
+            cap,
+        }
+    }
+
+    /// Many events in one transaction: each table written by one statement over arrays.
+    pub(super) async fn insert_batch(&self, events: Vec<NewEvent>) -> Result<()> {
+        let column = |f: fn(&NewEvent) -> String| events.iter().map(f).collect::<Vec<String>>();
+        let targets = column(|e| e.destination.clone());
+        let shown = column(|e| e.shown.clone());
+        let keys = column(|e| e.build_key.clone());
+        let names = column(|e| e.event.clone());
+        let configs = column(|e| e.config.clone());
+        let documents = column(|e| e.documents.clone());
+        let dead_after: Vec<i64> = events.iter().map(|e| e.dead_after_s).collect();
+        let budgets: Vec<i64> = events.iter().map(|e| e.budget_ms).collect();
+        let retention: Vec<i64> = events.iter().map(|e| e.retention_s).collect();
+        let cap = events
+            .iter()
+            .map(|e| e.max_pending)
+            .min()
+            .unwrap_or(u64::MAX);
+        let mut conn = self.conn().await?;
+        let stored = self
+            .run(async {
+                let tx = conn.transaction().await?;
+                if let Some(pending) = over_cap(&tx, cap, events.len() as u64).await? {
+                    return Ok(Err(pending));
+                }
+                tx.execute(
+                    "INSERT INTO status_push_destinations (target, shown)
+                 SELECT DISTINCT * FROM UNNEST($1::text[], $2::text[])
+                 ON CONFLICT (target) DO NOTHING",
+                    &[&targets, &shown],
+                )
+                .await?;
+                tx.execute(
+                    &format!(
+                        "INSERT INTO status_push_events (destination_id, build_key, event, config,
+                         documents, created_at, expires_at, budget_ms, retention_s)
+                     SELECT d.id, u.k, u.e, u.c, u.docs, {NOW_S}, {NOW_S} + u.a, u.b, u.r
+                     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                 $6::bigint[], $7::bigint[], $8::bigint[])
+                          WITH ORDINALITY AS u(t, k, e, c, docs, a, b, r, n)
+                     JOIN status_push_destinations d ON d.target = u.t
+                     ORDER BY u.n"
+                    ),
+                    &[
+                        &targets,
+                        &keys,
+                        &names,
+                        &configs,
+                        &documents,
+                        &dead_after,
+                        &budgets,
+                        &retention,
+                    ],
+                )
+                .await?;
+                tx.execute(
+                    &format!(
+                        "INSERT INTO status_push_chains AS c
+                         (destination_id, build_key, pending, next_attempt_ms)
+                     SELECT d.id, u.k, count(*), {NOW_MS}
+                     FROM UNNEST($1::text[], $2::text[]) AS u(t, k)
+                     JOIN status_push_destinations d ON d.target = u.t
+                     GROUP BY d.id, u.k
+                     ON CONFLICT (destination_id, build_key) DO UPDATE SET
+                         pending = c.pending + EXCLUDED.pending,
+                         next_attempt_ms = CASE WHEN c.pending = 0 THEN EXCLUDED.next_attempt_ms
+                                                ELSE c.next_attempt_ms END"
+                    ),
+                    &[&targets, &keys],
+                )
+                .await?;
+                tx.execute(
+                    "UPDATE status_push_destinations d SET pending = d.pending + u.n
+                 FROM (SELECT t, count(*) AS n FROM UNNEST($1::text[]) AS t GROUP BY t) u
+                 WHERE d.target = u.t",
+                    &[&targets],
+                )
+                .await?;
+                tx.commit().await?;
+                Ok(Ok(()))
+            })
             .await?;
-            tx.commit().await?;
-            Ok(Some((seq, destination)))
-        })
-        .await
+        stored.map_err(|pending| self.full(pending, cap))
     }
 
     pub(super) async fn claim(&self, claim: Claim) -> Result<Vec<Claimed>> {
@@ -716,7 +817,8 @@ impl Postgres {
             record(&tx, seq, failure).await?;
             tx.execute(
                 &format!(
-                    "UPDATE status_push_events SET dead = true, dead_at = {NOW_S} WHERE seq = $1"
+                    "UPDATE status_push_events SET dead = true, prune_at = {NOW_S} + retention_s
+                     WHERE seq = $1"
                 ),
                 &[&seq],
             )
@@ -801,7 +903,7 @@ impl Postgres {
                 }
                 tx.execute(
                     &format!(
-                        "UPDATE status_push_events SET dead = false, dead_at = NULL,
+                        "UPDATE status_push_events SET dead = false, prune_at = NULL,
                              last_error = NULL, expires_at = {NOW_S} + (expires_at - created_at)
                          WHERE seq = $1"
                     ),
@@ -874,17 +976,17 @@ impl Postgres {
             .collect())
     }
 
-    pub(super) async fn prune(&self, before_s: i64, batch: i64) -> Result<usize> {
+    pub(super) async fn prune(&self, now_s: i64, batch: i64) -> Result<usize> {
         let mut conn = self.conn().await?;
         self.run(async {
             let tx = conn.transaction().await?;
             let gone = tx
                 .query(
                     "DELETE FROM status_push_events WHERE seq IN (
-                         SELECT seq FROM status_push_events WHERE dead AND dead_at < $1
-                         ORDER BY dead_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+                         SELECT seq FROM status_push_events WHERE dead AND prune_at < $1
+                         ORDER BY prune_at LIMIT $2 FOR UPDATE SKIP LOCKED)
                      RETURNING destination_id",
-                    &[&before_s, &batch],
+                    &[&now_s, &batch],
                 )
                 .await?;
             for row in &gone {
@@ -1002,6 +1104,23 @@ async fn take(
         created_at: head.get(5),
         budget_ms: head.get(6),
     }))
+}
+
+/// `Some(pending)` when adding `adding` events would take the outbox past `cap`.
+async fn over_cap(
+    tx: &Transaction<'_>,
+    cap: u64,
+    adding: u64,
+) -> std::result::Result<Option<u64>, tokio_postgres::Error> {
+    let pending: i64 = tx
+        .query_one(
+            "SELECT COALESCE(SUM(pending), 0)::bigint FROM status_push_destinations",
+            &[],
+        )
+        .await?
+        .get(0);
+    let pending = pending.max(0) as u64;
+    Ok((pending.saturating_add(adding) > cap).then_some(pending))
 }
 
 /// The chain's failed calls if `token` still holds it (locking its row).

@@ -32,10 +32,8 @@ pub const HOUSEKEEPING: Duration = Duration::from_secs(60);
 /// Dead letters pruned per statement, so pruning never holds the database for long.
 pub const PRUNE_BATCH: i64 = 1_000;
 
-/// Dead letters are kept this long by default (`deadLetterRetentionDays`).
-pub const DEFAULT_RETENTION_DAYS: u32 = 30;
-/// Pending events an outbox holds at most by default (`maxPendingEvents`).
-pub const DEFAULT_MAX_PENDING: u64 = 1_000_000;
+// How long dead letters are kept and how many events may wait are a configuration's
+// (`deadLetterRetentionDays`, `maxPendingEvents`): their defaults are in `policy.rs`.
 
 /// The wait after the `failures`-th failed call in a row (1 for the first).
 pub fn backoff(failures: i64) -> Duration {

@@ -66,12 +66,13 @@ const CREATE: &str = "
         delivery_id TEXT NOT NULL DEFAULT '',
         attempts INTEGER NOT NULL DEFAULT 0,
         dead INTEGER NOT NULL DEFAULT 0,
-        dead_at INTEGER,
+        retention_s INTEGER NOT NULL DEFAULT 2592000,
+        prune_at INTEGER,
         last_error TEXT
     );
     CREATE INDEX events_chain ON events (destination_id, build_key, seq) WHERE dead = 0;
     CREATE INDEX events_oldest ON events (created_at) WHERE dead = 0;
-    CREATE INDEX events_dead ON events (dead_at) WHERE dead = 1;
+    CREATE INDEX events_dead ON events (prune_at) WHERE dead = 1;
     CREATE TABLE IF NOT EXISTS seen_webhook_ids (
         id TEXT PRIMARY KEY,
         seen_at INTEGER NOT NULL
@@ -121,7 +122,11 @@ impl Sqlite {
             let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
         }
         db.busy_timeout(Duration::from_secs(30)).map_err(store)?;
-        db.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")
+        // NORMAL: commits reach the WAL but are flushed only by a FULL one (`durable`) or
+        // a checkpoint. Claims, renewals and results may be undone by a power cut, which
+        // costs at most an event delivered again under its delivery id; an event itself
+        // is written by `durable`, flushed before its caller hears of it.
+        db.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
             .map_err(store)?;
         let tx = db
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -160,6 +165,27 @@ impl Sqlite {
         }
     }
 
+    /// Runs `work` in one `BEGIN IMMEDIATE` transaction flushed to the disk before it
+    /// returns (`synchronous = FULL`): what must survive a power cut (a queued event, a
+    /// dead letter made pending again).
+    async fn durable<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        self.run(move |db| {
+            db.execute_batch("PRAGMA synchronous = FULL")?;
+            let result = (|| {
+                let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let result = work(&tx)?;
+                tx.commit()?;
+                Ok(result)
+            })();
+            db.execute_batch("PRAGMA synchronous = NORMAL")?;
+            result
+        })
+        .await
+    }
+
     /// Runs `work` in one `BEGIN IMMEDIATE` transaction: it holds the file's write lock
     /// from its first statement, so no other process interleaves.
     async fn transaction<T: Send + 'static>(
@@ -181,63 +207,59 @@ impl Sqlite {
         webhook_id: Option<String>,
         replay_window_s: i64,
     ) -> Result<Option<(i64, i64)>> {
-        self.transaction(move |tx| {
-            let created = now_s();
-            if let Some(id) = &webhook_id {
-                tx.execute(
-                    "DELETE FROM seen_webhook_ids WHERE seen_at < ?1",
-                    params![created - replay_window_s],
-                )?;
-                let fresh = tx.execute(
-                    "INSERT OR IGNORE INTO seen_webhook_ids (id, seen_at) VALUES (?1, ?2)",
-                    params![id, created],
-                )?;
-                if fresh == 0 {
-                    return Ok(None);
+        let cap = event.max_pending;
+        let stored = self
+            .durable(move |tx| {
+                if let Some(pending) = over_cap(tx, cap, 1)? {
+                    return Ok(Err(pending));
                 }
-            }
-            tx.execute(
-                "INSERT INTO destinations (target, shown) VALUES (?1, ?2)
-                 ON CONFLICT (target) DO NOTHING",
-                params![event.destination, event.shown],
-            )?;
-            let destination: i64 = tx.query_row(
-                "SELECT id FROM destinations WHERE target = ?1",
-                params![event.destination],
-                |r| r.get(0),
-            )?;
-            tx.execute(
-                "INSERT INTO events (destination_id, build_key, event, config, documents,
-                                     created_at, expires_at, budget_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![
-                    destination,
-                    event.build_key,
-                    event.event,
-                    event.config,
-                    event.documents,
-                    created,
-                    created.saturating_add(event.dead_after_s),
-                    event.budget_ms,
-                ],
-            )?;
-            let seq = tx.last_insert_rowid();
-            tx.execute(
-                "INSERT INTO chains (destination_id, build_key, pending, next_attempt_ms)
-                 VALUES (?1, ?2, 1, ?3)
-                 ON CONFLICT (destination_id, build_key) DO UPDATE SET
-                     pending = pending + 1,
-                     next_attempt_ms = CASE WHEN pending = 0 THEN excluded.next_attempt_ms
-                                            ELSE next_attempt_ms END",
-                params![destination, event.build_key, now_ms()],
-            )?;
-            tx.execute(
-                "UPDATE destinations SET pending = pending + 1 WHERE id = ?1",
-                params![destination],
-            )?;
-            Ok(Some((seq, destination)))
-        })
-        .await
+                let created = now_s();
+                if let Some(id) = &webhook_id {
+                    tx.execute(
+                        "DELETE FROM seen_webhook_ids WHERE seen_at < ?1",
+                        params![created - replay_window_s],
+                    )?;
+                    let fresh = tx.execute(
+                        "INSERT OR IGNORE INTO seen_webhook_ids (id, seen_at) VALUES (?1, ?2)",
+                        params![id, created],
+                    )?;
+                    if fresh == 0 {
+                        return Ok(Ok(None));
+                    }
+                }
+                insert_one(tx, &event, created).map(|ids| Ok(Some(ids)))
+            })
+            .await?;
+        stored.map_err(|pending| self.full(pending, cap))
+    }
+
+    pub(super) async fn insert_batch(&self, events: Vec<NewEvent>) -> Result<()> {
+        let cap = events
+            .iter()
+            .map(|e| e.max_pending)
+            .min()
+            .unwrap_or(u64::MAX);
+        let stored = self
+            .durable(move |tx| {
+                if let Some(pending) = over_cap(tx, cap, events.len() as u64)? {
+                    return Ok(Err(pending));
+                }
+                let created = now_s();
+                for event in &events {
+                    insert_one(tx, event, created)?;
+                }
+                Ok(Ok(()))
+            })
+            .await?;
+        stored.map_err(|pending| self.full(pending, cap))
+    }
+
+    fn full(&self, pending: u64, cap: u64) -> OutboxError {
+        OutboxError::Full {
+            location: self.path.display().to_string(),
+            pending,
+            cap,
+        }
     }
 
     /// Due chains of closed (or probe-ready) destinations, through `chains_due`; or the
@@ -335,45 +357,38 @@ impl Sqlite {
     }
 
     /// Removes a delivered event whoever holds its chain now (it was delivered), closes
-    /// its destination's circuit, and frees the chain if this claim still holds it. Its
-    /// commit is not flushed (WAL, `synchronous = NORMAL`): a power cut may undo it, and
-    /// the event is then delivered again under the same delivery id.
+    /// its destination's circuit, and frees the chain if this claim still holds it. A power
+    /// cut may undo it (see `open`): the event is then delivered again under its id.
     pub(super) async fn delivered(&self, chain: &ChainKey, token: i64, seq: i64) -> Result<()> {
         let chain = chain.clone();
-        self.run(move |db| {
-            db.execute_batch("PRAGMA synchronous = NORMAL")?;
-            let result = (|| {
-                let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let removed = tx.execute(
-                    "DELETE FROM events WHERE seq = ?1 AND dead = 0",
-                    params![seq],
-                )?;
-                if removed == 1 {
-                    tx.execute(
-                        "UPDATE chains SET pending = pending - 1,
+        self.transaction(move |tx| {
+            let removed = tx.execute(
+                "DELETE FROM events WHERE seq = ?1 AND dead = 0",
+                params![seq],
+            )?;
+            if removed == 1 {
+                tx.execute(
+                    "UPDATE chains SET pending = pending - 1,
                              delivered_seq = MAX(delivered_seq, ?3)
                          WHERE destination_id = ?1 AND build_key = ?2",
-                        params![chain.destination, chain.build_key, seq],
-                    )?;
-                    tx.execute(
-                        "UPDATE destinations SET pending = pending - 1 WHERE id = ?1",
-                        params![chain.destination],
-                    )?;
-                }
-                tx.execute(
-                    "UPDATE chains SET claim_token = NULL, calls = 0, next_attempt_ms = ?4
-                     WHERE destination_id = ?1 AND build_key = ?2 AND claim_token = ?3",
-                    params![chain.destination, chain.build_key, token, now_ms()],
+                    params![chain.destination, chain.build_key, seq],
                 )?;
                 tx.execute(
-                    "UPDATE destinations SET failures = 0, open_until_ms = 0, last_error = NULL
-                     WHERE id = ?1",
+                    "UPDATE destinations SET pending = pending - 1 WHERE id = ?1",
                     params![chain.destination],
                 )?;
-                tx.commit()
-            })();
-            db.execute_batch("PRAGMA synchronous = FULL")?;
-            result
+            }
+            tx.execute(
+                "UPDATE chains SET claim_token = NULL, calls = 0, next_attempt_ms = ?4
+                     WHERE destination_id = ?1 AND build_key = ?2 AND claim_token = ?3",
+                params![chain.destination, chain.build_key, token, now_ms()],
+            )?;
+            tx.execute(
+                "UPDATE destinations SET failures = 0, open_until_ms = 0, last_error = NULL
+                     WHERE id = ?1 AND failures > 0",
+                params![chain.destination],
+            )?;
+            Ok(())
         })
         .await
     }
@@ -466,7 +481,7 @@ impl Sqlite {
             )?;
             record(tx, seq, &failure)?;
             tx.execute(
-                "UPDATE events SET dead = 1, dead_at = ?2 WHERE seq = ?1",
+                "UPDATE events SET dead = 1, prune_at = ?2 + retention_s WHERE seq = ?1",
                 params![seq, now_s()],
             )?;
             tx.execute(
@@ -514,7 +529,7 @@ impl Sqlite {
     }
 
     pub(super) async fn redeliver(&self, which: Redeliver, force: bool) -> Result<Redelivered> {
-        self.transaction(move |tx| {
+        self.durable(move |tx| {
             let (filter, arg): (&str, rusqlite::types::Value) = match &which {
                 Redeliver::All => ("1", rusqlite::types::Value::Null),
                 Redeliver::Seq(seq) => ("e.seq = ?1", (*seq).into()),
@@ -541,7 +556,7 @@ impl Sqlite {
                     continue;
                 }
                 tx.execute(
-                    "UPDATE events SET dead = 0, dead_at = NULL, last_error = NULL,
+                    "UPDATE events SET dead = 0, prune_at = NULL, last_error = NULL,
                          expires_at = ?2 + (expires_at - created_at)
                      WHERE seq = ?1",
                     params![seq, now],
@@ -610,18 +625,18 @@ impl Sqlite {
         .await
     }
 
-    /// Deletes up to `batch` dead letters that died before `before_s`, and chains left
-    /// with neither pending events nor dead letters.
-    pub(super) async fn prune(&self, before_s: i64, batch: i64) -> Result<usize> {
+    /// Deletes up to `batch` dead letters whose retention ran out by `now_s`, and chains
+    /// left with neither pending events nor dead letters.
+    pub(super) async fn prune(&self, now_s: i64, batch: i64) -> Result<usize> {
         self.transaction(move |tx| {
             let gone: Vec<i64> = tx
                 .prepare(
                     "DELETE FROM events WHERE seq IN (
-                         SELECT seq FROM events WHERE dead = 1 AND dead_at < ?1
-                         ORDER BY dead_at LIMIT ?2)
+                         SELECT seq FROM events WHERE dead = 1 AND prune_at < ?1
+                         ORDER BY prune_at LIMIT ?2)
                      RETURNING destination_id",
                 )?
-                .query_map(params![before_s, batch], |r| r.get(0))?
+                .query_map(params![now_s, batch], |r| r.get(0))?
                 .collect::<rusqlite::Result<_>>()?;
             for destination in &gone {
                 tx.execute(
@@ -673,6 +688,66 @@ impl Sqlite {
     }
 }
 
+/// Writes one event under its destination and chain; returns `(seq, destination id)`.
+fn insert_one(
+    tx: &Transaction<'_>,
+    event: &NewEvent,
+    created: i64,
+) -> rusqlite::Result<(i64, i64)> {
+    tx.execute(
+        "INSERT INTO destinations (target, shown) VALUES (?1, ?2)
+         ON CONFLICT (target) DO NOTHING",
+        params![event.destination, event.shown],
+    )?;
+    let destination: i64 = tx.query_row(
+        "SELECT id FROM destinations WHERE target = ?1",
+        params![event.destination],
+        |r| r.get(0),
+    )?;
+    tx.execute(
+        "INSERT INTO events (destination_id, build_key, event, config, documents,
+                             created_at, expires_at, budget_ms, retention_s)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            destination,
+            event.build_key,
+            event.event,
+            event.config,
+            event.documents,
+            created,
+            created.saturating_add(event.dead_after_s),
+            event.budget_ms,
+            event.retention_s,
+        ],
+    )?;
+    let seq = tx.last_insert_rowid();
+    tx.execute(
+        "INSERT INTO chains (destination_id, build_key, pending, next_attempt_ms)
+         VALUES (?1, ?2, 1, ?3)
+         ON CONFLICT (destination_id, build_key) DO UPDATE SET
+             pending = pending + 1,
+             next_attempt_ms = CASE WHEN pending = 0 THEN excluded.next_attempt_ms
+                                    ELSE next_attempt_ms END",
+        params![destination, event.build_key, now_ms()],
+    )?;
+    tx.execute(
+        "UPDATE destinations SET pending = pending + 1 WHERE id = ?1",
+        params![destination],
+    )?;
+    Ok((seq, destination))
+}
+
+/// `Some(pending)` when adding `adding` events would take the outbox past `cap`.
+fn over_cap(tx: &Transaction<'_>, cap: u64, adding: u64) -> rusqlite::Result<Option<u64>> {
+    let pending: i64 = tx.query_row(
+        "SELECT COALESCE(SUM(pending), 0) FROM destinations",
+        [],
+        |r| r.get(0),
+    )?;
+    let pending = pending.max(0) as u64;
+    Ok((pending.saturating_add(adding) > cap).then_some(pending))
+}
+
 /// Brings a file from `version` to [`SCHEMA_VERSION`] inside the opening transaction.
 fn migrate(tx: &Transaction<'_>, version: i64) -> rusqlite::Result<()> {
     let has_events: bool = tx.query_row(
@@ -702,10 +777,10 @@ fn migrate(tx: &Transaction<'_>, version: i64) -> rusqlite::Result<()> {
         tx.execute(
             "INSERT INTO events (seq, destination_id, build_key, event, config, documents,
                                  created_at, expires_at, budget_ms, delivery_id, attempts,
-                                 dead, dead_at, last_error)
+                                 dead, prune_at, last_error)
              SELECT e.seq, d.id, e.build_key, e.event, e.config, e.documents, e.created_at,
                     e.expires_at, e.budget_ms, e.delivery_id, e.attempts, e.dead,
-                    CASE WHEN e.dead THEN e.created_at END, e.last_error
+                    CASE WHEN e.dead THEN e.created_at + 2592000 END, e.last_error
              FROM events_v2 e, destinations d WHERE e.seq = ?1 AND d.target = ?2",
             params![seq, target],
         )?;

@@ -97,6 +97,8 @@ class Options:
     signingSecret: Any = None
     caFile: Optional[str] = None
     deadLetterAfterSeconds: Optional[int] = None
+    deadLetterRetentionDays: Optional[int] = None
+    maxPendingEvents: Optional[int] = None
     maxBodyBytes: Optional[int] = None
     wasm_path: Optional[str] = None
     # A file path, or a postgresql:// URL shared by several masters; "default":

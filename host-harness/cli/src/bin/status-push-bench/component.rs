@@ -343,7 +343,7 @@ fn load_average() -> String {
 
 /// A receiver that only counts and answers 200, on its own thread and single-threaded
 /// tokio runtime; its origin and thread id.
-fn counting_receiver(
+pub(crate) fn counting_receiver(
     counter: Arc<AtomicU64>,
     connections: Arc<AtomicU64>,
 ) -> Result<(String, i32)> {

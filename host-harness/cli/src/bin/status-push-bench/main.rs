@@ -11,6 +11,7 @@ use status_push_cli::output;
 use status_push_host::HostError;
 
 mod component;
+mod outbox;
 
 /// Warnings from the host, and what the component writes to stderr: as `status-push`.
 const DEFAULT_LOG: &str = "warn,wasmtime_wasi_http=error,status_push::guest=info";
@@ -38,6 +39,10 @@ enum Command {
     /// start, memory, size. The last lines are `cpu per event: …` and the ratios
     /// `component/native-same-work` and `component/byte-replay`.
     Component(component::Args),
+    /// Claims and deliveries with a backlog: N events pending for a refusing destination,
+    /// D due for one that answers at once, K couriers. The last lines are
+    /// `claim p99: X ms at N pending` and `delivered per second: Y with K workers`.
+    Outbox(outbox::Args),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +63,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Component(args) => component::run(&loader, &args).await,
+            Command::Outbox(args) => outbox::run(&loader, &args).await,
         }
     });
     match result {

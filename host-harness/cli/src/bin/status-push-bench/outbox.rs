@@ -1,0 +1,199 @@
+//! `status-push-bench outbox`: the outbox's claims and deliveries with a backlog. It
+//! queues `--pending` events for a destination that refuses connections and `--due` for
+//! a loopback receiver that answers at once (not timed), then runs `--workers` couriers,
+//! each with its own connection, until the due events are delivered. The backlog sits
+//! behind its destination's open circuit, so claims should not notice it. Ends with
+//! exactly two lines: `claim p99: X ms at N pending` and
+//! `delivered per second: Y with K workers` (Y counts the due events).
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use status_push_cli::loader::Loader;
+use status_push_host::outbox::{Accepted, Courier, Location, Observer, Outbox, Report, Settled};
+use status_push_host::Event;
+use tokio::sync::Notify;
+
+/// Options of `outbox`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The outbox: a SQLite file or a postgresql:// URL. It must hold no pending event.
+    #[arg(long, value_name = "FILE|URL")]
+    outbox: String,
+    /// Events queued for a destination that refuses connections: the backlog.
+    #[arg(long, default_value_t = 0)]
+    pending: usize,
+    /// Events queued for a destination that answers at once; the run ends when they are
+    /// delivered.
+    #[arg(long, default_value_t = 2_000)]
+    due: usize,
+    /// Couriers delivering at once, each with its own connection to the outbox.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+}
+
+/// Events written per transaction while queueing.
+const CHUNK: usize = 10_000;
+
+/// What the couriers did: claim times, and the due events delivered.
+struct Tally {
+    claims: Mutex<Vec<Duration>>,
+    delivered: AtomicUsize,
+    due: usize,
+    live: String,
+}
+
+impl Observer for Tally {
+    fn reported(&self, report: &Report<'_>) {
+        if report.settled == Settled::Done && report.claimed.destination == self.live {
+            self.delivered.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn claimed(&self, took: Duration, _claimed: usize) {
+        if let Ok(mut claims) = self.claims.lock() {
+            claims.push(took);
+        }
+    }
+}
+
+/// `outbox`'s measurement.
+pub async fn run(loader: &Loader, args: &Args) -> Result<ExitCode> {
+    if args.due == 0 || args.workers == 0 {
+        bail!("--due and --workers must be at least 1");
+    }
+    let location = Location::parse(args.outbox.as_ref())?;
+    let runtime = loader.load()?;
+    let setup = Outbox::open(&location).await?;
+    if setup.counts().await?.pending > 0 {
+        bail!("{location} already holds pending events: give a fresh outbox");
+    }
+    let counter = Arc::new(AtomicU64::new(0));
+    let (origin, _) =
+        crate::component::counting_receiver(counter.clone(), Arc::new(AtomicU64::new(0)))?;
+    let refused = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    // Nothing listens there once the probe socket is gone.
+    let dead = format!("http://{refused}/backlog");
+    let live = format!("{origin}/due");
+    let queued = Instant::now();
+    queue(&setup, &dead, args.pending, "backlog").await?;
+    queue(&setup, &live, args.due, "due").await?;
+    let counts = setup.counts().await?;
+    println!(
+        "status-push-bench outbox: {location}, {} pending for a refusing destination, {} due, {} worker(s), queued in {:.1} s, load {}",
+        args.pending,
+        args.due,
+        args.workers,
+        queued.elapsed().as_secs_f64(),
+        load_average()
+    );
+
+    let tally = Arc::new(Tally {
+        claims: Mutex::new(Vec::new()),
+        delivered: AtomicUsize::new(0),
+        due: args.due,
+        live: live_destination(&origin),
+    });
+    let mut outboxes = Vec::new();
+    for _ in 0..args.workers {
+        outboxes.push(Outbox::open(&location).await?);
+    }
+    let wake = Notify::new();
+    let started = Instant::now();
+    let runtime = &runtime;
+    let couriers = outboxes.iter().map(|outbox| {
+        let tally = tally.clone();
+        let wake = &wake;
+        async move {
+            let stop = async {
+                while tally.delivered.load(Ordering::Relaxed) < tally.due {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            };
+            Courier::new(outbox, runtime)
+                .with_observer(&*tally)
+                .run(wake, stop, Duration::from_secs(5))
+                .await;
+        }
+    });
+    let deadline = Duration::from_secs(600);
+    tokio::time::timeout(deadline, futures::future::join_all(couriers))
+        .await
+        .context("the due events were not delivered within 10 minutes")?;
+    let elapsed = started.elapsed();
+    let delivered = tally.delivered.load(Ordering::Relaxed);
+    let mut claims = tally.claims.lock().map(|c| c.clone()).unwrap_or_default();
+    claims.sort();
+    let pick = |q: f64| {
+        claims
+            .get(((claims.len() as f64 * q).ceil() as usize).saturating_sub(1))
+            .copied()
+            .unwrap_or_default()
+    };
+    println!(
+        "claims: {}, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; receiver got {} request(s); outbox had {} pending, {} open circuit(s)",
+        claims.len(),
+        ms(pick(0.5)),
+        ms(pick(0.99)),
+        ms(claims.last().copied().unwrap_or_default()),
+        counter.load(Ordering::Relaxed),
+        counts.pending,
+        setup.counts().await?.open_circuits,
+    );
+    println!(
+        "claim p99: {:.2} ms at {} pending",
+        ms(pick(0.99)),
+        args.pending
+    );
+    println!(
+        "delivered per second: {:.0} with {} workers",
+        delivered as f64 / elapsed.as_secs_f64(),
+        args.workers
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The destination as the outbox shows it (the receiver's origin, port included).
+fn live_destination(origin: &str) -> String {
+    let port = origin.rsplit(':').next().unwrap_or_default();
+    format!("http://127.0.0.1:{port}")
+}
+
+/// Queues `n` events for `url`, each its own build (its own chain).
+async fn queue(outbox: &Outbox, url: &str, n: usize, tag: &str) -> Result<()> {
+    let config = serde_json::json!({"serverUrl": url, "maxAttempts": 1}).to_string();
+    let documents = include_str!("../../../demo/started.json");
+    let keys: Vec<String> = (0..n).map(|i| format!("bench-{tag}|{i}")).collect();
+    for chunk in keys.chunks(CHUNK) {
+        let events: Vec<Accepted<'_>> = chunk
+            .iter()
+            .map(|key| Accepted {
+                config_json: &config,
+                destination: url,
+                event: Event::Started,
+                documents_json: documents,
+                build_key: key,
+                dead_after: Duration::from_secs(86_400),
+                retention: Duration::from_secs(86_400),
+                max_pending: u64::MAX,
+                report_budget: Duration::from_secs(30),
+                webhook_id: None,
+            })
+            .collect();
+        outbox.accept_batch(&events).await?;
+    }
+    Ok(())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
