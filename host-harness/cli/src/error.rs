@@ -69,7 +69,11 @@ impl CliError {
             CliError::Outbox(OutboxError::Host(e)) => host_code(e),
             // Not queued, as a failed push is not delivered: try again later.
             CliError::Outbox(OutboxError::Full { .. }) => 1,
-            CliError::Outbox(OutboxError::NoSuchDeadLetter(_) | OutboxError::Location { .. }) => 2,
+            CliError::Outbox(
+                OutboxError::NoSuchDeadLetter(_)
+                | OutboxError::Superseded(_)
+                | OutboxError::Location { .. },
+            ) => 2,
             CliError::Outbox(_) | CliError::System { .. } => 3,
         }
     }

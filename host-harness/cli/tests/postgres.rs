@@ -446,3 +446,63 @@ async fn sslmode_require_is_tls_verified_against_sslrootcert() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("sslrootcert"), "{err}");
 }
+
+/// An idle courier on PostgreSQL `LISTEN`s: an event queued by another host wakes it at
+/// once. Its idle poll is set to a minute here, so only the notification can.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_event_wakes_an_idle_courier_through_listen_notify() {
+    use status_push_host::outbox::Courier;
+
+    let pg = Postgres::start("listen");
+    let location = Location::parse(pg.url().as_ref()).unwrap();
+    let runtime = Runtime::load(&wasm()).unwrap();
+    let receiver = Receiver::start(0).await.unwrap();
+    let courier_side = Outbox::open(&location).await.unwrap();
+    let writer = Outbox::open(&location).await.unwrap();
+    // The listener itself hears a queued event.
+    let mut listener = courier_side
+        .listen()
+        .await
+        .unwrap()
+        .expect("PostgreSQL listens");
+    writer
+        .enqueue(
+            &runtime,
+            &json!({"serverUrl": "http://127.0.0.1:9/x"}).to_string(),
+            Event::Started,
+            &documents("started", 76),
+        )
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), listener.next())
+        .await
+        .expect("notified")
+        .expect("the listening connection is up");
+    let wake = tokio::sync::Notify::new();
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let courier = Courier::new(&courier_side, &runtime).with_poll(Duration::from_secs(60));
+    let config = json!({"serverUrl": format!("{}/hook", receiver.origin())}).to_string();
+    let timing = async {
+        // Idle long enough for the courier to be listening and asleep.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        let queued = Instant::now();
+        writer
+            .enqueue(&runtime, &config, Event::Started, &documents("started", 77))
+            .await
+            .unwrap();
+        let got = receiver.wait_for(1, Duration::from_secs(10)).await;
+        let took = queued.elapsed();
+        let _ = stop.send(true);
+        (got.len(), took)
+    };
+    let run = courier.run(
+        &wake,
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        },
+        Duration::from_secs(1),
+    );
+    let ((arrived, took), ()) = tokio::join!(timing, run);
+    assert_eq!(arrived, 1);
+    assert!(took < Duration::from_secs(5), "woken after {took:?}");
+}

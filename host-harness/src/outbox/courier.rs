@@ -82,6 +82,9 @@ pub struct Courier<'a> {
     outbox: &'a Outbox,
     runtime: &'a Runtime,
     observer: &'a dyn Observer,
+    /// How often an idle courier looks at the outbox; `None`: [`schedule::POLL`], or
+    /// [`schedule::POLL_LISTENING`] with a listener.
+    poll: Option<Duration>,
 }
 
 impl<'a> Courier<'a> {
@@ -91,7 +94,15 @@ impl<'a> Courier<'a> {
             outbox,
             runtime,
             observer: &LogOnly,
+            poll: None,
         }
+    }
+
+    /// Looks at an idle outbox every `poll` instead of the schedule's interval (what comes
+    /// due with time is then found that much later).
+    pub fn with_poll(mut self, poll: Duration) -> Courier<'a> {
+        self.poll = Some(poll);
+        self
     }
 
     /// The same, telling `observer` of every settled call.
@@ -107,6 +118,15 @@ impl<'a> Courier<'a> {
         let mut stop = pin!(stop);
         let mut in_flight = FuturesUnordered::new();
         let mut housekeeping = Instant::now();
+        // With a listener (PostgreSQL), queued events wake the courier; polling then only
+        // catches what comes due with time (backoffs, probes, leases of dead hosts).
+        let mut listener = match self.outbox.listen().await {
+            Ok(listener) => listener,
+            Err(e) => {
+                self.observer.trouble(&e);
+                None
+            }
+        };
         loop {
             let room = in_flight.len();
             for head in alongside(self.claim_room(room), &mut in_flight).await {
@@ -116,10 +136,25 @@ impl<'a> Courier<'a> {
                 housekeeping = Instant::now();
                 alongside(self.housekeeping(), &mut in_flight).await;
             }
+            let poll = self.poll.unwrap_or(if listener.is_some() {
+                schedule::POLL_LISTENING
+            } else {
+                schedule::POLL
+            });
+            let notified = async {
+                match listener.as_mut() {
+                    Some(l) => l.next().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 Some(_) = in_flight.next(), if !in_flight.is_empty() => {}
                 () = wake.notified() => {}
-                () = tokio::time::sleep(schedule::POLL) => {}
+                woken = notified => if woken.is_none() {
+                    // The listening connection is gone: poll as without one.
+                    listener = None;
+                },
+                () = tokio::time::sleep(poll) => {}
                 () = &mut stop => break,
             }
         }
@@ -145,6 +180,7 @@ impl<'a> Courier<'a> {
             outbox: self.outbox,
             runtime: self.runtime,
             observer: &Tee(self.observer, &counter),
+            poll: self.poll,
         };
         let mut in_flight = FuturesUnordered::new();
         loop {

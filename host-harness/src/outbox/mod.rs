@@ -872,6 +872,15 @@ impl Outbox {
         }
     }
 
+    /// A listener for queued events, where the backend has one (PostgreSQL); `None` for
+    /// SQLite, whose couriers share a host and poll.
+    pub async fn listen(&self) -> Result<Option<Listener>, OutboxError> {
+        match &self.store {
+            Store::Sqlite(_) => Ok(None),
+            Store::Postgres(p) => p.listen().await.map(Some),
+        }
+    }
+
     /// Lists the dead letters, oldest first.
     pub async fn dead_letters(&self) -> Result<Vec<Entry>, OutboxError> {
         store!(self.entries(true))
@@ -913,6 +922,30 @@ fn open_lock(path: &Path) -> Result<File, OutboxError> {
             path: path.to_path_buf(),
             source,
         })
+}
+
+/// Tells an idle courier that events were queued (PostgreSQL's `LISTEN`); keeps its
+/// connection open while it lives.
+pub struct Listener {
+    notified: tokio::sync::mpsc::Receiver<()>,
+    _connection: Box<dyn std::any::Any + Send + Sync>,
+}
+
+impl Listener {
+    fn new(
+        notified: tokio::sync::mpsc::Receiver<()>,
+        connection: impl std::any::Any + Send + Sync,
+    ) -> Listener {
+        Listener {
+            notified,
+            _connection: Box::new(connection),
+        }
+    }
+
+    /// Waits for the next notification; `None` once the connection is gone.
+    pub async fn next(&mut self) -> Option<()> {
+        self.notified.recv().await
+    }
 }
 
 /// The courier lock of a SQLite outbox; see [`Outbox::courier_lock`].

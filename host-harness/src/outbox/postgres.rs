@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::sync::{Mutex, MutexGuard};
 use tokio_postgres::config::SslMode;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
-use tokio_postgres::{Client, Connection, GenericClient, NoTls, Socket, Transaction};
+use tokio_postgres::{AsyncMessage, Client, Connection, GenericClient, NoTls, Socket, Transaction};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{
@@ -33,6 +33,11 @@ const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections a host keeps: claims, settlements and inserts each take one for their
 /// transaction.
 const CONNECTIONS: usize = 4;
+
+/// Sent in every transaction that makes events pending (at its commit): idle couriers
+/// `LISTEN` and wake at once instead of polling.
+const CHANNEL: &str = "status_push_events";
+const NOTIFY: &str = "NOTIFY status_push_events";
 
 /// The server's clock, in seconds and milliseconds: every host compares against one clock.
 const NOW_S: &str = "floor(extract(epoch FROM clock_timestamp()))::bigint";
@@ -330,6 +335,44 @@ impl Postgres {
         Ok(client)
     }
 
+    /// A connection of its own that `LISTEN`s for queued events: each notification is a
+    /// message on the returned channel. Closed when the listener is dropped.
+    pub(super) async fn listen(&self) -> Result<super::Listener> {
+        match self.url.tls()? {
+            Some(tls) => self.listen_with(tls).await,
+            None => self.listen_with(NoTls).await,
+        }
+    }
+
+    async fn listen_with<T>(&self, tls: T) -> Result<super::Listener>
+    where
+        T: MakeTlsConnect<Socket>,
+        T::Stream: Send + 'static,
+        T::TlsConnect: Send,
+        <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+    {
+        let (client, mut connection) = self.run(self.url.config().connect(tls)).await?;
+        let (sender, receiver) = tokio::sync::mpsc::channel(1);
+        let shown = self.url.shown.clone();
+        tokio::spawn(async move {
+            let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(message) = futures::StreamExt::next(&mut messages).await {
+                match message {
+                    // A full channel already says "look": nothing is lost by dropping.
+                    Ok(AsyncMessage::Notification(_)) => drop(sender.try_send(())),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!("outbox {shown}: listener lost: {}", super::one_line(&e));
+                        break;
+                    }
+                }
+            }
+        });
+        self.run(client.batch_execute(&format!("LISTEN {CHANNEL}")))
+            .await?;
+        Ok(super::Listener::new(receiver, client))
+    }
+
     /// A connection of this host's, free for a transaction.
     async fn conn(&self) -> Result<Connected<'_>> {
         let free = self.slots.iter().find_map(|slot| slot.try_lock().ok());
@@ -435,6 +478,7 @@ impl Postgres {
                     &[&destination],
                 )
                 .await?;
+                tx.batch_execute(NOTIFY).await?;
                 tx.commit().await?;
                 Ok(Ok(Some((seq, destination))))
             })
@@ -527,6 +571,7 @@ impl Postgres {
                     &[&targets],
                 )
                 .await?;
+                tx.batch_execute(NOTIFY).await?;
                 tx.commit().await?;
                 Ok(Ok(()))
             })
@@ -930,6 +975,9 @@ impl Postgres {
                 )
                 .await?;
                 done.revived += 1;
+            }
+            if done.revived > 0 {
+                tx.batch_execute(NOTIFY).await?;
             }
             tx.commit().await?;
             Ok(done)

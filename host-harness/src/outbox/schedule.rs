@@ -27,6 +27,9 @@ pub const MAX_IN_FLIGHT: usize = 16;
 /// How often an idle courier looks at the outbox when nothing wakes it (another process
 /// may have queued events).
 pub const POLL: Duration = Duration::from_millis(250);
+/// How often a courier that `LISTEN`s (PostgreSQL) looks at an outbox nothing woke it
+/// for: only what comes due with time (a backoff, a probe, a dead host's lease).
+pub const POLL_LISTENING: Duration = Duration::from_secs(1);
 /// How often the courier prunes old dead letters.
 pub const HOUSEKEEPING: Duration = Duration::from_secs(60);
 /// Dead letters pruned per statement, so pruning never holds the database for long.

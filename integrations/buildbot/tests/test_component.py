@@ -221,3 +221,44 @@ def test_without_an_outbox_events_of_a_build_go_one_after_another(monkeypatch):
     calls[1].callback(None)
     calls[2].callback(None)
     assert reporter._direct == {}
+
+
+def test_the_courier_stops_within_its_grace_with_calls_hanging(tmp_path: Path) -> None:
+    """100 builds whose receiver takes each request and never answers: stop returns within
+    the grace (and far inside stopService's 10 s), the events left pending."""
+    import socket
+    import time
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(200)
+    held: list = []
+
+    def hold() -> None:
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            held.append(connection)
+
+    threading.Thread(target=hold, daemon=True).start()
+    port = listener.getsockname()[1]
+    host = shared_host(WASM)
+    outbox = Outbox(str(tmp_path / "outbox.sqlite"))
+    config = json.dumps(
+        {"serverUrl": f"http://127.0.0.1:{port}/hang", "timeoutSeconds": 120,
+         "retryDeadlineSeconds": 120}
+    )
+    event = (FIXTURES / "default_start_finish" / "started.json").read_text()
+    for buildid in range(100):
+        documents = json.loads(event)
+        documents["build"]["buildid"] = 1000 + buildid
+        outbox.write(host, config, "started", json.dumps(documents))
+    courier = Courier(host, outbox, lambda entry: None, 2.0)
+    _until(lambda: len(held) >= 16)  # a courier's calls in flight, all hanging
+    started = time.monotonic()
+    assert courier.stop()
+    assert time.monotonic() - started < 10
+    assert outbox.counts()[0] == 100, "nothing lost"
+    listener.close()
