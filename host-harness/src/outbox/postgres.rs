@@ -38,6 +38,9 @@ const CONNECTIONS: usize = 4;
 /// `LISTEN` and wake at once instead of polling.
 const CHANNEL: &str = "status_push_events";
 const NOTIFY: &str = "NOTIFY status_push_events";
+/// A transaction whose commit is flushed before it returns: an event written, a dead
+/// letter made pending again.
+const DURABLE: &str = "SET LOCAL synchronous_commit = on";
 
 /// The server's clock, in seconds and milliseconds: every host compares against one clock.
 const NOW_S: &str = "floor(extract(epoch FROM clock_timestamp()))::bigint";
@@ -314,8 +317,12 @@ impl Postgres {
         };
         // Server-side bounds: a statement that runs too long is cancelled by the server,
         // not only abandoned by this host.
+        // `synchronous_commit = off`: claims, renewals and results return before their
+        // commit is flushed; a server crash may undo the last of them, which costs at most
+        // an event delivered again under its delivery id. Events themselves are written
+        // with `SET LOCAL synchronous_commit = on` (`DURABLE`).
         let limits = format!(
-            "SET statement_timeout = {}; SET lock_timeout = {};",
+            "SET statement_timeout = {}; SET lock_timeout = {}; SET synchronous_commit = off;",
             STATEMENT_TIMEOUT.as_millis(),
             LOCK_TIMEOUT.as_millis()
         );
@@ -401,6 +408,7 @@ impl Postgres {
         let stored = self
             .run(async {
                 let tx = conn.transaction().await?;
+                tx.batch_execute(DURABLE).await?;
                 if let Some(pending) = over_cap(&tx, cap, 1).await? {
                     return Ok(Err(pending));
                 }
@@ -515,6 +523,7 @@ impl Postgres {
         let stored = self
             .run(async {
                 let tx = conn.transaction().await?;
+                tx.batch_execute(DURABLE).await?;
                 if let Some(pending) = over_cap(&tx, cap, events.len() as u64).await? {
                     return Ok(Err(pending));
                 }
@@ -654,27 +663,15 @@ impl Postgres {
                         }
                     }
                     let want = if probe { 1 } else { room as i64 };
-                    let keys = tx
-                        .query(
-                            &format!(
-                                "SELECT build_key FROM status_push_chains
-                                 WHERE destination_id = $1 AND pending > 0
-                                   AND next_attempt_ms <= {NOW_MS}
-                                 ORDER BY next_attempt_ms LIMIT $2
-                                 FOR UPDATE SKIP LOCKED"
-                            ),
-                            &[&destination, &want],
-                        )
-                        .await?;
                     let before = taken.len();
-                    for key in keys {
+                    for (build_key, row) in
+                        take_due(&tx, destination, want, claim.token, lease).await?
+                    {
                         let chain = ChainKey {
                             destination,
-                            build_key: key.get(0),
+                            build_key,
                         };
-                        if let Some(row) = take(&tx, &chain, claim.token, lease).await? {
-                            taken.push((chain, probe, shown.clone(), row));
-                        }
+                        taken.push((chain, probe, shown.clone(), row));
                     }
                     if probe && taken.len() == before {
                         reopen(&tx, destination).await?;
@@ -722,48 +719,33 @@ impl Postgres {
     /// Removes a delivered event whoever holds its chain now (it was delivered), closes
     /// its destination's circuit, and frees the chain if this claim still holds it.
     pub(super) async fn delivered(&self, chain: &ChainKey, token: i64, seq: i64) -> Result<()> {
-        let mut conn = self.conn().await?;
-        self.run(async {
-            let tx = conn.transaction().await?;
-            let removed = tx
-                .execute(
-                    "DELETE FROM status_push_events WHERE seq = $1 AND NOT dead",
-                    &[&seq],
-                )
-                .await?;
-            if removed == 1 {
-                tx.execute(
-                    "UPDATE status_push_chains SET pending = pending - 1,
-                         delivered_seq = GREATEST(delivered_seq, $3)
-                     WHERE destination_id = $1 AND build_key = $2",
-                    &[&chain.destination, &chain.build_key, &seq],
-                )
-                .await?;
-                tx.execute(
-                    "UPDATE status_push_destinations SET pending = pending - 1 WHERE id = $1",
-                    &[&chain.destination],
-                )
-                .await?;
-            }
-            tx.execute(
-                &format!(
-                    "UPDATE status_push_chains SET claim_token = NULL, calls = 0,
-                         next_attempt_ms = {NOW_MS}
-                     WHERE destination_id = $1 AND build_key = $2 AND claim_token = $3"
-                ),
-                &[&chain.destination, &chain.build_key, &token],
-            )
-            .await?;
-            tx.execute(
-                "UPDATE status_push_destinations SET failures = 0, open_until_ms = 0,
-                     last_error = NULL
-                 WHERE id = $1 AND failures > 0",
-                &[&chain.destination],
-            )
-            .await?;
-            tx.commit().await
-        })
+        // One statement: the event removed whoever holds its chain now (it was delivered),
+        // the counters moved only if it was still there, the chain freed only if this
+        // claim still holds it, the destination's circuit closed.
+        let conn = self.conn().await?;
+        self.run(conn.execute(
+            &format!(
+                "WITH removed AS (
+                     DELETE FROM status_push_events WHERE seq = $3 AND NOT dead RETURNING seq),
+                 chain AS (
+                     UPDATE status_push_chains SET
+                         pending = pending - (SELECT count(*) FROM removed),
+                         delivered_seq = GREATEST(delivered_seq, $3),
+                         claim_token = CASE WHEN claim_token = $4 THEN NULL ELSE claim_token END,
+                         calls = CASE WHEN claim_token = $4 THEN 0 ELSE calls END,
+                         next_attempt_ms = CASE WHEN claim_token = $4 THEN {NOW_MS}
+                                                ELSE next_attempt_ms END
+                     WHERE destination_id = $1 AND build_key = $2 RETURNING 1)
+                 UPDATE status_push_destinations SET
+                     pending = pending - (SELECT count(*) FROM removed),
+                     failures = 0, open_until_ms = 0, last_error = NULL
+                 WHERE id = $1 AND (failures > 0 OR EXISTS (SELECT 1 FROM removed))
+                   AND EXISTS (SELECT 1 FROM chain)"
+            ),
+            &[&chain.destination, &chain.build_key, &seq, &token],
+        ))
         .await
+        .map(drop)
     }
 
     pub(super) async fn retry(
@@ -919,6 +901,7 @@ impl Postgres {
         let mut conn = self.conn().await?;
         self.run(async {
             let tx = conn.transaction().await?;
+            tx.batch_execute(DURABLE).await?;
             let select = "SELECT e.seq, e.destination_id, e.build_key,
                                  COALESCE(c.delivered_seq, 0)
                           FROM status_push_events e LEFT JOIN status_push_chains c
@@ -1101,6 +1084,73 @@ impl Postgres {
     pub(super) fn url(&self) -> &PostgresUrl {
         &self.url
     }
+}
+
+/// Takes up to `want` due chains of `destination` under `token` for one lease, with their
+/// heads, in one statement: a round trip per destination, not per chain.
+async fn take_due(
+    tx: &Transaction<'_>,
+    destination: i64,
+    want: i64,
+    token: i64,
+    lease: i64,
+) -> std::result::Result<Vec<(String, Row)>, tokio_postgres::Error> {
+    let rows = tx
+        .query(
+            &format!(
+                "WITH picked AS (
+                     SELECT build_key FROM status_push_chains
+                     WHERE destination_id = $1 AND pending > 0 AND next_attempt_ms <= {NOW_MS}
+                     ORDER BY next_attempt_ms LIMIT $2
+                     FOR UPDATE SKIP LOCKED),
+                 taken AS (
+                     UPDATE status_push_chains c
+                     SET claim_token = $3, next_attempt_ms = {NOW_MS} + $4
+                     FROM picked p WHERE c.destination_id = $1 AND c.build_key = p.build_key
+                     RETURNING c.build_key)
+                 SELECT t.build_key, e.seq, e.event, e.config, e.documents,
+                        e.expires_at <= {NOW_S}, e.created_at, e.budget_ms
+                 FROM taken t LEFT JOIN LATERAL (
+                     SELECT * FROM status_push_events h
+                     WHERE h.destination_id = $1 AND h.build_key = t.build_key AND NOT h.dead
+                     ORDER BY h.seq LIMIT 1) e ON true"
+            ),
+            &[&destination, &want, &token, &lease],
+        )
+        .await?;
+    let mut taken = Vec::with_capacity(rows.len());
+    for row in rows {
+        let build_key: String = row.get(0);
+        let head = row
+            .get::<_, Option<&str>>(2)
+            .and_then(|name| name.parse::<Event>().ok());
+        match (row.get::<_, Option<i64>>(1), head) {
+            (Some(seq), Some(event)) => taken.push((
+                build_key,
+                Row {
+                    seq,
+                    event,
+                    config: row.get(3),
+                    documents: row.get(4),
+                    expired: row.get(5),
+                    created_at: row.get(6),
+                    budget_ms: row.get(7),
+                },
+            )),
+            // The counter ran ahead of the events (a hand-edited table), or the head
+            // names no event this build knows: set the chain right, or leave it be.
+            (None, _) => {
+                tx.execute(
+                    "UPDATE status_push_chains SET pending = 0, claim_token = NULL
+                     WHERE destination_id = $1 AND build_key = $2",
+                    &[&destination, &build_key],
+                )
+                .await?;
+            }
+            (Some(_), None) => {}
+        }
+    }
+    Ok(taken)
 }
 
 /// Takes `chain` under `token` for one lease; its head, if it has one.
