@@ -114,14 +114,32 @@ impl Sqlite {
             path: path.to_path_buf(),
             source,
         };
-        let created = !path.exists();
+        let unusable = |message: String| OutboxError::Location {
+            location: path.display().to_string(),
+            message,
+        };
+        refuse_shared(path).map_err(&unusable)?;
         let mut db = Connection::open(path).map_err(store)?;
-        #[cfg(unix)]
-        if created {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
-        }
         db.busy_timeout(Duration::from_secs(30)).map_err(store)?;
+        // A deleted row (a delivered event, its configuration's secrets) is overwritten,
+        // not left in free pages.
+        db.execute_batch("PRAGMA secure_delete = ON;")
+            .map_err(store)?;
+        // A damaged file is named at open, not at the first delivery that reads a bad page.
+        let check: rusqlite::Result<String> = db.query_row("PRAGMA quick_check", [], |r| r.get(0));
+        match check {
+            Ok(verdict) if verdict == "ok" => {}
+            Ok(verdict) => {
+                return Err(unusable(format!(
+                    "is damaged (quick_check: {verdict}); move it aside and restore a backup"
+                )))
+            }
+            Err(e) => {
+                return Err(unusable(format!(
+                    "is not a readable outbox ({e}); move it aside and restore a backup"
+                )))
+            }
+        }
         // NORMAL: commits reach the WAL but are flushed only by a FULL one (`durable`) or
         // a checkpoint. Claims, renewals and results may be undone by a power cut, which
         // costs at most an event delivered again under its delivery id; an event itself
@@ -146,6 +164,7 @@ impl Sqlite {
                 .map_err(store)?;
         }
         tx.commit().map_err(store)?;
+        owner_only(path);
         Ok(Sqlite {
             path: path.to_path_buf(),
             db: Arc::new(Mutex::new(db)),
@@ -748,6 +767,40 @@ fn over_cap(tx: &Transaction<'_>, cap: u64, adding: u64) -> rusqlite::Result<Opt
     Ok((pending.saturating_add(adding) > cap).then_some(pending))
 }
 
+/// Refuses an outbox file that its group or others may read: it holds configurations,
+/// credentials included. Refused rather than fixed, so that whoever made it so decides.
+fn refuse_shared(path: &Path) -> std::result::Result<(), String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(format!(
+                    "is readable by its group or others (mode {mode:o}) and holds credentials: \
+                     chmod 600 {}",
+                    path.display()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The file and its WAL and shared-memory files readable by their owner only (SQLite
+/// creates the latter two with the process's umask).
+fn owner_only(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = path.as_os_str().to_owned();
+            file.push(suffix);
+            let _ = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600));
+        }
+    }
+}
+
 /// Brings a file from `version` to [`SCHEMA_VERSION`] inside the opening transaction.
 fn migrate(tx: &Transaction<'_>, version: i64) -> rusqlite::Result<()> {
     let has_events: bool = tx.query_row(
@@ -952,6 +1005,7 @@ mod tests {
                     .unwrap();
                 }
             }
+            owner_only(&path);
             let sqlite = Sqlite::open(&path).unwrap();
             let db = lock(&sqlite.db);
             let v: i64 = db
@@ -988,6 +1042,42 @@ mod tests {
     }
 
     #[test]
+    fn an_outbox_others_may_read_or_a_damaged_one_is_refused_with_one_line() {
+        use std::os::unix::fs::PermissionsExt;
+        let path = temp("hygiene");
+        drop(Sqlite::open(&path).unwrap());
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = path.as_os_str().to_owned();
+            file.push(suffix);
+            if let Ok(meta) = std::fs::metadata(&file) {
+                assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{suffix}");
+            }
+        }
+        let db = Connection::open(&path).unwrap();
+        let secure: i64 = Sqlite::open(&path)
+            .map(|s| {
+                lock(&s.db)
+                    .query_row("PRAGMA secure_delete", [], |r| r.get(0))
+                    .unwrap()
+            })
+            .unwrap();
+        assert_eq!(secure, 1);
+        drop(db);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let refused = Sqlite::open(&path).err().unwrap().to_string();
+        assert!(
+            refused.contains("mode 644") && refused.contains("chmod 600"),
+            "{refused}"
+        );
+        let damaged = temp("damaged");
+        std::fs::write(&damaged, vec![0x5a; 8192]).unwrap();
+        std::fs::set_permissions(&damaged, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let refused = Sqlite::open(&damaged).err().unwrap().to_string();
+        assert!(refused.contains("restore a backup"), "{refused}");
+        assert_eq!(refused.lines().count(), 1, "{refused}");
+    }
+
+    #[test]
     fn a_newer_outbox_is_refused_and_left_as_it_was() {
         let path = temp("newer");
         {
@@ -995,6 +1085,7 @@ mod tests {
             db.execute_batch("CREATE TABLE future (x); PRAGMA user_version = 99;")
                 .unwrap();
         }
+        owner_only(&path);
         let error = Sqlite::open(&path).err().unwrap().to_string();
         assert!(
             error.contains("schema is version 99, newer than this status-push's 3"),
