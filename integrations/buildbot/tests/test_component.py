@@ -262,3 +262,13 @@ def test_the_courier_stops_within_its_grace_with_calls_hanging(tmp_path: Path) -
     assert time.monotonic() - started < 10
     assert outbox.counts()[0] == 100, "nothing lost"
     listener.close()
+
+
+def test_a_host_panic_arrives_as_a_component_error() -> None:
+    """Left to PyO3, a Rust panic is a BaseException that Buildbot's reporter does not
+    catch, and that build's later events wait forever: it must be a ComponentError."""
+    from buildbot_status_push import _native
+    from buildbot_status_push.results import ComponentError
+
+    with pytest.raises(ComponentError, match="deliberate panic"):
+        _native._panic_in_host_for_tests()

@@ -37,9 +37,21 @@ fn tokio() -> &'static tokio::runtime::Runtime {
     })
 }
 
-/// Runs host work to completion without the GIL.
-fn run<T: Send>(py: Python<'_>, work: impl std::future::Future<Output = T> + Send) -> T {
-    py.detach(|| tokio().block_on(work))
+/// Runs host work to completion without the GIL. A panic in it becomes the plugin's
+/// `ComponentError`: left to PyO3 it would be a `PanicException`, a `BaseException` that
+/// Buildbot's reporter does not catch, and that build's later events would wait forever.
+fn run<T: Send>(py: Python<'_>, work: impl std::future::Future<Output = T> + Send) -> PyResult<T> {
+    let done = py.detach(|| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tokio().block_on(work)))
+    });
+    done.map_err(|panic| {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into());
+        exception(py, "ComponentError", (format!("the host failed: {why}"),))
+    })
 }
 
 /// `buildbot_status_push.results`, where the Python-side types are defined.
@@ -154,7 +166,7 @@ impl Host {
                 ..Limits::default()
             };
         }
-        let loaded = run(py, async { Runtime::load_with(&wasm_path, &options) });
+        let loaded = run(py, async { Runtime::load_with(&wasm_path, &options) })?;
         let runtime = loaded.map_err(|e| host_error(py, e))?;
         Ok(Host {
             runtime: Arc::new(runtime),
@@ -167,7 +179,7 @@ impl Host {
         let runtime = self.runtime.clone();
         run(py, async move {
             runtime.configured_reporter(&config_json).await.map(drop)
-        })
+        })?
         .map_err(|e| host_error(py, e))
     }
 
@@ -178,7 +190,7 @@ impl Host {
         let instance = run(
             py,
             async move { runtime.configured_reporter(&config).await },
-        )
+        )?
         .map_err(|e| host_error(py, e))?;
         Ok(Reporter {
             runtime: self.runtime.clone(),
@@ -221,7 +233,7 @@ impl Reporter {
                 *slot = None;
             }
             result
-        });
+        })?;
         let delivered = result.map_err(|e| host_error(py, e))?;
         outcome(py, delivered)
     }
@@ -244,7 +256,7 @@ impl Outbox {
         T: Send,
         F: std::future::Future<Output = Result<T, OutboxError>> + Send + 'a,
     {
-        run(py, work(&self.outbox)).map_err(|e| outbox_error(py, e))
+        run(py, work(&self.outbox))?.map_err(|e| outbox_error(py, e))
     }
 }
 
@@ -276,7 +288,7 @@ impl Outbox {
     fn new(py: Python<'_>, location: &str) -> PyResult<Outbox> {
         let location =
             outbox::Location::parse(location.as_ref()).map_err(|e| outbox_error(py, e))?;
-        let outbox = run(py, outbox::Outbox::open(&location)).map_err(|e| outbox_error(py, e))?;
+        let outbox = run(py, outbox::Outbox::open(&location))?.map_err(|e| outbox_error(py, e))?;
         Ok(Outbox {
             outbox: Arc::new(outbox),
         })
@@ -417,7 +429,7 @@ impl Courier {
 
     /// Stops delivering and returns once calls in flight ended or their grace ran out;
     /// what is not delivered stays pending. Returns whether the courier ended in time.
-    fn stop(&self, py: Python<'_>) -> bool {
+    fn stop(&self, py: Python<'_>) -> PyResult<bool> {
         let _ = self.stop.send(true);
         let task = self
             .task
@@ -425,7 +437,7 @@ impl Courier {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
         let Some(task) = task else {
-            return true;
+            return Ok(true);
         };
         let bound = self.grace + Duration::from_secs(1);
         run(py, async move {
@@ -477,6 +489,13 @@ impl Observer for DeadLetters {
     }
 }
 
+/// For the plugin's tests only: a host call that panics, to show it arrives as
+/// `ComponentError` rather than hanging a build's events.
+#[pyfunction]
+fn _panic_in_host_for_tests(py: Python<'_>) -> PyResult<()> {
+    run(py, async { panic!("a deliberate panic") })
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     logging::install();
@@ -491,5 +510,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Reporter>()?;
     m.add_class::<Outbox>()?;
     m.add_class::<Courier>()?;
+    m.add_function(wrap_pyfunction!(_panic_in_host_for_tests, m)?)?;
     Ok(())
 }
