@@ -6,7 +6,7 @@ import collections
 import logging
 import os
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar, Generator, Optional, Sequence
 
@@ -144,6 +144,31 @@ def route_host_log_to_twisted() -> None:
     logger.propagate = False
 
 
+def _has_renderable(value: Any) -> bool:
+    if interfaces.IRenderable.providedBy(value):
+        return True
+    if isinstance(value, (list, tuple)):
+        return any(_has_renderable(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_renderable(v) for v in value.values())
+    return False
+
+
+def _unusable_outbox_path(text: str) -> Optional[str]:
+    """Why an absolute outbox file path cannot be used, or None (a relative one is the
+    master's basedir's, known only once it runs; a URL is checked when it connects)."""
+    if text.startswith(("postgresql://", "postgres://")) or not os.path.isabs(text):
+        return None
+    path = Path(text)
+    if path.exists():
+        return None if path.is_file() else "is not a regular file"
+    if not path.parent.is_dir():
+        return f"cannot be created: {path.parent} is not a directory"
+    if not os.access(path.parent, os.W_OK):
+        return f"cannot be created: {path.parent} is not writable"
+    return None
+
+
 def _placeholder(value: Any) -> Any:
     """A stand-in for a secret or Interpolate, which is only rendered at reconfig time."""
     if interfaces.IRenderable.providedBy(value):
@@ -265,6 +290,21 @@ class WasmStatusPush(ReporterBase):
             config.error(
                 "WasmStatusPush: outbox must be a file path, a postgresql:// URL or None"
             )
+        # Buildbot renders only the options in `secrets`: a renderable anywhere else would
+        # reach the component as an object, so it is refused here, by name.
+        for option in fields(opts):
+            if option.name not in self.secrets and option.name != "generators":
+                if _has_renderable(getattr(opts, option.name)):
+                    config.error(
+                        f"WasmStatusPush: {option.name} cannot be a renderable "
+                        "(util.Secret, util.Interpolate, ...): Buildbot renders only "
+                        + ", ".join(self.secrets)
+                    )
+        location = opts.outbox
+        if isinstance(location, (str, os.PathLike)) and location != "default":
+            problem = _unusable_outbox_path(os.fspath(location))
+            if problem:
+                config.error(f"WasmStatusPush: outbox {os.fspath(location)!r} {problem}")
         # Validate with the component itself now, so that `buildbot checkconfig` names the
         # bad option. Secrets are not rendered yet: a stand-in takes their place.
         check = {k: _placeholder(v) for k, v in opts.component_options().items()}

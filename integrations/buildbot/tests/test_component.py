@@ -138,6 +138,16 @@ def test_master_cfg_errors_name_the_option(monkeypatch: pytest.MonkeyPatch) -> N
     with pytest.raises(ConfigErrors, match="cannot read"):
         WasmStatusPush(serverUrl="http://127.0.0.1/", wasm_path="/nonexistent/status-push.wasm")
     assert WasmStatusPush(serverUrl="http://127.0.0.1/", wantSteps=True).name == "WasmStatusPush"
+    # At checkconfig, not at startup: an outbox that cannot be created, and a renderable
+    # in an option Buildbot does not render.
+    with pytest.raises(ConfigErrors, match="cannot be created"):
+        WasmStatusPush(serverUrl="http://127.0.0.1/", outbox="/nonexistent/dir/o.sqlite")
+    from buildbot.plugins import util
+
+    with pytest.raises(ConfigErrors, match="caFile cannot be a renderable"):
+        WasmStatusPush(serverUrl="https://127.0.0.1/", caFile=util.Interpolate("%(prop:x)s"))
+    # Where Buildbot renders, a renderable is fine.
+    WasmStatusPush(serverUrl="http://127.0.0.1/", password=util.Secret("pw"), user="bot")
 
 
 def test_options_are_the_configuration_keys_from_their_one_source(
