@@ -9,8 +9,26 @@
 
 use serde_json::Value;
 
+use crate::config::Settings;
 use crate::documents;
 use crate::{BuildEvent, EventKind, InputError, Outcome, PushError, PushFailure, SkipReason};
+
+/// The environment variable the relay reads its configuration from.
+pub const CONFIG_VARIABLE: &str = "STATUS_PUSH_CONFIG";
+
+/// The relay's settings from the value of [`CONFIG_VARIABLE`] (JSON with the seed's
+/// keys); `None` when it is not set. An error names the variable or the key at fault.
+pub fn settings(config: Option<String>) -> Result<Settings, InputError> {
+    let text = config.ok_or_else(|| InputError {
+        key: CONFIG_VARIABLE.into(),
+        message: "is not set; it holds the JSON configuration (seed option names)".into(),
+    })?;
+    let doc = documents::parse_json(&text).map_err(|e| InputError {
+        key: CONFIG_VARIABLE.into(),
+        message: e.message,
+    })?;
+    Settings::from_config(documents::config_from_json(&doc)?)
+}
 
 /// The event a path reports, or `None` for any other path (answered with
 /// [`Refusal::NotFound`]). A query string is ignored.

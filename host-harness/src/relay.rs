@@ -21,7 +21,7 @@ use crate::store::{new_store, Host};
 use crate::{Config, HostError, Limits, Runtime, RuntimeOptions};
 
 /// The environment variable the relay component reads its configuration from.
-pub const CONFIG_VARIABLE: &str = "STATUS_PUSH_CONFIG";
+pub use status_push::relay_api::CONFIG_VARIABLE;
 
 /// The body of a relay's response, streamed from the component.
 pub type RelayBody = wasmtime_wasi_http::p2::body::HyperOutgoingBody;

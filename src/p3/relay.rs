@@ -12,11 +12,8 @@ use crate::bindings::wasi::http::types::{ErrorCode, Fields, Method, Request, Res
 use crate::bindings::{wit_future, wit_stream};
 use crate::config::Settings;
 use crate::relay_api::{self, Answer, Refusal};
-use crate::{clock, documents, report, Component, InputError};
+use crate::{clock, report, Component, InputError};
 use wit_bindgen::StreamResult;
-
-/// The environment variable the relay reads its configuration from.
-pub const CONFIG_VARIABLE: &str = "STATUS_PUSH_CONFIG";
 
 /// The most a request body read asks for at once.
 const READ_CHUNK: usize = 64 * 1024;
@@ -88,19 +85,11 @@ fn settings() -> Result<Rc<Settings>, InputError> {
     if let Some(settings) = SETTINGS.with(|s| s.borrow().clone()) {
         return Ok(settings);
     }
-    let text = environment::get_environment()
+    let config = environment::get_environment()
         .into_iter()
-        .find(|(name, _)| name == CONFIG_VARIABLE)
-        .map(|(_, value)| value)
-        .ok_or_else(|| InputError {
-            key: CONFIG_VARIABLE.into(),
-            message: "is not set; it holds the JSON configuration (seed option names)".into(),
-        })?;
-    let doc = documents::parse_json(&text).map_err(|e| InputError {
-        key: CONFIG_VARIABLE.into(),
-        message: e.message,
-    })?;
-    let settings = Rc::new(Settings::from_config(documents::config_from_json(&doc)?)?);
+        .find(|(name, _)| name == relay_api::CONFIG_VARIABLE)
+        .map(|(_, value)| value);
+    let settings = Rc::new(relay_api::settings(config)?);
     SETTINGS.with(|s| *s.borrow_mut() = Some(settings.clone()));
     Ok(settings)
 }
