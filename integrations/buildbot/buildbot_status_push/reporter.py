@@ -36,6 +36,7 @@ from .results import (
     Outcome,
     OutboxEntry,
     OutboxError,
+    OutboxFull,
     PushFailure,
     Skipped,
 )
@@ -240,6 +241,9 @@ class WasmStatusPush(ReporterBase):
     outbox until it is delivered or becomes a dead letter."""
 
     name: Optional[str] = "WasmStatusPush"
+    # How often the outbox's health is logged while something is wrong (a subclass may
+    # say otherwise: the tests do, to see the line without waiting a minute).
+    health_seconds: ClassVar[float] = HEALTH_SECONDS
     secrets: ClassVar[list[str]] = [
         "serverUrl",
         "user",
@@ -265,7 +269,7 @@ class WasmStatusPush(ReporterBase):
         self._writing = False
         self._retry_writes: Optional[task.LoopingCall] = None
         self._health: Optional[task.LoopingCall] = None
-        self._dropped_said = 0.0
+        self._full: Optional[OutboxFull] = None  # the last refusal at maxPendingEvents
         super().__init__(*args, **kwargs)
 
     @staticmethod
@@ -393,7 +397,7 @@ class WasmStatusPush(ReporterBase):
         if self._outbox is not None and self._health is None:
             self._health = task.LoopingCall(self._log_health)
             self._health.clock = self.master.reactor
-            self._health.start(HEALTH_SECONDS, now=False).addErrback(
+            self._health.start(self.health_seconds, now=False).addErrback(
                 log.err, f"{self.name}: outbox health checks stopped"
             )
         yield super().reconfigService(generators=self._generators(opts))
@@ -423,10 +427,18 @@ class WasmStatusPush(ReporterBase):
         except (ConfigError, PushFailure) as e:
             log.msg(f"{self._describe(event, build)} rejected by the component: {e}")
             return
+        except OutboxFull as e:
+            # Not one line per event: the health check says it once a minute, with counts.
+            if self._full is None:
+                log.msg(f"{self.name}: {e}; events wait in memory until it has room")
+            self._full = e
+            self._keep_unwritten(event, documents, build)
+            return
         except (OutboxError, ComponentError) as e:
             log.msg(f"{self._describe(event, build)} kept in memory, outbox unavailable: {e}")
             self._keep_unwritten(event, documents, build)
             return
+        self._full = None
         if self._courier is not None:
             self._courier.wake()
 
@@ -459,11 +471,15 @@ class WasmStatusPush(ReporterBase):
                     yield self._in_thread(self._write, event, documents)
                 except (ConfigError, PushFailure) as e:
                     log.msg(f"{self.name}: an unwritten {event} event is refused: {e}")
+                except OutboxFull as e:
+                    self._full = e
+                    return
                 except (OutboxError, ComponentError) as e:
                     if self._debug:
                         log.msg(f"{self.name}: outbox still unavailable: {e}")
                     return
                 self._unwritten.popleft()
+                self._full = None
                 written += 1
         finally:
             self._writing = False
@@ -499,7 +515,13 @@ class WasmStatusPush(ReporterBase):
         except (OutboxError, ComponentError) as e:
             log.msg(f"{self.name}: cannot read the outbox: {e}")
             return
-        if self._unwritten:
+        if self._full is not None and self._unwritten:
+            log.msg(
+                f"{self.name}: outbox full: {self._full.pending} events pending at its "
+                f"maxPendingEvents of {self._full.cap}; {len(self._unwritten)} event(s) wait "
+                "in memory for room"
+            )
+        elif self._unwritten:
             log.msg(f"{self.name}: {len(self._unwritten)} event(s) wait in memory for the outbox")
         for destination, failures, waiting, last_error in circuits:
             log.msg(
@@ -586,6 +608,7 @@ class WasmStatusPush(ReporterBase):
         yield super().stopService()
         # A clean stop leaves pending events in the outbox for the next start: calls in
         # flight get STOP_GRACE_SECONDS, the rest stays pending.
+        began = self.master.reactor.seconds()
         self._stopping = True
         for loop in (self._health, self._retry_writes):
             if loop is not None and loop.running:
@@ -595,6 +618,16 @@ class WasmStatusPush(ReporterBase):
         running = list(self._direct.values())
         if running:
             yield defer.DeferredList(running, consumeErrors=True)
+        left = ""
+        if self._outbox is not None:
+            try:
+                pending, dead, _oldest, _open = yield self._in_thread(self._outbox.counts)
+                left = f"; {pending} event(s) pending, {dead} dead letter(s) in the outbox"
+            except (OutboxError, ComponentError) as e:
+                left = f"; the outbox cannot be read: {e}"
+        if self._unwritten:
+            left += f"; {len(self._unwritten)} event(s) never written to it are lost"
+        log.msg(f"{self.name}: stopped in {self.master.reactor.seconds() - began:.1f}s{left}")
         if self._pool is not None:
             pool, self._pool = self._pool, None
             pool.stop()

@@ -69,6 +69,16 @@ class OutboxError(Exception):
     """The outbox file could not be opened, read or written, or has no such dead letter."""
 
 
+class OutboxFull(OutboxError):
+    """The outbox holds its `maxPendingEvents`: the event was not queued (the caller still
+    has it)."""
+
+    def __init__(self, message: str, pending: int, cap: int):
+        super().__init__(message)
+        self.pending = pending
+        self.cap = cap
+
+
 @dataclass(frozen=True)
 class DeliverySummary:
     """One delivery run: events delivered (or skipped), made dead letters, still pending."""

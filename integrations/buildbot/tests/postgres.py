@@ -101,11 +101,15 @@ class Postgres:
             "initdb",
         )
         self.port = free_port()
+        self.started = True  # from here on, stop() has something to stop
+        self.resume()
+
+    def resume(self) -> None:
+        """Starts the server (again, after `pause()`) on the same port and data."""
         options = (
             f"-p {self.port} -k {self.dir / 'socket'} -c listen_addresses=127.0.0.1 "
             "-c fsync=off -c max_connections=200"
         )
-        self.started = True  # from here on, stop() has something to stop
         _run(
             self._as_server_user(
                 "pg_ctl",
@@ -121,6 +125,14 @@ class Postgres:
                 "start",
             ),
             "pg_ctl start",
+        )
+
+    def pause(self) -> None:
+        """Stops the server as an operator would (`fast`: connections cut, committed work
+        flushed), keeping its data for `resume()`."""
+        _run(
+            self._as_server_user("pg_ctl", "-D", str(self.dir / "data"), "-m", "fast", "-w", "stop"),
+            "pg_ctl stop",
         )
 
     def url(self, database: str = "postgres", scheme: str = "postgresql") -> str:

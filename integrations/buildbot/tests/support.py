@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import json
+import shutil
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar
 
 import pytest
 
 T = TypeVar("T")
+# The virtualenv's `buildbot` and `buildbot-worker`.
+_BIN = Path(sys.executable).parent
 
 
 def wait_for(what: str, check: Callable[[], Optional[T]], timeout: float, every: float = 0.2) -> T:
@@ -121,3 +128,127 @@ class Receiver:
             if r.doc().get("buildid") == buildid:
                 out[r.event].append(r)
         return out
+
+
+class HangingReceiver:
+    """Takes connections on 127.0.0.1 and never answers: a receiver that hangs."""
+
+    def __init__(self) -> None:
+        self._listener = socket.socket()
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(128)
+        self.port = int(self._listener.getsockname()[1])
+        self.connections = 0
+        self._held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:  # closed by stop()
+                return
+            self.connections += 1
+            self._held.append(conn)
+
+    def stop(self) -> None:
+        self._listener.close()
+        for conn in self._held:
+            conn.close()
+
+
+class Master:
+    """One master and its worker, each in its own process: `cfg` is copied into the
+    master's basedir as master.cfg, next to a settings.json it reads."""
+
+    def __init__(
+        self, name: str, workername: str, env: dict[str, str], work: Path, cfg: Path
+    ) -> None:
+        self.name = name
+        self.workername = workername
+        self.env = env
+        self.work = work
+        self.cfg = cfg
+        self.dir = work / name
+        self.worker_dir = work / f"worker-{workername}"
+        self.www_port = free_port()
+        self.pb_port = free_port()
+        self.api = f"http://127.0.0.1:{self.www_port}/api/v2"
+        self.url = f"http://127.0.0.1:{self.www_port}/"
+        self.proc: Optional[subprocess.Popen[bytes]] = None
+        self.worker: Optional[subprocess.Popen[bytes]] = None
+
+    def log(self) -> str:
+        path = self.dir / "twistd.log"
+        return path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+
+    def _spawn(self, argv: list[str], logname: str) -> subprocess.Popen[bytes]:
+        with (self.work / logname).open("wb") as out:
+            return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=self.env)
+
+    def _run(self, *argv: str) -> None:
+        out = subprocess.run(argv, timeout=120, env=self.env, capture_output=True)
+        assert out.returncode == 0, f"{argv}: {out.stdout!r} {out.stderr!r}"
+
+    def create(self, settings: dict[str, Any]) -> None:
+        # create-master also creates (or upgrades) Buildbot's schema in the shared database.
+        self._run(str(_BIN / "buildbot"), "create-master", "--db", settings["db_url"], str(self.dir))
+        shutil.copy(self.cfg, self.dir / "master.cfg")
+        settings = dict(settings, name=self.name, www_port=self.www_port, pb_port=self.pb_port)
+        (self.dir / "settings.json").write_text(json.dumps(settings))
+
+    def start(self) -> None:
+        self.proc = self._spawn(
+            [str(_BIN / "buildbot"), "start", "--nodaemon", str(self.dir)], f"{self.name}.out"
+        )
+        wait_for(
+            f"{self.name} to start",
+            lambda: self.alive() and "BuildMaster is running" in self.log(),
+            90,
+        )
+
+    def start_worker(self) -> None:
+        self._run(
+            str(_BIN / "buildbot-worker"),
+            "create-worker",
+            str(self.worker_dir),
+            f"127.0.0.1:{self.pb_port}",
+            self.workername,
+            "pass",
+        )
+        self.worker = self._spawn(
+            [str(_BIN / "buildbot-worker"), "start", "--nodaemon", str(self.worker_dir)],
+            f"worker-{self.workername}.out",
+        )
+
+    def alive(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            pytest.fail(f"{self.name} exited ({self.proc.returncode}); see {self.dir}/twistd.log")
+        return True
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        return get_json(self.api, path, **kwargs)
+
+    def force(self, builder: str) -> int:
+        """Forces a build of `builder` through this master's REST API; its build request."""
+        builderid = self.get("builders", params={"name": builder})["builders"][0]["builderid"]
+        return force(self.api, "force", builderid, "mm")
+
+    def kill(self) -> None:
+        """SIGKILL (`buildbot start --nodaemon` is twistd itself), and its worker stopped."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        if self.worker is not None:
+            self.worker.terminate()
+
+    def stop(self) -> None:
+        for proc in (self.worker, self.proc):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=45)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=10)

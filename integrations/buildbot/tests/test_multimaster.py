@@ -11,13 +11,9 @@ to master 2, so b1's build runs on master 1 and b2's on master 2.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -25,11 +21,10 @@ from typing import Any, Iterator, Optional
 
 import pytest
 from postgres import Postgres
-from support import Receiver, Request, force, free_port, get_json, wait_for
+from support import Master, Receiver, Request, free_port, wait_for
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
-BIN = Path(sys.executable).parent
 WORK = HERE.parent / ".e2e" / "multimaster"
 REPORT = HERE.parent / ".e2e" / "report.txt"
 WASM = Path(os.environ.get("STATUS_PUSH_WASM", REPO / "target" / "status-push.wasm"))
@@ -46,98 +41,6 @@ def report(line: str) -> None:
 
 def delivery_id(r: Request) -> str:
     return dict((k.lower(), v) for k, v in r.headers)["idempotency-key"]
-
-
-class Master:
-    """One master and its worker, each in its own process."""
-
-    def __init__(self, name: str, workername: str, env: dict[str, str]) -> None:
-        self.name = name
-        self.workername = workername
-        self.env = env
-        self.dir = WORK / name
-        self.worker_dir = WORK / f"worker-{workername}"
-        self.www_port = free_port()
-        self.pb_port = free_port()
-        self.api = f"http://127.0.0.1:{self.www_port}/api/v2"
-        self.url = f"http://127.0.0.1:{self.www_port}/"
-        self.proc: Optional[subprocess.Popen[bytes]] = None
-        self.worker: Optional[subprocess.Popen[bytes]] = None
-
-    def log(self) -> str:
-        path = self.dir / "twistd.log"
-        return path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
-
-    def _spawn(self, argv: list[str], logname: str) -> subprocess.Popen[bytes]:
-        with (WORK / logname).open("wb") as out:
-            return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=self.env)
-
-    def _run(self, *argv: str) -> None:
-        out = subprocess.run(argv, timeout=120, env=self.env, capture_output=True)
-        assert out.returncode == 0, f"{argv}: {out.stdout!r} {out.stderr!r}"
-
-    def create(self, settings: dict[str, Any]) -> None:
-        # create-master also creates (or upgrades) Buildbot's schema in the shared database.
-        self._run(str(BIN / "buildbot"), "create-master", "--db", settings["db_url"], str(self.dir))
-        shutil.copy(HERE / "multimaster.cfg", self.dir / "master.cfg")
-        settings = dict(settings, name=self.name, www_port=self.www_port, pb_port=self.pb_port)
-        (self.dir / "settings.json").write_text(json.dumps(settings))
-
-    def start(self) -> None:
-        self.proc = self._spawn(
-            [str(BIN / "buildbot"), "start", "--nodaemon", str(self.dir)], f"{self.name}.out"
-        )
-        wait_for(
-            f"{self.name} to start",
-            lambda: self.alive() and "BuildMaster is running" in self.log(),
-            90,
-        )
-
-    def start_worker(self) -> None:
-        self._run(
-            str(BIN / "buildbot-worker"),
-            "create-worker",
-            str(self.worker_dir),
-            f"127.0.0.1:{self.pb_port}",
-            self.workername,
-            "pass",
-        )
-        self.worker = self._spawn(
-            [str(BIN / "buildbot-worker"), "start", "--nodaemon", str(self.worker_dir)],
-            f"worker-{self.workername}.out",
-        )
-
-    def alive(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            pytest.fail(f"{self.name} exited ({self.proc.returncode}); see {self.dir}/twistd.log")
-        return True
-
-    def get(self, path: str, **kwargs: Any) -> Any:
-        return get_json(self.api, path, **kwargs)
-
-    def force(self, builder: str) -> int:
-        """Forces a build of `builder` through this master's REST API; its build request."""
-        builderid = self.get("builders", params={"name": builder})["builders"][0]["builderid"]
-        return force(self.api, "force", builderid, "mm")
-
-    def kill(self) -> None:
-        """SIGKILL (`buildbot start --nodaemon` is twistd itself), and its worker stopped."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=30)
-        if self.worker is not None:
-            self.worker.terminate()
-
-    def stop(self) -> None:
-        for proc in (self.worker, self.proc):
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=45)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -164,8 +67,9 @@ class Cluster:
             "PYTHONUNBUFFERED": "1",
             "STATUS_PUSH_WASM": str(WASM),
         }
-        self.m1 = Master("m1", "w1", env)
-        self.m2 = Master("m2", "w2", env)
+        cfg = HERE / "multimaster.cfg"
+        self.m1 = Master("m1", "w1", env, WORK, cfg)
+        self.m2 = Master("m2", "w2", env, WORK, cfg)
         self.settings = {
             # SQLAlchemy 2.1's default PostgreSQL driver is psycopg 3: Buildbot gets psycopg2.
             "db_url": pg.url(DATABASE, "postgresql+psycopg2"),

@@ -113,6 +113,11 @@ fn host_error(py: Python<'_>, e: HostError) -> PyErr {
 fn outbox_error(py: Python<'_>, e: OutboxError) -> PyErr {
     match e {
         OutboxError::Host(host) => host_error(py, host),
+        OutboxError::Full { pending, cap, .. } => {
+            // A distinct class: the plugin keeps the event and says so once a minute.
+            let message = e.to_string();
+            exception(py, "OutboxFull", (message, pending, cap))
+        }
         other => exception(py, "OutboxError", (other.to_string(),)),
     }
 }
