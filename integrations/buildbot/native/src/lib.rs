@@ -462,6 +462,7 @@ impl Observer for DeadLetters {
                 HostError::Push(f.clone()).to_string(),
             ),
             Reported::Failed(e) => (0, String::new(), e.to_string()),
+            Reported::Unsealed(why) => (0, String::new(), why.to_string()),
             _ => (
                 0,
                 String::new(),
