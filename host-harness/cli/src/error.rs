@@ -3,7 +3,7 @@
 //! trapped, or the outbox or the machine failed. The codes are a contract scripts rely
 //! on (`status-push --help` states them), so they are decided here and only here.
 
-use status_push_host::outbox::OutboxError;
+use status_push_host::outbox::{KeyError, OutboxError};
 use status_push_host::HostError;
 
 use crate::input::InputFileError;
@@ -69,10 +69,14 @@ impl CliError {
             CliError::Outbox(OutboxError::Host(e)) => host_code(e),
             // Not queued, as a failed push is not delivered: try again later.
             CliError::Outbox(OutboxError::Full { .. }) => 1,
+            CliError::Outbox(OutboxError::Key(KeyError::Random)) => 3,
             CliError::Outbox(
                 OutboxError::NoSuchDeadLetter(_)
                 | OutboxError::Superseded(_)
-                | OutboxError::Location { .. },
+                | OutboxError::Location { .. }
+                | OutboxError::Key(_)
+                | OutboxError::NoKey { .. }
+                | OutboxError::WrongKey { .. },
             ) => 2,
             CliError::Outbox(_) | CliError::System { .. } => 3,
         }
