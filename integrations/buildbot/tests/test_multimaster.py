@@ -11,6 +11,7 @@ to master 2, so b1's build runs on master 1 and b2's on master 2.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -82,6 +83,12 @@ class Master:
         shutil.copy(HERE / "multimaster.cfg", self.dir / "master.cfg")
         settings = dict(settings, name=self.name, www_port=self.www_port, pb_port=self.pb_port)
         (self.dir / "settings.json").write_text(json.dumps(settings))
+        # util.SecretInAFile: one file per secret, readable by its owner only.
+        secrets = self.dir / "secrets"
+        secrets.mkdir(mode=0o700, exist_ok=True)
+        key = secrets / "outbox_key"
+        key.write_text(settings["outbox_key"] + "\n")
+        key.chmod(0o600)
 
     def start(self) -> None:
         self.proc = self._spawn(
@@ -170,6 +177,9 @@ class Cluster:
             # SQLAlchemy 2.1's default PostgreSQL driver is psycopg 3: Buildbot gets psycopg2.
             "db_url": pg.url(DATABASE, "postgresql+psycopg2"),
             "outbox_url": pg.url(DATABASE),
+            # The outbox key both masters share (a key file's text, as `status-push keygen`
+            # writes it): its rows are sealed under it, and m2 opens m1's.
+            "outbox_key": base64.b64encode(os.urandom(32)).decode(),
             "receiver_port": self.receiver.port,
         }
 
