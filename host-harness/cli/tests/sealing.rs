@@ -600,3 +600,75 @@ async fn no_secret_in_a_pg_dump_and_a_swapped_row_is_a_dead_letter() {
         "{listed}"
     );
 }
+
+/// The PostgreSQL layout of schema version 3 (the previous release), as its migrations
+/// left it.
+const PG_V3: &str = "
+    CREATE TABLE status_push_schema (version INTEGER NOT NULL);
+    INSERT INTO status_push_schema VALUES (3);
+    CREATE TABLE status_push_seen_webhook_ids (id TEXT PRIMARY KEY, seen_at BIGINT NOT NULL);
+    CREATE TABLE status_push_destinations (
+        id BIGSERIAL PRIMARY KEY, target TEXT NOT NULL UNIQUE, shown TEXT NOT NULL,
+        failures BIGINT NOT NULL DEFAULT 0, open_until_ms BIGINT NOT NULL DEFAULT 0,
+        last_error TEXT, pending BIGINT NOT NULL DEFAULT 0, dead BIGINT NOT NULL DEFAULT 0);
+    CREATE TABLE status_push_chains (
+        destination_id BIGINT NOT NULL, build_key TEXT NOT NULL,
+        pending BIGINT NOT NULL DEFAULT 0, next_attempt_ms BIGINT NOT NULL DEFAULT 0,
+        calls BIGINT NOT NULL DEFAULT 0, claim_token BIGINT,
+        delivered_seq BIGINT NOT NULL DEFAULT 0, PRIMARY KEY (destination_id, build_key));
+    CREATE TABLE status_push_events (
+        seq BIGSERIAL PRIMARY KEY, build_key TEXT NOT NULL, event TEXT NOT NULL,
+        config TEXT NOT NULL, documents TEXT NOT NULL, created_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL, delivery_id TEXT NOT NULL DEFAULT '',
+        attempts BIGINT NOT NULL DEFAULT 0, dead BOOLEAN NOT NULL DEFAULT false,
+        last_error TEXT, budget_ms BIGINT NOT NULL DEFAULT 0,
+        destination_id BIGINT NOT NULL, prune_at BIGINT,
+        retention_s BIGINT NOT NULL DEFAULT 2592000);";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgresql_outbox_of_the_previous_release_is_sealed_on_first_open_and_delivered() {
+    let pg = Postgres::start("sealing-v3");
+    let receiver = Receiver::start(0).await.unwrap();
+    pg.sql(PG_V3);
+    let config = with_secrets(&receiver.origin(), PASSWORD).to_string();
+    let documents = documents("started", 81);
+    let quote = |text: &str| text.replace('\'', "''");
+    pg.sql(&format!(
+        "INSERT INTO status_push_destinations (target, shown, pending)
+             VALUES ('{origin}', '{origin}', 1);
+         INSERT INTO status_push_chains (destination_id, build_key, pending)
+             VALUES (1, 'http://localhost:8080/|81', 1);
+         INSERT INTO status_push_events (build_key, event, config, documents, created_at,
+                                         expires_at, destination_id, budget_ms)
+             VALUES ('http://localhost:8080/|81', 'started', '{config}', '{documents}',
+                     extract(epoch FROM now())::bigint, extract(epoch FROM now())::bigint + 86400,
+                     1, 30000);",
+        origin = receiver.origin(),
+        config = quote(&config),
+        documents = quote(&documents),
+    ));
+    assert!(
+        contains(&pg.dump(), PASSWORD),
+        "the old layout is plaintext"
+    );
+    let mut command = cli();
+    command.env(KEY_FILE_ENV, common::key_file());
+    let (code, out, err) = run_with(
+        command,
+        &["deliver", "--outbox", &pg.url(), "--budget-seconds", "10"],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("delivered: 1, dead letters: 0, pending: 0"),
+        "{out}"
+    );
+    let got = receiver.requests();
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        got[0].header("authorization"),
+        Some(format!("Basic {}", basic(PASSWORD)).as_str())
+    );
+    assert_eq!(pg.sql("SELECT version FROM status_push_schema"), "4");
+    assert_no_secret("pg_dump after the migration", &pg.dump());
+}
