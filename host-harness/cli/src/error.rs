@@ -131,6 +131,24 @@ mod tests {
             CliError::from(OutboxError::Stopped("runtime".into())).exit_code(),
             3
         );
+        // The outbox key: a missing, unreadable or wrong key is the caller's to fix.
+        let no_key = OutboxError::NoKey {
+            location: "postgresql://db/ci".into(),
+        };
+        assert_eq!(CliError::from(no_key).exit_code(), 2);
+        let wrong = OutboxError::WrongKey {
+            location: "o.sqlite".into(),
+            sealing: "0a0b0c0d".into(),
+        };
+        assert_eq!(CliError::from(wrong).exit_code(), 2);
+        assert_eq!(
+            CliError::from(OutboxError::from(KeyError::Empty)).exit_code(),
+            2
+        );
+        assert_eq!(
+            CliError::from(OutboxError::from(KeyError::Random)).exit_code(),
+            3
+        );
         let port_taken = std::io::Error::from(std::io::ErrorKind::AddrInUse);
         assert_eq!(CliError::system("cannot listen")(port_taken).exit_code(), 3);
     }
