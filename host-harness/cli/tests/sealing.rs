@@ -672,3 +672,63 @@ async fn a_postgresql_outbox_of_the_previous_release_is_sealed_on_first_open_and
     assert_eq!(pg.sql("SELECT version FROM status_push_schema"), "4");
     assert_no_secret("pg_dump after the migration", &pg.dump());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_key_on_top_then_reseal_lets_the_old_key_go() {
+    let dir = temp_dir("sealing-rotate-key");
+    let outbox = dir.join("outbox.sqlite");
+    let outbox = outbox.to_str().unwrap();
+    let (old, new) = (dir.join("old.key"), dir.join("new.key"));
+    for key in [&old, &new] {
+        let (code, _, err) = run(&["keygen", key.to_str().unwrap()]).await;
+        assert_eq!(code, 0, "{err}");
+    }
+    let key_file = dir.join("outbox.key");
+    let keyed = |file: &Path| {
+        let mut command = cli();
+        command.env(KEY_FILE_ENV, file);
+        command
+    };
+    std::fs::copy(&old, &key_file).unwrap();
+    let port = free_port();
+    let config = write(
+        &dir,
+        "config.json",
+        &with_secrets(&format!("http://127.0.0.1:{port}"), PASSWORD).to_string(),
+    );
+    let build = write(&dir, "build.json", &documents("started", 91));
+    let (code, out, err) = run_with(
+        keyed(&key_file),
+        &[
+            "push", "--config", &config, "--event", "started", "--build", &build, "--outbox",
+            outbox,
+        ],
+    )
+    .await;
+    assert_eq!(code, 1, "{out}{err}");
+    // The new key on top: it seals, the old one still opens.
+    let both = format!(
+        "{}{}",
+        std::fs::read_to_string(&new).unwrap(),
+        std::fs::read_to_string(&old).unwrap()
+    );
+    std::fs::write(&key_file, both).unwrap();
+    let (code, out, err) = run_with(keyed(&key_file), &["reseal", "--outbox", outbox]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("resealed: 1 event(s)"), "{out}");
+    // The old key gone: the outbox and its event open with the new one alone.
+    let receiver = Receiver::start(port).await.unwrap();
+    let (code, out, err) = run_with(
+        keyed(&new),
+        &["deliver", "--outbox", outbox, "--budget-seconds", "10"],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("delivered: 1, dead letters: 0, pending: 0"),
+        "{out}"
+    );
+    assert_eq!(receiver.requests().len(), 1);
+    let (code, _, err) = run_with(keyed(&old), &["dead-letters", "--outbox", outbox]).await;
+    assert_eq!(code, 2, "the old key alone no longer opens it: {err}");
+}
