@@ -90,6 +90,16 @@ impl Observer for Counted {
                 self.metrics.failed(failure_kind(error));
             }
             Reported::Expired => self.metrics.failed("expired"),
+            Reported::Unsealed(why) => {
+                tracing::warn!(
+                    "serve: event {} ({:?} of {}) to {}: {why}",
+                    head.seq,
+                    head.event,
+                    head.build_key,
+                    head.destination
+                );
+                self.metrics.failed("unsealed");
+            }
             Reported::LeaseLost => {}
         }
         if report.settled != Settled::Pending {

@@ -3,7 +3,7 @@
 //! trapped, or the outbox or the machine failed. The codes are a contract scripts rely
 //! on (`status-push --help` states them), so they are decided here and only here.
 
-use status_push_host::outbox::OutboxError;
+use status_push_host::outbox::{KeyError, OutboxError};
 use status_push_host::HostError;
 
 use crate::input::InputFileError;
@@ -69,10 +69,14 @@ impl CliError {
             CliError::Outbox(OutboxError::Host(e)) => host_code(e),
             // Not queued, as a failed push is not delivered: try again later.
             CliError::Outbox(OutboxError::Full { .. }) => 1,
+            CliError::Outbox(OutboxError::Key(KeyError::Random)) => 3,
             CliError::Outbox(
                 OutboxError::NoSuchDeadLetter(_)
                 | OutboxError::Superseded(_)
-                | OutboxError::Location { .. },
+                | OutboxError::Location { .. }
+                | OutboxError::Key(_)
+                | OutboxError::NoKey { .. }
+                | OutboxError::WrongKey { .. },
             ) => 2,
             CliError::Outbox(_) | CliError::System { .. } => 3,
         }
@@ -125,6 +129,24 @@ mod tests {
         );
         assert_eq!(
             CliError::from(OutboxError::Stopped("runtime".into())).exit_code(),
+            3
+        );
+        // The outbox key: a missing, unreadable or wrong key is the caller's to fix.
+        let no_key = OutboxError::NoKey {
+            location: "postgresql://db/ci".into(),
+        };
+        assert_eq!(CliError::from(no_key).exit_code(), 2);
+        let wrong = OutboxError::WrongKey {
+            location: "o.sqlite".into(),
+            sealing: "0a0b0c0d".into(),
+        };
+        assert_eq!(CliError::from(wrong).exit_code(), 2);
+        assert_eq!(
+            CliError::from(OutboxError::from(KeyError::Empty)).exit_code(),
+            2
+        );
+        assert_eq!(
+            CliError::from(OutboxError::from(KeyError::Random)).exit_code(),
             3
         );
         let port_taken = std::io::Error::from(std::io::ErrorKind::AddrInUse);

@@ -9,12 +9,12 @@ use status_push_cli::loader::{LoadArgs, Loader};
 use status_push_cli::output;
 use status_push_cli::receiver::{Receiver, Reply, Verifier};
 use status_push_cli::serve::{Options as ServeOptions, Service};
-use status_push_host::outbox::{Location, Redeliver};
+use status_push_host::outbox::{KeyRing, Location, Redeliver, KEY_FILE_ENV};
 use status_push_host::relay::Relay;
 use status_push_host::{Event, Outcome, UnknownEvent};
 
 use crate::error::CliError;
-use crate::push::open_outbox;
+use crate::push::{open_outbox, OutboxArgs};
 
 mod error;
 mod input;
@@ -100,6 +100,11 @@ enum Command {
         /// PostgreSQL database: postgresql://user@host:port/db.
         #[arg(long, value_parser = OutboxParser, value_name = "FILE|URL")]
         outbox: Option<Location>,
+        /// The outbox key file (one base64 key per line; the first seals, every one
+        /// opens; `status-push keygen` writes one). Default for a SQLite outbox:
+        /// FILE.key beside it, made on first use. A PostgreSQL outbox needs one.
+        #[arg(long, env = KEY_FILE_ENV, value_name = "PATH")]
+        outbox_key_file: Option<PathBuf>,
         /// Print `stats:` with this process's peak RSS and the component's peak memory.
         #[arg(long)]
         stats: bool,
@@ -111,6 +116,11 @@ enum Command {
         /// The outbox: a SQLite file, or postgresql://user@host:port/db.
         #[arg(long, value_parser = OutboxParser, value_name = "FILE|URL")]
         outbox: Location,
+        /// The outbox key file (one base64 key per line; the first seals, every one
+        /// opens; `status-push keygen` writes one). Default for a SQLite outbox:
+        /// FILE.key beside it, made on first use. A PostgreSQL outbox needs one.
+        #[arg(long, env = KEY_FILE_ENV, value_name = "PATH")]
+        outbox_key_file: Option<PathBuf>,
         /// How long to keep trying, in seconds.
         #[arg(long, default_value_t = 60)]
         budget_seconds: u64,
@@ -120,6 +130,11 @@ enum Command {
         /// The outbox: a SQLite file, or postgresql://user@host:port/db.
         #[arg(long, value_parser = OutboxParser, value_name = "FILE|URL")]
         outbox: Location,
+        /// The outbox key file (one base64 key per line; the first seals, every one
+        /// opens; `status-push keygen` writes one). Default for a SQLite outbox:
+        /// FILE.key beside it, made on first use. A PostgreSQL outbox needs one.
+        #[arg(long, env = KEY_FILE_ENV, value_name = "PATH")]
+        outbox_key_file: Option<PathBuf>,
     },
     /// Make dead letters pending again (then `deliver`, or a running `serve --outbox`,
     /// sends them).
@@ -128,6 +143,11 @@ enum Command {
         /// The outbox: a SQLite file, or postgresql://user@host:port/db.
         #[arg(long, value_parser = OutboxParser, value_name = "FILE|URL")]
         outbox: Location,
+        /// The outbox key file (one base64 key per line; the first seals, every one
+        /// opens; `status-push keygen` writes one). Default for a SQLite outbox:
+        /// FILE.key beside it, made on first use. A PostgreSQL outbox needs one.
+        #[arg(long, env = KEY_FILE_ENV, value_name = "PATH")]
+        outbox_key_file: Option<PathBuf>,
         /// The dead letter's seq or delivery id (as `dead-letters` lists them).
         #[arg(long, group = "which")]
         id: Option<String>,
@@ -138,6 +158,37 @@ enum Command {
         /// delivered to its destination since, so that it arrives after it.
         #[arg(long)]
         force: bool,
+    },
+    /// Write a new outbox key file (mode 0600; an existing file is never overwritten).
+    /// Give it to every host of the outbox: --outbox-key-file PATH or
+    /// STATUS_PUSH_OUTBOX_KEY_FILE.
+    #[command(
+        after_help = "Example:\n  status-push keygen /etc/status-push/outbox.key\n\nRotation: write a new key with keygen, add its line on top of the key file every host uses, then `status-push reseal --outbox LOCATION` (see docs/outbox-key.md)."
+    )]
+    Keygen {
+        /// Where to write it.
+        path: PathBuf,
+    },
+    /// Seal an outbox's events anew. With --config: the pending events and dead letters
+    /// of that configuration's reporter (its serverUrl's origin and path) take that
+    /// configuration, so a rotated password, token or signing secret reaches them (dead
+    /// letters stay dead until `redeliver`). Without: every event sealed by an older key
+    /// is sealed under the key file's first key (a key rotation).
+    #[command(
+        after_help = "Example:\n  status-push reseal --outbox /var/lib/status-push/outbox.sqlite --config push.json"
+    )]
+    Reseal {
+        /// The outbox: a SQLite file, or postgresql://user@host:port/db.
+        #[arg(long, value_parser = OutboxParser, value_name = "FILE|URL")]
+        outbox: Location,
+        /// The outbox key file (one base64 key per line; the first seals, every one
+        /// opens; `status-push keygen` writes one). Default for a SQLite outbox:
+        /// FILE.key beside it, made on first use. A PostgreSQL outbox needs one.
+        #[arg(long, env = KEY_FILE_ENV, value_name = "PATH")]
+        outbox_key_file: Option<PathBuf>,
+        /// The reporter's new configuration (the same keys as for `push`).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Run a receiver on 127.0.0.1 that prints every request it gets.
     Receive {
@@ -180,6 +231,11 @@ enum Command {
         /// order, backoff, dead letters).
         #[arg(long, value_parser = OutboxParser, value_name = "FILE|URL")]
         outbox: Option<Location>,
+        /// The outbox key file (one base64 key per line; the first seals, every one
+        /// opens; `status-push keygen` writes one). Default for a SQLite outbox:
+        /// FILE.key beside it, made on first use. A PostgreSQL outbox needs one.
+        #[arg(long, env = KEY_FILE_ENV, value_name = "PATH")]
+        outbox_key_file: Option<PathBuf>,
         /// Requests handled at once; more get 503 with Retry-After.
         #[arg(long, default_value_t = 64)]
         max_concurrent: usize,
@@ -226,25 +282,47 @@ async fn run(command: Command, loader: &Loader) -> Result<ExitCode> {
             build,
             outbox: None,
             stats,
+            ..
         } => push::push(loader, &config, event, &build, stats).await,
         Command::Push {
             config,
             event,
             build,
             outbox: Some(outbox),
+            outbox_key_file,
             ..
-        } => push::push_via_outbox(loader, &config, event, &build, &outbox).await,
+        } => {
+            let outbox = OutboxArgs::new(outbox, outbox_key_file);
+            push::push_via_outbox(loader, &config, event, &build, &outbox).await
+        }
         Command::Deliver {
             outbox,
+            outbox_key_file,
             budget_seconds,
-        } => deliver(loader, &outbox, Duration::from_secs(budget_seconds)).await,
-        Command::DeadLetters { outbox } => dead_letters(&outbox).await,
+        } => {
+            let outbox = OutboxArgs::new(outbox, outbox_key_file);
+            deliver(loader, &outbox, Duration::from_secs(budget_seconds)).await
+        }
+        Command::DeadLetters {
+            outbox,
+            outbox_key_file,
+        } => dead_letters(&OutboxArgs::new(outbox, outbox_key_file)).await,
         Command::Redeliver {
             outbox,
+            outbox_key_file,
             id,
             all,
             force,
-        } => redeliver(&outbox, id, all, force).await,
+        } => redeliver(&OutboxArgs::new(outbox, outbox_key_file), id, all, force).await,
+        Command::Keygen { path } => keygen(&path),
+        Command::Reseal {
+            outbox,
+            outbox_key_file,
+            config,
+        } => {
+            let outbox = OutboxArgs::new(outbox, outbox_key_file);
+            reseal(loader, &outbox, config.as_deref()).await
+        }
         Command::Receive {
             port,
             status,
@@ -261,6 +339,7 @@ async fn run(command: Command, loader: &Loader) -> Result<ExitCode> {
             listen,
             relay,
             outbox,
+            outbox_key_file,
             max_concurrent,
             header_timeout_seconds,
             body_timeout_seconds,
@@ -272,12 +351,57 @@ async fn run(command: Command, loader: &Loader) -> Result<ExitCode> {
                 body_timeout: Duration::from_secs(body_timeout_seconds.max(1)),
                 grace: Duration::from_secs(shutdown_seconds),
             };
+            let outbox = outbox.map(|outbox| OutboxArgs::new(outbox, outbox_key_file));
             serve(loader, &config, &listen, &relay, outbox.as_ref(), options).await
         }
     }
 }
 
-async fn deliver(loader: &Loader, location: &Location, budget: Duration) -> Result<ExitCode> {
+/// `keygen PATH`: a new key file, one line out.
+fn keygen(path: &Path) -> Result<ExitCode> {
+    let id = KeyRing::write_new(path).map_err(status_push_host::outbox::OutboxError::from)?;
+    output::say(format_args!(
+        "wrote outbox key {id} to {} (mode 0600): give every host of the outbox this file (--outbox-key-file or {KEY_FILE_ENV})",
+        path.display()
+    ));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `reseal`: a reporter's new configuration onto its queued events, or every event
+/// under the key file's first key.
+async fn reseal(loader: &Loader, location: &OutboxArgs, config: Option<&Path>) -> Result<ExitCode> {
+    let outbox = open_outbox(location).await?;
+    let done = match config {
+        Some(path) => {
+            let text = input::read_text("--config", path, input::MAX_CONFIG_BYTES)?;
+            let runtime = loader.load()?;
+            let done = outbox.reseal(&runtime, &text).await?;
+            output::say(format_args!(
+                "resealed: {} pending event(s) and dead letter(s) now carry --config {} (dead letters stay dead until `status-push redeliver`)",
+                done.resealed,
+                path.display()
+            ));
+            done
+        }
+        None => {
+            let done = outbox.reseal_keys().await?;
+            output::say(format_args!(
+                "resealed: {} event(s) now sealed under the key file's first key",
+                done.resealed
+            ));
+            done
+        }
+    };
+    if done.unopened > 0 {
+        output::say(format_args!(
+            "not sealed by this outbox's key, left as they were: {} (they become dead letters when claimed)",
+            done.unopened
+        ));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn deliver(loader: &Loader, location: &OutboxArgs, budget: Duration) -> Result<ExitCode> {
     let runtime = loader.load()?;
     let outbox = open_outbox(location).await?;
     let summary = outbox.deliver(&runtime, budget).await?;
@@ -304,7 +428,7 @@ async fn deliver(loader: &Loader, location: &Location, budget: Duration) -> Resu
     })
 }
 
-async fn dead_letters(location: &Location) -> Result<ExitCode> {
+async fn dead_letters(location: &OutboxArgs) -> Result<ExitCode> {
     let outbox = open_outbox(location).await?;
     let letters = outbox.dead_letters().await?;
     output::say("seq\tevent\tbuild\tdelivery_id\tattempts\tqueued_at\treason");
@@ -324,7 +448,7 @@ async fn dead_letters(location: &Location) -> Result<ExitCode> {
 }
 
 async fn redeliver(
-    location: &Location,
+    location: &OutboxArgs,
     id: Option<String>,
     all: bool,
     force: bool,
@@ -389,7 +513,7 @@ async fn serve(
     config: &Path,
     listen: &str,
     relay: &Path,
-    location: Option<&Location>,
+    location: Option<&OutboxArgs>,
     options: ServeOptions,
 ) -> Result<ExitCode> {
     let config = input::read_text("--config", config, input::MAX_CONFIG_BYTES)?;

@@ -2,11 +2,11 @@
 //! component; every failure is one line that says which side failed (the input files,
 //! the component, the receiver) and names the flag and file at fault.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use status_push_host::bindings::{PushError, PushFailure};
-use status_push_host::outbox::{Location, Outbox, PushResult};
+use status_push_host::outbox::{KeyRing, Location, Outbox, OutboxError, PushResult};
 use status_push_host::{Event, HostError, InputError};
 
 use crate::error::{Blamed, CliError};
@@ -102,7 +102,7 @@ pub async fn push_via_outbox(
     config_path: &Path,
     event: Event,
     build_path: &Path,
-    location: &Location,
+    location: &OutboxArgs,
 ) -> Result<ExitCode> {
     let config = input::read_text("--config", config_path, MAX_CONFIG_BYTES)?;
     let build = input::read_text("--build", build_path, MAX_BUILD_BYTES)?;
@@ -131,11 +131,35 @@ pub async fn push_via_outbox(
     }
 }
 
-/// Opens the outbox `--outbox` names: a PostgreSQL database, or a file that must be a
-/// regular one (or new).
-pub async fn open_outbox(location: &Location) -> Result<Outbox> {
-    if let Location::Sqlite(path) = location {
+/// `--outbox` and `--outbox-key-file` (or `STATUS_PUSH_OUTBOX_KEY_FILE`).
+pub struct OutboxArgs {
+    /// Where the outbox is.
+    pub location: Location,
+    /// Its key file, if given.
+    pub key_file: Option<PathBuf>,
+}
+
+impl OutboxArgs {
+    /// The two flags, an empty key file path counting as none.
+    pub fn new(location: Location, key_file: Option<PathBuf>) -> OutboxArgs {
+        OutboxArgs {
+            location,
+            key_file: key_file.filter(|p| !p.as_os_str().is_empty()),
+        }
+    }
+}
+
+/// Opens the outbox `--outbox` names (a PostgreSQL database, or a file that must be a
+/// regular one, or new) with the key file given, or else the library's default: for a
+/// SQLite outbox, FILE.key beside it, made on first use; a PostgreSQL outbox without a
+/// key is refused with one line naming `keygen`.
+pub async fn open_outbox(args: &OutboxArgs) -> Result<Outbox> {
+    if let Location::Sqlite(path) = &args.location {
         input::check_regular_if_exists("--outbox", path)?;
     }
-    Ok(Outbox::open(location).await?)
+    let keys = match &args.key_file {
+        Some(path) => Some(KeyRing::read(path).map_err(OutboxError::from)?),
+        None => None,
+    };
+    Ok(Outbox::open_with(&args.location, keys).await?)
 }

@@ -21,7 +21,9 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
 fn cli() -> Command {
-    common::cli("postgres-tests-cache")
+    let mut command = common::cli("postgres-tests-cache");
+    command.env(status_push_host::outbox::KEY_FILE_ENV, common::key_file());
+    command
 }
 
 /// What the receiver answered, in arrival order: (path, delivery id, status, when).
@@ -69,9 +71,12 @@ async fn three_workers_deliver_everything_once_in_order_through_outage_flapping_
     // path, so each has its own delivery id (server URL, master, build, kind); within a
     // build, event i must arrive after event i - 1.
     let runtime = Runtime::load(&wasm()).unwrap();
-    let outbox = Outbox::open(&Location::parse(url.as_ref()).unwrap())
-        .await
-        .unwrap();
+    let outbox = Outbox::open_with(
+        &Location::parse(url.as_ref()).unwrap(),
+        Some(common::test_keys()),
+    )
+    .await
+    .unwrap();
     for i in 0..PER_BUILD {
         for build in 0..BUILDS {
             let (event, name) = if i % 2 == 0 {
@@ -376,7 +381,7 @@ async fn a_bad_database_url_credentials_or_schema_is_one_line_and_queues_nothing
     assert_eq!(code, 3, "{err}");
     one_line(
         &err,
-        "schema is version 99, newer than this status-push's 3",
+        "schema is version 99, newer than this status-push's 4",
     );
     assert_eq!(pg.sql("SELECT count(*) FROM status_push_events"), "0");
     assert_eq!(pg.sql("SELECT version FROM status_push_schema"), "99");
@@ -399,9 +404,12 @@ async fn sslmode_require_is_tls_verified_against_sslrootcert() {
     let (code, _, err) = run(&["dead-letters", "--outbox", &verified]).await;
     assert_eq!(code, 0, "{err}");
     // The connection really is TLS, as the server sees it.
-    let outbox = Outbox::open(&Location::parse(verified.as_ref()).unwrap())
-        .await
-        .unwrap();
+    let outbox = Outbox::open_with(
+        &Location::parse(verified.as_ref()).unwrap(),
+        Some(common::test_keys()),
+    )
+    .await
+    .unwrap();
     assert_eq!(outbox.counts().await.unwrap().pending, 0);
     // A `webhook-id` is taken once within the replay window: the id and the event are
     // one statement.
@@ -457,8 +465,12 @@ async fn a_queued_event_wakes_an_idle_courier_through_listen_notify() {
     let location = Location::parse(pg.url().as_ref()).unwrap();
     let runtime = Runtime::load(&wasm()).unwrap();
     let receiver = Receiver::start(0).await.unwrap();
-    let courier_side = Outbox::open(&location).await.unwrap();
-    let writer = Outbox::open(&location).await.unwrap();
+    let courier_side = Outbox::open_with(&location, Some(common::test_keys()))
+        .await
+        .unwrap();
+    let writer = Outbox::open_with(&location, Some(common::test_keys()))
+        .await
+        .unwrap();
     // The listener itself hears a queued event.
     let mut listener = courier_side
         .listen()

@@ -27,6 +27,9 @@ pub enum Reported<'a> {
     Failed(&'a HostError),
     /// Past its `deadLetterAfterSeconds`: a dead letter without a call.
     Expired,
+    /// Its row was not sealed by this outbox's key (altered, or written without the
+    /// key): a dead letter, with nothing of it sent or opened.
+    Unsealed(&'a super::Unsealed),
     /// The claim's lease ran out before the call ended: the call was stopped, and the
     /// chain's new holder calls it.
     LeaseLost,
@@ -64,15 +67,24 @@ struct LogOnly;
 
 impl Observer for LogOnly {
     fn reported(&self, report: &Report<'_>) {
-        if let Reported::Failed(error) = &report.reported {
-            tracing::info!(
+        match &report.reported {
+            Reported::Failed(error) => tracing::info!(
                 "outbox: event {} ({} of {}) to {}: {error} ({:?})",
                 report.claimed.seq,
                 report.claimed.event,
                 report.claimed.build_key,
                 report.claimed.destination,
                 report.settled
-            );
+            ),
+            Reported::Unsealed(why) => tracing::warn!(
+                "outbox: event {} ({} of {}) to {}: {why} ({:?})",
+                report.claimed.seq,
+                report.claimed.event,
+                report.claimed.build_key,
+                report.claimed.destination,
+                report.settled
+            ),
+            _ => {}
         }
     }
 }
@@ -250,8 +262,15 @@ impl<'a> Courier<'a> {
             let settled = self.settle(&claimed, None, started).await;
             return (settled, None);
         }
+        let contents = match self.outbox.open_row(&claimed) {
+            Ok(contents) => contents,
+            Err(why) => return (self.settle_unsealed(&claimed, &why, started).await, None),
+        };
         let budget = claimed.budget() + schedule::RENEW_EVERY;
-        let mut attempt = pin!(tokio::time::timeout(budget, call(self.runtime, &claimed)));
+        let mut attempt = pin!(tokio::time::timeout(
+            budget,
+            call(self.runtime, &claimed, &contents)
+        ));
         let mut renew = tokio::time::interval(schedule::RENEW_EVERY);
         renew.tick().await;
         let result = loop {
@@ -300,6 +319,29 @@ impl<'a> Courier<'a> {
                 self.observer.reported(&Report {
                     claimed,
                     reported,
+                    settled: settled.clone(),
+                    took: started.elapsed(),
+                });
+                Some(settled)
+            }
+            Err(e) => {
+                self.observer.trouble(&e);
+                None
+            }
+        }
+    }
+
+    async fn settle_unsealed(
+        &self,
+        claimed: &Claimed,
+        why: &super::Unsealed,
+        started: Instant,
+    ) -> Option<Settled> {
+        match self.outbox.settle_unsealed(claimed, why).await {
+            Ok(settled) => {
+                self.observer.reported(&Report {
+                    claimed,
+                    reported: Reported::Unsealed(why),
                     settled: settled.clone(),
                     took: started.elapsed(),
                 });

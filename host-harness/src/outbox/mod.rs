@@ -26,22 +26,26 @@
 mod courier;
 mod postgres;
 pub mod schedule;
+pub mod seal;
 mod sqlite;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use courier::{Courier, Observer, Report, Reported};
 pub use postgres::PostgresUrl;
+pub use seal::{KeyError, KeyRing, Unsealed, KEY_FILE_ENV};
 
 use crate::{Event, HostError, Outcome, Runtime};
 
 /// The schema version this build writes; an older outbox is migrated when opened, a
 /// newer one refused ([`OutboxError::NewerSchema`]). 1: SQLite only; 2: per-event
-/// backoff, PostgreSQL; 3: destinations (circuits) and chains (claims, order).
-pub const SCHEMA_VERSION: i64 = 3;
+/// backoff, PostgreSQL; 3: destinations (circuits) and chains (claims, order); 4: rows
+/// sealed under the outbox key ([`seal`]), and the key check.
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// What can go wrong with the outbox itself.
 #[derive(Debug, thiserror::Error)]
@@ -139,6 +143,28 @@ pub enum OutboxError {
     /// [`Outbox::redeliver`]: no dead letter has this sequence number or delivery id.
     #[error("no dead letter {0} in the outbox")]
     NoSuchDeadLetter(String),
+    /// The outbox key could not be read, made or used.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// A PostgreSQL outbox was opened without a key: hosts sharing it must share one.
+    #[error(
+        "outbox {location}: a PostgreSQL outbox needs the outbox key its hosts share: make one with `status-push keygen PATH`, give every host that file (--outbox-key-file PATH or STATUS_PUSH_OUTBOX_KEY_FILE; the Buildbot plugin's outboxKey)"
+    )]
+    NoKey {
+        /// The URL, its password redacted.
+        location: String,
+    },
+    /// The key given does not open this outbox's rows: another outbox's key, or a
+    /// rotation that dropped the key still in use. Nothing was read or written.
+    #[error(
+        "outbox {location}: sealed with another key than the one given (key id {sealing}); give the outbox's own key file (nothing was read or written)"
+    )]
+    WrongKey {
+        /// The file or URL (password redacted).
+        location: String,
+        /// The id of the key given.
+        sealing: String,
+    },
 }
 
 /// An error and its causes on one line: tokio-postgres keeps the server's message (a
@@ -377,6 +403,7 @@ pub struct DeliverySummary {
 /// threads (`&Outbox` is enough for every call).
 pub struct Outbox {
     store: Store,
+    keys: Arc<KeyRing>,
 }
 
 enum Store {
@@ -430,7 +457,7 @@ impl NewEvent {
             destination,
             build_key: build_key.to_string(),
             event: event.as_str().to_string(),
-            config: config.to_string(),
+            config: for_delivery(config),
             documents: documents.to_string(),
             // About 35,000 years: far enough, and no overflow when added to a timestamp.
             dead_after_s: i64::try_from(dead_after.as_secs()).map_or(1 << 40, |s| s.min(1 << 40)),
@@ -439,6 +466,69 @@ impl NewEvent {
             max_pending: *max_pending,
         }
     }
+}
+
+/// `documents` with the text of every log given as `content_file` read in as its
+/// `content`, at most `limit` bytes in all (`maxBodyBytes`: the body could hold no more);
+/// a file that cannot be read, or too much, is refused naming the log.
+fn inline_logs(documents: &str, limit: u64) -> Result<std::borrow::Cow<'_, str>, HostError> {
+    if !documents.contains("\"content_file\"") {
+        return Ok(std::borrow::Cow::Borrowed(documents));
+    }
+    // The component refuses documents that do not parse, naming why.
+    let Ok(mut doc) = status_push::documents::parse_json(documents) else {
+        return Ok(std::borrow::Cow::Borrowed(documents));
+    };
+    let files: Vec<(usize, usize, String, String)> = status_push::documents::content_files(&doc)
+        .into_iter()
+        .map(|f| (f.step, f.log, f.path.to_string(), f.key()))
+        .collect();
+    let mut left = limit;
+    for (step, log, path, key) in files {
+        let refused = |message: String| {
+            HostError::Event(crate::InputError {
+                key: key.clone(),
+                message,
+            })
+        };
+        let text = crate::files::read_text(Path::new(&path), left).map_err(|e| match e {
+            crate::files::FileError::TooLarge { .. } => refused(format!(
+                "{path}: the logs of this event are larger than maxBodyBytes ({limit} bytes); an outbox keeps them in the event"
+            )),
+            e => refused(format!("{path}: {e}")),
+        })?;
+        left -= text.len() as u64;
+        let entry = doc
+            .get_mut("steps")
+            .and_then(|s| s.get_mut(step))
+            .and_then(|s| s.get_mut("logs"))
+            .and_then(|l| l.get_mut(log))
+            .and_then(serde_json::Value::as_object_mut);
+        if let Some(entry) = entry {
+            entry.remove("content_file");
+            entry.insert("content".into(), serde_json::Value::String(text));
+        }
+    }
+    Ok(std::borrow::Cow::Owned(doc.to_string()))
+}
+
+/// `config` without what delivery never reads (`inboundToken`, `inboundSecret`: how the
+/// relay's callers authenticate), so the outbox does not keep them.
+fn for_delivery(config: &str) -> String {
+    if !status_push::documents::RELAY_ONLY_KEYS
+        .iter()
+        .any(|key| config.contains(key))
+    {
+        return config.to_string();
+    }
+    let Ok(serde_json::Value::Object(mut map)) = status_push::documents::parse_json(config) else {
+        // Not an object: the component refuses it at delivery, and it holds no key to strip.
+        return config.to_string();
+    };
+    for key in status_push::documents::RELAY_ONLY_KEYS {
+        map.remove(key);
+    }
+    serde_json::Value::Object(map).to_string()
 }
 
 /// The destination of a `serverUrl`: its origin (`scheme://host:port`), without
@@ -565,22 +655,88 @@ fn new_token() -> i64 {
 
 const EXPIRED: &str = "expired: undelivered for longer than deadLetterAfterSeconds";
 
+/// The key file beside a SQLite outbox given no key: `PATH.key`.
+pub fn default_key_path(outbox: &Path) -> PathBuf {
+    let mut path = outbox.as_os_str().to_owned();
+    path.push(".key");
+    PathBuf::from(path)
+}
+
+/// The key ring for `location` when none was given: the file `STATUS_PUSH_OUTBOX_KEY_FILE`
+/// names, else for SQLite `PATH.key` beside it (made on first use); a PostgreSQL outbox
+/// without one is refused, since its hosts must share one key.
+fn default_keys(location: &Location) -> Result<KeyRing, OutboxError> {
+    if let Some(path) = std::env::var_os(KEY_FILE_ENV).filter(|p| !p.is_empty()) {
+        return Ok(KeyRing::read(Path::new(&path))?);
+    }
+    match location {
+        Location::Sqlite(path) => Ok(KeyRing::read_or_create(&default_key_path(path))?),
+        Location::Postgres(url) => Err(OutboxError::NoKey {
+            location: url.to_string(),
+        }),
+    }
+}
+
 impl Outbox {
-    /// Opens the outbox at `location`, creating it (a SQLite file readable by its owner
-    /// only, since it holds configurations and their secrets; or the tables of a
-    /// PostgreSQL database) or migrating its schema as needed.
+    /// Opens the outbox at `location` with the key `STATUS_PUSH_OUTBOX_KEY_FILE` names,
+    /// or for SQLite with `PATH.key` beside it (made on first use); see
+    /// [`Outbox::open_with`]. A PostgreSQL outbox needs a key ([`OutboxError::NoKey`]).
     pub async fn open(location: &Location) -> Result<Outbox, OutboxError> {
-        let store = match location {
+        Outbox::open_with(location, None).await
+    }
+
+    /// Opens the outbox at `location`, creating it (a SQLite file readable by its owner
+    /// only; or the tables of a PostgreSQL database) or migrating its schema as needed,
+    /// with `keys` (`None`: as [`Outbox::open`] finds them). Rows are sealed under the
+    /// first key; rows of an earlier release are sealed on this first open. A key that
+    /// does not open the outbox's key check is refused ([`OutboxError::WrongKey`]).
+    pub async fn open_with(
+        location: &Location,
+        keys: Option<KeyRing>,
+    ) -> Result<Outbox, OutboxError> {
+        let (store, keys) = match location {
             Location::Sqlite(path) => {
                 let path = path.clone();
-                let opened = tokio::task::spawn_blocking(move || sqlite::Sqlite::open(&path))
-                    .await
-                    .map_err(|e| OutboxError::Stopped(e.to_string()))?;
-                Store::Sqlite(opened?)
+                let location = location.clone();
+                let opened = tokio::task::spawn_blocking(move || {
+                    let keys = Arc::new(match keys {
+                        Some(keys) => keys,
+                        None => default_keys(&location)?,
+                    });
+                    sqlite::Sqlite::open(&path, keys.clone()).map(|s| (Store::Sqlite(s), keys))
+                })
+                .await
+                .map_err(|e| OutboxError::Stopped(e.to_string()))?;
+                opened?
             }
-            Location::Postgres(url) => Store::Postgres(postgres::Postgres::open(url).await?),
+            Location::Postgres(url) => {
+                let keys = Arc::new(match keys {
+                    Some(keys) => keys,
+                    None => default_keys(location)?,
+                });
+                let store = postgres::Postgres::open(url, keys.clone()).await?;
+                (Store::Postgres(store), keys)
+            }
         };
-        Ok(Outbox { store })
+        Ok(Outbox { store, keys })
+    }
+
+    /// Opens a claimed event's configuration and documents; a row not sealed by this
+    /// outbox's key for this very row is never used: settle it with
+    /// [`Outbox::settle_unsealed`].
+    pub(crate) fn open_row(&self, claimed: &Claimed) -> Result<seal::Contents, Unsealed> {
+        let row = &claimed.row;
+        seal::open_row(
+            &self.keys,
+            seal::RowId {
+                destination: &row.target,
+                build_key: &claimed.build_key,
+                seq: row.seq,
+                event: row.event.as_str(),
+            },
+            &row.config,
+            &row.documents,
+        )
     }
 
     /// Where it is (a PostgreSQL URL without its password).
@@ -617,8 +773,14 @@ impl Outbox {
         let config = reporter.parse_config(config_json).await?;
         let buildbot_url = config.buildbot_url.clone();
         let destination = config.server_url.clone();
+        let max_body = config
+            .max_body_bytes
+            .unwrap_or(status_push::config::DEFAULT_MAX_BODY_BYTES);
         reporter.configure(config).await?;
         let policy = reporter.policy().cloned().unwrap_or_default();
+        // A row never names a file for a host to open: logs are read in now.
+        let documents = inline_logs(documents_json, max_body)?;
+        let documents_json: &str = &documents;
         let build = reporter.parse_event(documents_json).await?;
         let build_key = format!("{buildbot_url}|{}", build.build.buildid);
         let new = NewEvent::new(&Accepted {
@@ -798,6 +960,104 @@ impl Outbox {
         })
     }
 
+    /// Records a claimed event whose row did not open ([`Outbox::open_row`]) as a dead
+    /// letter saying why; nothing of it was sent or opened.
+    pub(crate) async fn settle_unsealed(
+        &self,
+        claimed: &Claimed,
+        why: &Unsealed,
+    ) -> Result<Settled, OutboxError> {
+        let failure = Failure {
+            reason: why.to_string(),
+            attempts: 0,
+            delivery_id: String::new(),
+        };
+        let (chain, token, seq, probe) =
+            (&claimed.chain, claimed.token, claimed.seq, claimed.probe);
+        Ok(
+            if store!(self.dead(chain, token, seq, &failure, false, probe))? {
+                Settled::Dead
+            } else {
+                Settled::Lost
+            },
+        )
+    }
+
+    /// Re-seals the pending events and dead letters of `config_json`'s reporter (those
+    /// bound for the origin and path of its `serverUrl`) with that configuration,
+    /// checked by the component first: a credential rotated in a reporter's
+    /// configuration so reaches the events it already queued. Dead letters stay dead
+    /// until redelivered.
+    pub async fn reseal(
+        &self,
+        runtime: &Runtime,
+        config_json: &str,
+    ) -> Result<Resealed, OutboxError> {
+        let mut reporter = runtime.reporter().await?;
+        let config = reporter.parse_config(config_json).await?;
+        let server_url = config.server_url.clone();
+        reporter.configure(config).await?;
+        let path = url_path(&server_url);
+        let stored = for_delivery(config_json);
+        self.reseal_rows(Some(destination_of(&server_url)), |_, contents| {
+            let old = status_push::documents::parse_json(contents.config.expose()).ok()?;
+            let old_url = old.get("serverUrl")?.as_str()?;
+            (url_path(old_url) == path).then(|| stored.clone())
+        })
+        .await
+    }
+
+    /// Re-seals under the key file's first key every event sealed by another, and the
+    /// outbox's key check: after it (on every outbox that key file serves), the older
+    /// keys may leave the file.
+    pub async fn reseal_keys(&self) -> Result<Resealed, OutboxError> {
+        let keys = self.keys.clone();
+        let done = self
+            .reseal_rows(None, |row, contents| {
+                let current =
+                    keys.sealed_by_first(&row.config) && keys.sealed_by_first(&row.documents);
+                (!current).then(|| contents.config.expose().to_string())
+            })
+            .await?;
+        let check = self.keys.seal(b"ok", seal::KEY_CHECK)?;
+        store!(self.replace_key_check(check))?;
+        Ok(done)
+    }
+
+    /// Re-seals the rows (of `target`, if given) for which `change` gives a
+    /// configuration, with it and their documents, under the first key.
+    async fn reseal_rows(
+        &self,
+        target: Option<String>,
+        change: impl Fn(&SealedRow, &seal::Contents) -> Option<String>,
+    ) -> Result<Resealed, OutboxError> {
+        const PAGE: i64 = 500;
+        let mut done = Resealed::default();
+        let mut after = 0;
+        loop {
+            let rows = store!(self.sealed_rows(target.clone(), after, PAGE))?;
+            let Some(last) = rows.last() else {
+                return Ok(done);
+            };
+            after = last.seq;
+            let mut sealed = Vec::new();
+            for row in &rows {
+                let Ok(contents) =
+                    seal::open_row(&self.keys, row.id(), &row.config, &row.documents)
+                else {
+                    done.unopened += 1;
+                    continue;
+                };
+                if let Some(config) = change(row, &contents) {
+                    let (config, documents) =
+                        seal::seal_row(&self.keys, row.id(), &config, contents.documents.expose())?;
+                    sealed.push((row.seq, config, documents));
+                }
+            }
+            done.resealed += store!(self.replace_sealed(sealed))?;
+        }
+    }
+
     /// Gives a claim back uncalled: the chain is due again at once.
     pub async fn release(&self, claimed: &Claimed) -> Result<(), OutboxError> {
         store!(self.release(&claimed.chain, claimed.token))
@@ -958,6 +1218,9 @@ struct Row {
     seq: i64,
     /// Parsed when read: a row naming another event is refused, never taken for one.
     event: Event,
+    /// Its destination's target, which its sealed values are bound to.
+    target: String,
+    /// Sealed ([`seal::seal_row`]); opened by [`Outbox::open_row`] just before its call.
     config: String,
     documents: String,
     /// Past its `deadLetterAfterSeconds` when claimed.
@@ -966,20 +1229,96 @@ struct Row {
     budget_ms: i64,
 }
 
+/// A row as stored, for re-sealing.
+#[derive(Debug, Clone)]
+struct SealedRow {
+    seq: i64,
+    target: String,
+    build_key: String,
+    event: String,
+    /// Sealed, or plaintext in a row of an earlier release being migrated.
+    config: String,
+    documents: String,
+}
+
+impl SealedRow {
+    fn id(&self) -> seal::RowId<'_> {
+        seal::RowId {
+            destination: &self.target,
+            build_key: &self.build_key,
+            seq: self.seq,
+            event: &self.event,
+        }
+    }
+}
+
+/// What [`Outbox::reseal`] and [`Outbox::reseal_keys`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Resealed {
+    /// Events (pending or dead) sealed anew.
+    pub resealed: usize,
+    /// Events of theirs that did not open under this outbox's key, left as they were
+    /// (they become dead letters when claimed).
+    pub unopened: usize,
+}
+
+/// The key check for a store holding `stored` (`None`: none yet): `Ok(Some)` is the
+/// value to store; a check that `keys` do not open refuses the outbox.
+fn check_key(
+    keys: &KeyRing,
+    stored: Option<&str>,
+    location: &str,
+) -> Result<Option<String>, OutboxError> {
+    match stored {
+        None => Ok(Some(keys.seal(b"ok", seal::KEY_CHECK)?)),
+        Some(sealed) => match keys.open(sealed, seal::KEY_CHECK) {
+            Ok(_) => Ok(None),
+            Err(_) => Err(OutboxError::WrongKey {
+                location: location.to_string(),
+                sealing: keys.sealing_id(),
+            }),
+        },
+    }
+}
+
+/// The path of a `serverUrl` (`/` when it has none): with its origin, which reporter an
+/// event is for.
+fn url_path(server_url: &str) -> String {
+    match server_url.parse::<http::Uri>() {
+        Ok(uri) => uri.path().to_string(),
+        Err(_) => server_url.to_string(),
+    }
+}
+
 /// One delivery call of the component for a claimed event, in a fresh instance. A
 /// probe of a failing destination makes one attempt, not the configuration's
-/// `maxAttempts`: the circuit, not the component, spaces the probes.
-async fn call(runtime: &Runtime, claimed: &Claimed) -> Result<Outcome, HostError> {
+/// `maxAttempts`: the circuit, not the component, spaces the probes. The documents go
+/// over as JSON: a row never makes the host open a file (logs were read in when queued).
+async fn call(
+    runtime: &Runtime,
+    claimed: &Claimed,
+    contents: &seal::Contents,
+) -> Result<Outcome, HostError> {
+    let documents = contents.documents.expose();
+    if documents.contains("\"content_file\"") {
+        // Only a row of an earlier release can name one: its file is not opened.
+        return Err(HostError::Event(crate::InputError {
+            key: "content_file".into(),
+            message: CONTENT_FILE_IN_ROW.into(),
+        }));
+    }
     let mut reporter = runtime.reporter().await?;
-    let mut config = reporter.parse_config(&claimed.row.config).await?;
+    let mut config = reporter.parse_config(contents.config.expose()).await?;
     if claimed.probe {
         config.max_attempts = Some(1);
     }
     reporter.configure(config).await?;
-    reporter
-        .report_documents(claimed.row.event, &claimed.row.documents)
-        .await
+    reporter.report_json(claimed.row.event, documents).await
 }
+
+/// Why a stored event naming a `content_file` is a dead letter.
+const CONTENT_FILE_IN_ROW: &str =
+    "an outbox row names a file to read; the outbox never opens one (nothing was sent)";
 
 #[cfg(test)]
 mod tests {
@@ -1057,6 +1396,42 @@ mod tests {
             "http://127.0.0.1:8010"
         );
         assert_eq!(destination_of("not a url"), "not a url");
+    }
+
+    #[test]
+    fn relay_only_keys_are_not_stored() {
+        let stored = for_delivery(
+            r#"{"serverUrl": "http://h/", "inboundToken": "t0123456789abcdef", "inboundSecret": "s"}"#,
+        );
+        assert_eq!(stored, r#"{"serverUrl":"http://h/"}"#);
+        let plain = r#"{"serverUrl": "http://h/"}"#;
+        assert_eq!(for_delivery(plain), plain);
+    }
+
+    #[test]
+    fn logs_given_as_files_are_read_into_the_event_within_max_body_bytes() {
+        let dir = std::env::temp_dir().join(format!("status-push-inline-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("stdio");
+        std::fs::write(&log, "line 1\nline 2\n").unwrap();
+        let documents = serde_json::json!({"steps": [{"logs": [
+            {"name": "stdio", "content_file": log.to_str().unwrap()}]}]})
+        .to_string();
+        let inlined = inline_logs(&documents, 1024).unwrap();
+        let doc: serde_json::Value = serde_json::from_str(&inlined).unwrap();
+        assert_eq!(doc["steps"][0]["logs"][0]["content"], "line 1\nline 2\n");
+        assert!(doc["steps"][0]["logs"][0].get("content_file").is_none());
+        let refused = inline_logs(&documents, 4).err().unwrap().to_string();
+        assert!(
+            refused.contains("steps[0].logs[0].content_file") && refused.contains("maxBodyBytes"),
+            "{refused}"
+        );
+        assert_eq!(refused.lines().count(), 1);
+        let missing = documents.replace(log.to_str().unwrap(), dir.join("gone").to_str().unwrap());
+        let refused = inline_logs(&missing, 1024).err().unwrap().to_string();
+        assert!(refused.contains("cannot open"), "{refused}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -19,9 +19,10 @@ use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::{AsyncMessage, Client, Connection, GenericClient, NoTls, Socket, Transaction};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+use super::seal::{self, KeyRing, RowId};
 use super::{
     schedule, ChainKey, Circuit, Claim, Claimed, Counts, Entry, Failure, NewEvent, OutboxError,
-    Redeliver, Redelivered, Row, SCHEMA_VERSION,
+    Redeliver, Redelivered, Row, SealedRow, SCHEMA_VERSION,
 };
 use crate::{Event, Secret};
 
@@ -124,6 +125,14 @@ const V3_FINISH: &str = "
                    WHERE e.destination_id = d.id AND NOT e.dead),
         dead = (SELECT COUNT(*) FROM status_push_events e
                 WHERE e.destination_id = d.id AND e.dead);";
+
+/// Version 4: the key check (one value sealed under the outbox key, opened at every open).
+const V4: &str = "CREATE TABLE IF NOT EXISTS status_push_key_check (sealed TEXT NOT NULL);";
+
+/// The next sequence numbers of events, taken before their rows are written: each row's
+/// seal is bound to its own.
+const NEXT_SEQS: &str =
+    "SELECT nextval(pg_get_serial_sequence('status_push_events', 'seq')) FROM generate_series(1, $1)";
 
 /// A PostgreSQL connection URL (`postgresql://` or `postgres://`). Prints with its
 /// password (in the authority or the query) redacted. `sslmode=require` connects over
@@ -250,6 +259,7 @@ fn take_root_cert(url: &str) -> (String, Option<std::path::PathBuf>) {
 /// An outbox database.
 pub(super) struct Postgres {
     url: PostgresUrl,
+    keys: std::sync::Arc<KeyRing>,
     /// Connections, each opened when first needed and again when the server closed it
     /// (a restart, a failover). One transaction at a time on each.
     slots: Vec<Mutex<Option<Client>>>,
@@ -262,17 +272,18 @@ type Connected<'a> = tokio::sync::MappedMutexGuard<'a, Client>;
 impl Postgres {
     /// Connects, then creates or migrates the schema (one host at a time: an advisory
     /// lock), or refuses a schema newer than this build's without touching anything.
-    pub(super) async fn open(url: &PostgresUrl) -> Result<Postgres> {
+    pub(super) async fn open(url: &PostgresUrl, keys: std::sync::Arc<KeyRing>) -> Result<Postgres> {
         let postgres = Postgres {
             url: url.clone(),
+            keys,
             slots: (0..CONNECTIONS).map(|_| Mutex::new(None)).collect(),
             next: AtomicUsize::new(0),
         };
         let mut client = postgres.connect().await?;
         match postgres
-            .bounded(migrate(&mut client))
+            .bounded(migrate(&mut client, &postgres.keys, &url.shown))
             .await?
-            .map_err(|e| postgres.error(e))?
+            .map_err(|e| postgres.error(e))??
         {
             Schema::Current => {}
             Schema::Newer(found) => {
@@ -410,7 +421,7 @@ impl Postgres {
                 let tx = conn.transaction().await?;
                 tx.batch_execute(DURABLE).await?;
                 if let Some(pending) = over_cap(&tx, cap, 1).await? {
-                    return Ok(Err(pending));
+                    return Ok(Err(Refused::Full(pending)));
                 }
                 if let Some(id) = &webhook_id {
                     tx.execute(
@@ -447,27 +458,37 @@ impl Postgres {
                     )
                     .await?
                     .get(0);
-                let seq: i64 = tx
-                    .query_one(
-                        &format!(
-                            "INSERT INTO status_push_events (destination_id, build_key, event,
+                let seq: i64 = tx.query_one(NEXT_SEQS, &[&1i32]).await?.get(0);
+                let row = RowId {
+                    destination: &event.destination,
+                    build_key: &event.build_key,
+                    seq,
+                    event: &event.event,
+                };
+                let (config, documents) =
+                    match seal::seal_row(&self.keys, row, &event.config, &event.documents) {
+                        Ok(sealed) => sealed,
+                        Err(e) => return Ok(Err(Refused::Key(e))),
+                    };
+                tx.execute(
+                    &format!(
+                        "INSERT INTO status_push_events (seq, destination_id, build_key, event,
                              config, documents, created_at, expires_at, budget_ms, retention_s)
-                         VALUES ($1, $2, $3, $4, $5, {NOW_S}, {NOW_S} + $6, $7, $8)
-                         RETURNING seq"
-                        ),
-                        &[
-                            &destination,
-                            &event.build_key,
-                            &event.event,
-                            &event.config,
-                            &event.documents,
-                            &event.dead_after_s,
-                            &event.budget_ms,
-                            &event.retention_s,
-                        ],
-                    )
-                    .await?
-                    .get(0);
+                         VALUES ($1, $2, $3, $4, $5, $6, {NOW_S}, {NOW_S} + $7, $8, $9)"
+                    ),
+                    &[
+                        &seq,
+                        &destination,
+                        &event.build_key,
+                        &event.event,
+                        &config,
+                        &documents,
+                        &event.dead_after_s,
+                        &event.budget_ms,
+                        &event.retention_s,
+                    ],
+                )
+                .await?;
                 tx.execute(
                     &format!(
                         "INSERT INTO status_push_chains AS c
@@ -491,14 +512,17 @@ impl Postgres {
                 Ok(Ok(Some((seq, destination))))
             })
             .await?;
-        stored.map_err(|pending| self.full(pending, cap))
+        stored.map_err(|refused| self.refused(refused, cap))
     }
 
-    fn full(&self, pending: u64, cap: u64) -> OutboxError {
-        OutboxError::Full {
-            location: self.url.shown.clone(),
-            pending,
-            cap,
+    fn refused(&self, refused: Refused, cap: u64) -> OutboxError {
+        match refused {
+            Refused::Full(pending) => OutboxError::Full {
+                location: self.url.shown.clone(),
+                pending,
+                cap,
+            },
+            Refused::Key(e) => e.into(),
         }
     }
 
@@ -509,8 +533,6 @@ impl Postgres {
         let shown = column(|e| e.shown.clone());
         let keys = column(|e| e.build_key.clone());
         let names = column(|e| e.event.clone());
-        let configs = column(|e| e.config.clone());
-        let documents = column(|e| e.documents.clone());
         let dead_after: Vec<i64> = events.iter().map(|e| e.dead_after_s).collect();
         let budgets: Vec<i64> = events.iter().map(|e| e.budget_ms).collect();
         let retention: Vec<i64> = events.iter().map(|e| e.retention_s).collect();
@@ -525,7 +547,30 @@ impl Postgres {
                 let tx = conn.transaction().await?;
                 tx.batch_execute(DURABLE).await?;
                 if let Some(pending) = over_cap(&tx, cap, events.len() as u64).await? {
-                    return Ok(Err(pending));
+                    return Ok(Err(Refused::Full(pending)));
+                }
+                let seqs: Vec<i64> = tx
+                    .query(NEXT_SEQS, &[&(events.len() as i32)])
+                    .await?
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect();
+                let mut configs = Vec::with_capacity(events.len());
+                let mut documents = Vec::with_capacity(events.len());
+                for (event, &seq) in events.iter().zip(&seqs) {
+                    let row = RowId {
+                        destination: &event.destination,
+                        build_key: &event.build_key,
+                        seq,
+                        event: &event.event,
+                    };
+                    match seal::seal_row(&self.keys, row, &event.config, &event.documents) {
+                        Ok((config, docs)) => {
+                            configs.push(config);
+                            documents.push(docs);
+                        }
+                        Err(e) => return Ok(Err(Refused::Key(e))),
+                    }
                 }
                 tx.execute(
                     "INSERT INTO status_push_destinations (target, shown)
@@ -536,12 +581,12 @@ impl Postgres {
                 .await?;
                 tx.execute(
                     &format!(
-                        "INSERT INTO status_push_events (destination_id, build_key, event, config,
-                         documents, created_at, expires_at, budget_ms, retention_s)
-                     SELECT d.id, u.k, u.e, u.c, u.docs, {NOW_S}, {NOW_S} + u.a, u.b, u.r
-                     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                                 $6::bigint[], $7::bigint[], $8::bigint[])
-                          WITH ORDINALITY AS u(t, k, e, c, docs, a, b, r, n)
+                        "INSERT INTO status_push_events (seq, destination_id, build_key, event,
+                         config, documents, created_at, expires_at, budget_ms, retention_s)
+                     SELECT u.s, d.id, u.k, u.e, u.c, u.docs, {NOW_S}, {NOW_S} + u.a, u.b, u.r
+                     FROM UNNEST($9::bigint[], $1::text[], $2::text[], $3::text[], $4::text[],
+                                 $5::text[], $6::bigint[], $7::bigint[], $8::bigint[])
+                          WITH ORDINALITY AS u(s, t, k, e, c, docs, a, b, r, n)
                      JOIN status_push_destinations d ON d.target = u.t
                      ORDER BY u.n"
                     ),
@@ -554,6 +599,7 @@ impl Postgres {
                         &dead_after,
                         &budgets,
                         &retention,
+                        &seqs,
                     ],
                 )
                 .await?;
@@ -585,7 +631,7 @@ impl Postgres {
                 Ok(Ok(()))
             })
             .await?;
-        stored.map_err(|pending| self.full(pending, cap))
+        stored.map_err(|refused| self.refused(refused, cap))
     }
 
     pub(super) async fn claim(&self, claim: Claim) -> Result<Vec<Claimed>> {
@@ -1084,6 +1130,83 @@ impl Postgres {
     pub(super) fn url(&self) -> &PostgresUrl {
         &self.url
     }
+
+    /// Up to `limit` rows after `after` (of `target` only, if given), as stored.
+    pub(super) async fn sealed_rows(
+        &self,
+        target: Option<String>,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<SealedRow>> {
+        let conn = self.conn().await?;
+        let rows = self
+            .run(conn.query(
+                "SELECT e.seq, d.target, e.build_key, e.event, e.config, e.documents
+                 FROM status_push_events e JOIN status_push_destinations d
+                   ON d.id = e.destination_id
+                 WHERE e.seq > $1 AND ($2::text IS NULL OR d.target = $2)
+                 ORDER BY e.seq LIMIT $3",
+                &[&after, &target, &limit],
+            ))
+            .await?;
+        Ok(rows.iter().map(sealed_row).collect())
+    }
+
+    /// Replaces the sealed values of rows still there; returns how many.
+    pub(super) async fn replace_sealed(&self, rows: Vec<(i64, String, String)>) -> Result<usize> {
+        let mut conn = self.conn().await?;
+        self.run(async {
+            let tx = conn.transaction().await?;
+            tx.batch_execute(DURABLE).await?;
+            let mut n = 0;
+            for (seq, config, documents) in &rows {
+                n += tx
+                    .execute(
+                        "UPDATE status_push_events SET config = $2, documents = $3 WHERE seq = $1",
+                        &[seq, config, documents],
+                    )
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(n as usize)
+        })
+        .await
+    }
+
+    /// Replaces the key check (a rotation seals it under the new key).
+    pub(super) async fn replace_key_check(&self, sealed: String) -> Result<()> {
+        let mut conn = self.conn().await?;
+        self.run(async {
+            let tx = conn.transaction().await?;
+            tx.execute("DELETE FROM status_push_key_check", &[]).await?;
+            tx.execute(
+                "INSERT INTO status_push_key_check (sealed) VALUES ($1)",
+                &[&sealed],
+            )
+            .await?;
+            tx.commit().await
+        })
+        .await
+    }
+}
+
+/// Why an insert wrote nothing.
+enum Refused {
+    /// The outbox holds its cap: this many are pending.
+    Full(u64),
+    /// The event could not be sealed.
+    Key(super::KeyError),
+}
+
+fn sealed_row(r: &tokio_postgres::Row) -> SealedRow {
+    SealedRow {
+        seq: r.get(0),
+        target: r.get(1),
+        build_key: r.get(2),
+        event: r.get(3),
+        config: r.get(4),
+        documents: r.get(5),
+    }
 }
 
 /// Takes up to `want` due chains of `destination` under `token` for one lease, with their
@@ -1109,7 +1232,8 @@ async fn take_due(
                      FROM picked p WHERE c.destination_id = $1 AND c.build_key = p.build_key
                      RETURNING c.build_key)
                  SELECT t.build_key, e.seq, e.event, e.config, e.documents,
-                        e.expires_at <= {NOW_S}, e.created_at, e.budget_ms
+                        e.expires_at <= {NOW_S}, e.created_at, e.budget_ms,
+                        (SELECT target FROM status_push_destinations WHERE id = $1)
                  FROM taken t LEFT JOIN LATERAL (
                      SELECT * FROM status_push_events h
                      WHERE h.destination_id = $1 AND h.build_key = t.build_key AND NOT h.dead
@@ -1135,6 +1259,7 @@ async fn take_due(
                     expired: row.get(5),
                     created_at: row.get(6),
                     budget_ms: row.get(7),
+                    target: row.get(8),
                 },
             )),
             // The counter ran ahead of the events (a hand-edited table), or the head
@@ -1164,7 +1289,7 @@ async fn take(
         .query_opt(
             &format!(
                 "SELECT seq, event, config, documents, expires_at <= {NOW_S}, created_at,
-                        budget_ms
+                        budget_ms, (SELECT target FROM status_push_destinations WHERE id = $1)
                  FROM status_push_events
                  WHERE destination_id = $1 AND build_key = $2 AND NOT dead
                  ORDER BY seq LIMIT 1"
@@ -1201,6 +1326,7 @@ async fn take(
         expired: head.get(4),
         created_at: head.get(5),
         budget_ms: head.get(6),
+        target: head.get(7),
     }))
 }
 
@@ -1286,6 +1412,7 @@ where
 }
 
 /// What [`migrate`] found.
+#[derive(Debug)]
 enum Schema {
     /// At [`SCHEMA_VERSION`] (now).
     Current,
@@ -1295,7 +1422,11 @@ enum Schema {
 
 /// Brings the schema to [`SCHEMA_VERSION`] in one transaction under an advisory lock, so
 /// hosts starting together migrate once; a newer schema is refused before any write.
-async fn migrate(client: &mut Client) -> std::result::Result<Schema, tokio_postgres::Error> {
+async fn migrate(
+    client: &mut Client,
+    keys: &KeyRing,
+    location: &str,
+) -> std::result::Result<Result<Schema>, tokio_postgres::Error> {
     let tx = client.transaction().await?;
     tx.batch_execute(
         "SELECT pg_advisory_xact_lock(hashtext('status_push_schema'));
@@ -1310,7 +1441,7 @@ async fn migrate(client: &mut Client) -> std::result::Result<Schema, tokio_postg
     let found = i64::from(found.unwrap_or(1));
     if found > SCHEMA_VERSION {
         tx.rollback().await?;
-        return Ok(Schema::Newer(found));
+        return Ok(Ok(Schema::Newer(found)));
     }
     if found < 2 {
         for step in V2 {
@@ -1344,6 +1475,31 @@ async fn migrate(client: &mut Client) -> std::result::Result<Schema, tokio_postg
         }
         tx.batch_execute(V3_FINISH).await?;
     }
+    if found < 4 {
+        tx.batch_execute(V4).await?;
+        if let Err(e) = seal_plaintext(&tx, keys).await? {
+            tx.rollback().await?;
+            return Ok(Err(e.into()));
+        }
+    }
+    let check: Option<String> = tx
+        .query_opt("SELECT sealed FROM status_push_key_check LIMIT 1", &[])
+        .await?
+        .map(|r| r.get(0));
+    match super::check_key(keys, check.as_deref(), location) {
+        Ok(None) => {}
+        Ok(Some(sealed)) => {
+            tx.execute(
+                "INSERT INTO status_push_key_check (sealed) VALUES ($1)",
+                &[&sealed],
+            )
+            .await?;
+        }
+        Err(e) => {
+            tx.rollback().await?;
+            return Ok(Err(e));
+        }
+    }
     if found < SCHEMA_VERSION {
         tx.execute("DELETE FROM status_push_schema", &[]).await?;
         tx.execute(
@@ -1353,7 +1509,37 @@ async fn migrate(client: &mut Client) -> std::result::Result<Schema, tokio_postg
         .await?;
     }
     tx.commit().await?;
-    Ok(Schema::Current)
+    Ok(Ok(Schema::Current))
+}
+
+/// Seals the configuration and documents of every row still in plaintext (written by a
+/// release before version 4), leaving out what delivery never reads.
+async fn seal_plaintext(
+    tx: &Transaction<'_>,
+    keys: &KeyRing,
+) -> std::result::Result<std::result::Result<(), super::KeyError>, tokio_postgres::Error> {
+    let rows = tx
+        .query(
+            "SELECT e.seq, d.target, e.build_key, e.event, e.config, e.documents
+             FROM status_push_events e JOIN status_push_destinations d
+               ON d.id = e.destination_id
+             WHERE e.config NOT LIKE 'sealed1:%' ORDER BY e.seq",
+            &[],
+        )
+        .await?;
+    for row in rows.iter().map(sealed_row) {
+        let config = super::for_delivery(&row.config);
+        let (config, documents) = match seal::seal_row(keys, row.id(), &config, &row.documents) {
+            Ok(sealed) => sealed,
+            Err(e) => return Ok(Err(e)),
+        };
+        tx.execute(
+            "UPDATE status_push_events SET config = $2, documents = $3 WHERE seq = $1",
+            &[&row.seq, &config, &documents],
+        )
+        .await?;
+    }
+    Ok(Ok(()))
 }
 
 #[cfg(test)]

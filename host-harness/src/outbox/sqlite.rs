@@ -10,15 +10,17 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 
 use crate::Event;
 
+use super::seal::{self, KeyRing, RowId};
 use super::{
     now_ms, now_s, schedule, ChainKey, Circuit, Claim, Claimed, Counts, Entry, Failure, NewEvent,
-    OutboxError, Redeliver, Redelivered, Row, SCHEMA_VERSION,
+    OutboxError, Redeliver, Redelivered, Row, SealedRow, SCHEMA_VERSION,
 };
 
 /// An outbox file.
 pub(super) struct Sqlite {
     path: PathBuf,
     db: Arc<Mutex<Connection>>,
+    keys: Arc<KeyRing>,
 }
 
 /// Locks `mutex`, taking it even if a panicking call poisoned it: the connection is
@@ -104,12 +106,15 @@ const V3_COUNTERS: &str = "
         pending = (SELECT COUNT(*) FROM events e WHERE e.destination_id = id AND e.dead = 0),
         dead = (SELECT COUNT(*) FROM events e WHERE e.destination_id = id AND e.dead = 1);";
 
+/// Version 4: the key check (one value sealed under the outbox key, opened at every open).
+const V4: &str = "CREATE TABLE IF NOT EXISTS key_check (sealed TEXT NOT NULL);";
+
 type Result<T> = std::result::Result<T, OutboxError>;
 
 impl Sqlite {
     /// Opens (creating if needed, readable by its owner only: it holds configurations,
     /// secrets included) and migrates the outbox at `path`.
-    pub(super) fn open(path: &Path) -> Result<Sqlite> {
+    pub(super) fn open(path: &Path, keys: Arc<KeyRing>) -> Result<Sqlite> {
         let store = |source| OutboxError::Sqlite {
             path: path.to_path_buf(),
             source,
@@ -159,15 +164,29 @@ impl Sqlite {
             });
         }
         if version < SCHEMA_VERSION {
-            migrate(&tx, version).map_err(store)?;
+            migrate(&tx, version, &keys).map_err(store)?;
             tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
                 .map_err(store)?;
+        }
+        let check: Option<String> = tx
+            .query_row("SELECT sealed FROM key_check LIMIT 1", [], |r| r.get(0))
+            .optional()
+            .map_err(store)?;
+        if let Some(sealed) =
+            super::check_key(&keys, check.as_deref(), &path.display().to_string())?
+        {
+            tx.execute(
+                "INSERT INTO key_check (sealed) VALUES (?1)",
+                params![sealed],
+            )
+            .map_err(store)?;
         }
         tx.commit().map_err(store)?;
         owner_only(path);
         Ok(Sqlite {
             path: path.to_path_buf(),
             db: Arc::new(Mutex::new(db)),
+            keys,
         })
     }
 
@@ -227,6 +246,7 @@ impl Sqlite {
         replay_window_s: i64,
     ) -> Result<Option<(i64, i64)>> {
         let cap = event.max_pending;
+        let keys = self.keys.clone();
         let stored = self
             .durable(move |tx| {
                 if let Some(pending) = over_cap(tx, cap, 1)? {
@@ -246,7 +266,7 @@ impl Sqlite {
                         return Ok(Ok(None));
                     }
                 }
-                insert_one(tx, &event, created).map(|ids| Ok(Some(ids)))
+                insert_one(tx, &event, created, &keys).map(|ids| Ok(Some(ids)))
             })
             .await?;
         stored.map_err(|pending| self.full(pending, cap))
@@ -258,6 +278,7 @@ impl Sqlite {
             .map(|e| e.max_pending)
             .min()
             .unwrap_or(u64::MAX);
+        let keys = self.keys.clone();
         let stored = self
             .durable(move |tx| {
                 if let Some(pending) = over_cap(tx, cap, events.len() as u64)? {
@@ -265,7 +286,7 @@ impl Sqlite {
                 }
                 let created = now_s();
                 for event in &events {
-                    insert_one(tx, event, created)?;
+                    insert_one(tx, event, created, &keys)?;
                 }
                 Ok(Ok(()))
             })
@@ -705,13 +726,63 @@ impl Sqlite {
     pub(super) fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Up to `limit` rows after `after` (of `target` only, if given), as stored.
+    pub(super) async fn sealed_rows(
+        &self,
+        target: Option<String>,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<SealedRow>> {
+        self.run(move |db| {
+            db.prepare_cached(
+                "SELECT e.seq, d.target, e.build_key, e.event, e.config, e.documents
+                 FROM events e JOIN destinations d ON d.id = e.destination_id
+                 WHERE e.seq > ?1 AND (?2 IS NULL OR d.target = ?2)
+                 ORDER BY e.seq LIMIT ?3",
+            )?
+            .query_map(params![after, target, limit], sealed_row)?
+            .collect()
+        })
+        .await
+    }
+
+    /// Replaces the sealed values of rows still there; returns how many.
+    pub(super) async fn replace_sealed(&self, rows: Vec<(i64, String, String)>) -> Result<usize> {
+        self.durable(move |tx| {
+            let mut n = 0;
+            for (seq, config, documents) in &rows {
+                n += tx.execute(
+                    "UPDATE events SET config = ?2, documents = ?3 WHERE seq = ?1",
+                    params![seq, config, documents],
+                )?;
+            }
+            Ok(n)
+        })
+        .await
+    }
+
+    /// Replaces the key check (a rotation seals it under the new key).
+    pub(super) async fn replace_key_check(&self, sealed: String) -> Result<()> {
+        self.durable(move |tx| {
+            tx.execute("DELETE FROM key_check", [])?;
+            tx.execute(
+                "INSERT INTO key_check (sealed) VALUES (?1)",
+                params![sealed],
+            )?;
+            Ok(())
+        })
+        .await
+    }
 }
 
-/// Writes one event under its destination and chain; returns `(seq, destination id)`.
+/// Writes one event under its destination and chain, sealed for its row; returns
+/// `(seq, destination id)`.
 fn insert_one(
     tx: &Transaction<'_>,
     event: &NewEvent,
     created: i64,
+    keys: &KeyRing,
 ) -> rusqlite::Result<(i64, i64)> {
     tx.execute(
         "INSERT INTO destinations (target, shown) VALUES (?1, ?2)
@@ -723,23 +794,38 @@ fn insert_one(
         params![event.destination],
         |r| r.get(0),
     )?;
+    // The sequence number is known before the row is written: the seal is bound to it.
+    let seq: i64 = tx.query_row(
+        "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0),
+                    COALESCE((SELECT MAX(seq) FROM events), 0)) + 1",
+        [],
+        |r| r.get(0),
+    )?;
+    let row = RowId {
+        destination: &event.destination,
+        build_key: &event.build_key,
+        seq,
+        event: &event.event,
+    };
+    let (config, documents) =
+        seal::seal_row(keys, row, &event.config, &event.documents).map_err(sealing)?;
     tx.execute(
-        "INSERT INTO events (destination_id, build_key, event, config, documents,
+        "INSERT INTO events (seq, destination_id, build_key, event, config, documents,
                              created_at, expires_at, budget_ms, retention_s)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         params![
+            seq,
             destination,
             event.build_key,
             event.event,
-            event.config,
-            event.documents,
+            config,
+            documents,
             created,
             created.saturating_add(event.dead_after_s),
             event.budget_ms,
             event.retention_s,
         ],
     )?;
-    let seq = tx.last_insert_rowid();
     tx.execute(
         "INSERT INTO chains (destination_id, build_key, pending, next_attempt_ms)
          VALUES (?1, ?2, 1, ?3)
@@ -754,6 +840,11 @@ fn insert_one(
         params![destination],
     )?;
     Ok((seq, destination))
+}
+
+/// A sealing failure (the system's randomness), as the database call's error.
+fn sealing(error: super::KeyError) -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(Box::new(error))
 }
 
 /// `Some(pending)` when adding `adding` events would take the outbox past `cap`.
@@ -801,16 +892,59 @@ fn owner_only(path: &Path) {
     }
 }
 
-/// Brings a file from `version` to [`SCHEMA_VERSION`] inside the opening transaction.
-fn migrate(tx: &Transaction<'_>, version: i64) -> rusqlite::Result<()> {
+/// Brings a file from `version` to [`SCHEMA_VERSION`] inside the opening transaction;
+/// the rows of an earlier release are sealed under `keys`.
+fn migrate(tx: &Transaction<'_>, version: i64, keys: &KeyRing) -> rusqlite::Result<()> {
     let has_events: bool = tx.query_row(
         "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events')",
         [],
         |r| r.get(0),
     )?;
     if !has_events {
-        return tx.execute_batch(CREATE);
+        tx.execute_batch(CREATE)?;
+    } else if version < 3 {
+        to_v3(tx, version)?;
     }
+    tx.execute_batch(V4)?;
+    seal_plaintext(tx, keys)
+}
+
+/// Seals the configuration and documents of every row still in plaintext (written by a
+/// release before version 4), leaving out what delivery never reads.
+fn seal_plaintext(tx: &Transaction<'_>, keys: &KeyRing) -> rusqlite::Result<()> {
+    let rows: Vec<SealedRow> = tx
+        .prepare(
+            "SELECT e.seq, d.target, e.build_key, e.event, e.config, e.documents
+             FROM events e JOIN destinations d ON d.id = e.destination_id
+             WHERE e.config NOT LIKE 'sealed1:%' ORDER BY e.seq",
+        )?
+        .query_map([], sealed_row)?
+        .collect::<rusqlite::Result<_>>()?;
+    for row in rows {
+        let config = super::for_delivery(&row.config);
+        let (config, documents) =
+            seal::seal_row(keys, row.id(), &config, &row.documents).map_err(sealing)?;
+        tx.execute(
+            "UPDATE events SET config = ?2, documents = ?3 WHERE seq = ?1",
+            params![row.seq, config, documents],
+        )?;
+    }
+    Ok(())
+}
+
+fn sealed_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SealedRow> {
+    Ok(SealedRow {
+        seq: r.get(0)?,
+        target: r.get(1)?,
+        build_key: r.get(2)?,
+        event: r.get(3)?,
+        config: r.get(4)?,
+        documents: r.get(5)?,
+    })
+}
+
+/// Versions 1 and 2 to version 3.
+fn to_v3(tx: &Transaction<'_>, version: i64) -> rusqlite::Result<()> {
     if version < 2 {
         tx.execute_batch(V1_TO_V2)?;
     }
@@ -838,7 +972,8 @@ fn migrate(tx: &Transaction<'_>, version: i64) -> rusqlite::Result<()> {
             params![seq, target],
         )?;
     }
-    tx.execute_batch(V3_COUNTERS)
+    tx.execute_batch(V3_COUNTERS)?;
+    Ok(())
 }
 
 /// The `serverUrl` of a stored configuration (empty if it has none).
@@ -862,7 +997,8 @@ fn take(
     let now = now_s();
     let head = tx
         .prepare_cached(
-            "SELECT seq, event, config, documents, expires_at <= ?3, created_at, budget_ms
+            "SELECT seq, event, config, documents, expires_at <= ?3, created_at, budget_ms,
+                    (SELECT target FROM destinations WHERE id = ?1)
              FROM events WHERE destination_id = ?1 AND build_key = ?2 AND dead = 0
              ORDER BY seq LIMIT 1",
         )?
@@ -875,6 +1011,7 @@ fn take(
                 expired: r.get(4)?,
                 created_at: r.get(5)?,
                 budget_ms: r.get(6)?,
+                target: r.get(7)?,
             })
         })
         .optional()?;
@@ -955,6 +1092,13 @@ fn stored_event(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<Event
 mod tests {
     use super::*;
 
+    /// A fixed key, for tests only.
+    const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+    fn keys() -> Arc<KeyRing> {
+        Arc::new(KeyRing::parse(KEY).unwrap())
+    }
+
     fn temp(name: &str) -> PathBuf {
         let dir =
             std::env::temp_dir().join(format!("status-push-sqlite-{name}-{}", std::process::id()));
@@ -1006,7 +1150,7 @@ mod tests {
                 }
             }
             owner_only(&path);
-            let sqlite = Sqlite::open(&path).unwrap();
+            let sqlite = Sqlite::open(&path, keys()).unwrap();
             let db = lock(&sqlite.db);
             let v: i64 = db
                 .query_row("PRAGMA user_version", [], |r| r.get(0))
@@ -1037,7 +1181,7 @@ mod tests {
             drop(db);
             drop(sqlite);
             // Opening again changes nothing.
-            Sqlite::open(&path).unwrap();
+            Sqlite::open(&path, keys()).unwrap();
         }
     }
 
@@ -1045,7 +1189,7 @@ mod tests {
     fn an_outbox_others_may_read_or_a_damaged_one_is_refused_with_one_line() {
         use std::os::unix::fs::PermissionsExt;
         let path = temp("hygiene");
-        drop(Sqlite::open(&path).unwrap());
+        drop(Sqlite::open(&path, keys()).unwrap());
         for suffix in ["", "-wal", "-shm"] {
             let mut file = path.as_os_str().to_owned();
             file.push(suffix);
@@ -1054,7 +1198,7 @@ mod tests {
             }
         }
         let db = Connection::open(&path).unwrap();
-        let secure: i64 = Sqlite::open(&path)
+        let secure: i64 = Sqlite::open(&path, keys())
             .map(|s| {
                 lock(&s.db)
                     .query_row("PRAGMA secure_delete", [], |r| r.get(0))
@@ -1064,7 +1208,7 @@ mod tests {
         assert_eq!(secure, 1);
         drop(db);
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let refused = Sqlite::open(&path).err().unwrap().to_string();
+        let refused = Sqlite::open(&path, keys()).err().unwrap().to_string();
         assert!(
             refused.contains("mode 644") && refused.contains("chmod 600"),
             "{refused}"
@@ -1072,7 +1216,7 @@ mod tests {
         let damaged = temp("damaged");
         std::fs::write(&damaged, vec![0x5a; 8192]).unwrap();
         std::fs::set_permissions(&damaged, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let refused = Sqlite::open(&damaged).err().unwrap().to_string();
+        let refused = Sqlite::open(&damaged, keys()).err().unwrap().to_string();
         assert!(refused.contains("restore a backup"), "{refused}");
         assert_eq!(refused.lines().count(), 1, "{refused}");
     }
@@ -1086,9 +1230,9 @@ mod tests {
                 .unwrap();
         }
         owner_only(&path);
-        let error = Sqlite::open(&path).err().unwrap().to_string();
+        let error = Sqlite::open(&path, keys()).err().unwrap().to_string();
         assert!(
-            error.contains("schema is version 99, newer than this status-push's 3"),
+            error.contains("schema is version 99, newer than this status-push's 4"),
             "{error}"
         );
         let db = Connection::open(&path).unwrap();
@@ -1100,5 +1244,91 @@ mod tests {
             )
             .unwrap();
         assert_eq!(tables, 0, "nothing was created");
+    }
+
+    #[test]
+    fn an_outbox_of_version_3_is_sealed_on_its_first_open_with_a_key() {
+        let path = temp("v3");
+        let config = r#"{"serverUrl": "http://127.0.0.1:9/ci", "password": "pw-S3CRET",
+                         "inboundToken": "in-S3CRET-0123456789"}"#;
+        {
+            let db = Connection::open(&path).unwrap();
+            db.execute_batch(CREATE).unwrap();
+            db.execute_batch("PRAGMA user_version = 3").unwrap();
+            db.execute(
+                "INSERT INTO destinations (target, shown, pending) VALUES ('http://127.0.0.1:9', 'x', 1)",
+                [],
+            )
+            .unwrap();
+            db.execute(
+                "INSERT INTO events (destination_id, build_key, event, config, documents,
+                                     created_at, expires_at)
+                 VALUES (1, 'm|1', 'started', ?1, '{\"build\": \"doc-S3CRET\"}', 1, 9999999999)",
+                params![config],
+            )
+            .unwrap();
+            db.execute(
+                "INSERT INTO chains (destination_id, build_key, pending) VALUES (1, 'm|1', 1)",
+                [],
+            )
+            .unwrap();
+        }
+        owner_only(&path);
+        let sqlite = Sqlite::open(&path, keys()).unwrap();
+        let (v, stored): (i64, String) = {
+            let db = lock(&sqlite.db);
+            let v = db
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .unwrap();
+            let stored = db
+                .query_row("SELECT config || documents FROM events", [], |r| r.get(0))
+                .unwrap();
+            db.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
+            (v, stored)
+        };
+        assert_eq!(v, SCHEMA_VERSION);
+        assert!(!stored.contains("S3CRET"), "{stored}");
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let claimed = runtime
+            .block_on(sqlite.claim(Claim {
+                limit: 4,
+                token: 7,
+                only: None,
+            }))
+            .unwrap();
+        assert_eq!(claimed.len(), 1);
+        let head = &claimed[0];
+        let opened = seal::open_row(
+            &keys(),
+            RowId {
+                destination: &head.row.target,
+                build_key: &head.build_key,
+                seq: head.seq,
+                event: head.event.as_str(),
+            },
+            &head.row.config,
+            &head.row.documents,
+        )
+        .unwrap();
+        let config: serde_json::Value = serde_json::from_str(opened.config.expose()).unwrap();
+        assert_eq!(config["password"], "pw-S3CRET");
+        assert!(config.get("inboundToken").is_none(), "{config}");
+        assert_eq!(opened.documents.expose(), r#"{"build": "doc-S3CRET"}"#);
+        drop(sqlite);
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = path.as_os_str().to_owned();
+            file.push(suffix);
+            if let Ok(bytes) = std::fs::read(&file) {
+                assert!(
+                    !bytes.windows(6).any(|w| w == b"S3CRET"),
+                    "plaintext left in {suffix}"
+                );
+            }
+        }
+        // Another key is refused at open, before anything is read or written.
+        let other =
+            Arc::new(KeyRing::parse("BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=").unwrap());
+        let refused = Sqlite::open(&path, other).err().unwrap().to_string();
+        assert!(refused.contains("sealed with another key"), "{refused}");
     }
 }

@@ -2,7 +2,7 @@
 loaded once per process.
 
 `Host` compiles the component, `Host.reporter(config_json)` gives a configured instance,
-`Outbox(location)` is the durable outbox the `status-push` CLI reads too: a SQLite file,
+`Outbox(location, key=None)` is the durable outbox the `status-push` CLI reads too: a SQLite file,
 or a postgresql:// URL several masters share. Every call that runs the component or
 touches the network or the disk releases the GIL.
 """
@@ -13,9 +13,25 @@ import os
 import threading
 from pathlib import Path
 
-from ._native import CONFIG_KEYS, RELAY_ONLY_KEYS, Courier, Host, Outbox, Reporter
+from ._native import (
+    CONFIG_KEYS,
+    OUTBOX_KEY_FILE_ENV,
+    RELAY_ONLY_KEYS,
+    Courier,
+    Host,
+    Outbox,
+    Reporter,
+    check_outbox_key,
+)
 
-__all__ = ["Host", "Outbox", "Reporter", "default_wasm_path", "shared_host"]
+__all__ = [
+    "Host",
+    "Outbox",
+    "Reporter",
+    "check_outbox_key",
+    "default_wasm_path",
+    "shared_host",
+]
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 # The checkout this package lives in: integrations/buildbot/buildbot_status_push/ -> repo root.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import hashlib
 import logging
 import os
 import re
@@ -22,10 +23,12 @@ from zope.interface import implementer
 from .documents import BUILD_FIELDS, config_json, dumps, event_documents
 from .host import (
     CONFIG_KEYS,
+    OUTBOX_KEY_FILE_ENV,
     RELAY_ONLY_KEYS,
     Courier,
     Outbox,
     Reporter,
+    check_outbox_key,
     default_wasm_path,
     shared_host,
 )
@@ -59,7 +62,7 @@ HEALTH_SECONDS = 60.0
 
 
 # The options the plugin keeps for itself; every other option is the component's.
-PLUGIN_OPTIONS = ("wasm_path", "outbox", "generators")
+PLUGIN_OPTIONS = ("wasm_path", "outbox", "outboxKey", "generators")
 # The component's options a reporter takes: every configuration key but the relay's.
 COMPONENT_OPTIONS = tuple(k for k in CONFIG_KEYS if k not in RELAY_ONLY_KEYS)
 
@@ -105,6 +108,10 @@ class Options:
     # A file path, or a postgresql:// URL shared by several masters; "default":
     # `status-push-<name>.sqlite` in the master's basedir; None: off.
     outbox: Any = "default"
+    # The outbox key's text (a key file's content, `status-push keygen` writes one;
+    # util.Secret works): its rows are sealed under it. None: $STATUS_PUSH_OUTBOX_KEY_FILE,
+    # else for a file outbox FILE.key beside it; a PostgreSQL outbox needs one.
+    outboxKey: Any = None
     generators: Any = None
 
     def component_options(self) -> dict[str, Any]:
@@ -252,12 +259,14 @@ class WasmStatusPush(ReporterBase):
         "headers",
         "signingSecret",
         "outbox",  # a postgresql:// URL may carry a password
+        "outboxKey",
     ]
 
     def __init__(self, *args: Any, **kwargs: Any):
         self._reporter: Optional[Reporter] = None  # only without an outbox
         self._outbox: Optional[Outbox] = None
-        self._outbox_at: Optional[str] = None  # what `outbox=` said, for reconfigs
+        # What `outbox=` and `outboxKey=` said (the key as a hash), for reconfigs.
+        self._outbox_at: Optional[tuple[str, Optional[str]]] = None
         self._courier: Optional[Courier] = None
         self._config: Optional[str] = None
         self._debug = False
@@ -309,6 +318,23 @@ class WasmStatusPush(ReporterBase):
             problem = _unusable_outbox_path(os.fspath(location))
             if problem:
                 config.error(f"WasmStatusPush: outbox {os.fspath(location)!r} {problem}")
+        key = opts.outboxKey
+        if isinstance(key, str):
+            try:
+                check_outbox_key(key)
+            except OutboxError as e:
+                config.error(f"WasmStatusPush: outboxKey: {e}")
+        elif key is not None and not interfaces.IRenderable.providedBy(key):
+            config.error("WasmStatusPush: outboxKey must be the key file's text (util.Secret)")
+        shared = isinstance(location, str) and location.startswith(
+            ("postgresql://", "postgres://")
+        )
+        if shared and key is None and not os.environ.get(OUTBOX_KEY_FILE_ENV):
+            config.error(
+                "WasmStatusPush: a PostgreSQL outbox needs the outbox key its masters share: "
+                "make one with `status-push keygen PATH` and give it as "
+                f"outboxKey=util.Secret(...) (or {OUTBOX_KEY_FILE_ENV}=PATH)"
+            )
         # Validate with the component itself now, so that `buildbot checkconfig` names the
         # bad option. Secrets are not rendered yet: a stand-in takes their place.
         check = {k: _placeholder(v) for k, v in opts.component_options().items()}
@@ -359,8 +385,12 @@ class WasmStatusPush(ReporterBase):
         if options["buildbotURL"] is None:
             options["buildbotURL"] = self.master.config.buildbotURL
         text = config_json(options)
+        previous = self._config
         self._host = shared_host(opts.wasm())
         location = self._outbox_location(opts)
+        key = opts.outboxKey
+        # What opened the outbox: its location and which key (never the key itself).
+        opened_as = (location, hashlib.sha256(key.encode()).hexdigest() if key else None)
         try:
             if location is None:
                 self._reporter = yield self._in_thread(self._host.reporter, text)
@@ -379,15 +409,31 @@ class WasmStatusPush(ReporterBase):
                 self._said_no_outbox = True
             self._outbox = None
             self._outbox_at = None
-        elif self._outbox is None or self._outbox_at != location:
+        elif self._outbox is None or self._outbox_at != opened_as:
             try:
-                outbox = yield self._in_thread(Outbox, location)
+                outbox = yield self._in_thread(Outbox, location, key)
             except OutboxError as e:
-                # The message names the location without its password.
+                # The message names the location without its password, never the key.
                 raise ValueError(f"{self.name}: {e}") from None
             yield self._stop_courier()
-            self._outbox, self._outbox_at = outbox, location
+            self._outbox, self._outbox_at = outbox, opened_as
             log.msg(f"{self.name}: outbox {outbox.location}")
+        if self._outbox is not None and previous is not None and previous != text:
+            # A rotated password, token or signing secret reaches the events this reporter
+            # already queued; dead letters stay dead until redelivered.
+            try:
+                resealed, unopened = yield self._in_thread(
+                    self._outbox.reseal, self._host, text
+                )
+            except (OutboxError, ComponentError) as e:
+                log.msg(f"{self.name}: queued events keep their configuration: {e}")
+            else:
+                if resealed or unopened:
+                    log.msg(
+                        f"{self.name}: the new configuration applies to {resealed} queued "
+                        f"event(s) and dead letter(s)"
+                        + (f"; {unopened} not sealed by this outbox's key" if unopened else "")
+                    )
         if self._outbox is not None and self._courier is None:
             # Events left pending by a crash, a stop or another master go first: the
             # courier finds them in the outbox itself.

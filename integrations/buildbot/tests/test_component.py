@@ -211,6 +211,49 @@ def test_outbox_keeps_until_delivered_by_the_courier(tmp_path: Path, receiver: R
     assert courier.stop()
 
 
+def test_an_outbox_key_seals_rows_and_a_new_configuration_reaches_queued_events(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    host = shared_host(WASM)
+    key = base64.b64encode(os.urandom(32)).decode()
+    path = tmp_path / "outbox.sqlite"
+    outbox = Outbox(str(path), key)
+    url = f"http://127.0.0.1:{receiver.port}/hook"
+    old = json.dumps({"serverUrl": url, "user": "bot", "password": "old-S3CRET"})
+    event = (FIXTURES / "default_start_finish" / "started.json").read_text()
+    outbox.write(host, old, "started", event)
+    stored = b"".join(
+        p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("outbox.sqlite")
+    )
+    assert b"old-S3CRET" not in stored
+    with pytest.raises(OutboxError, match="sealed with another key"):
+        Outbox(str(path), base64.b64encode(os.urandom(32)).decode())
+    with pytest.raises(OutboxError, match="line 1 is not a key"):
+        Outbox(str(path), "not a key")
+    new = json.dumps({"serverUrl": url, "user": "bot", "password": "new-S3CRET"})
+    assert outbox.reseal(host, new) == (1, 0)
+    courier = Courier(host, outbox, lambda entry: None, 1.0)
+    _until(lambda: len(receiver.requests) == 1)
+    assert courier.stop()
+    headers = dict((k.lower(), v) for k, v in receiver.requests[0].headers)
+    assert headers["authorization"] == "Basic " + base64.b64encode(b"bot:new-S3CRET").decode()
+
+
+def test_a_postgresql_outbox_needs_an_outbox_key_at_checkconfig(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from buildbot.plugins import util
+
+    monkeypatch.setenv("STATUS_PUSH_WASM", str(WASM))
+    monkeypatch.delenv("STATUS_PUSH_OUTBOX_KEY_FILE", raising=False)
+    shared = "postgresql://ci@127.0.0.1:9/ci"
+    with pytest.raises(ConfigErrors, match="keygen"):
+        WasmStatusPush(serverUrl="http://127.0.0.1/", outbox=shared)
+    with pytest.raises(ConfigErrors, match="outboxKey"):
+        WasmStatusPush(serverUrl="http://127.0.0.1/", outbox=shared, outboxKey="not a key")
+    WasmStatusPush(serverUrl="http://127.0.0.1/", outbox=shared, outboxKey=util.Secret("k"))
+
+
 def test_without_an_outbox_events_of_a_build_go_one_after_another(monkeypatch):
     from twisted.internet import defer
 

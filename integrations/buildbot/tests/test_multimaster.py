@@ -11,6 +11,7 @@ to master 2, so b1's build runs on master 1 and b2's on master 2.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import shutil
@@ -75,6 +76,8 @@ class Cluster:
             "db_url": pg.url(DATABASE, "postgresql+psycopg2"),
             "outbox_url": pg.url(DATABASE),
             "receiver_port": self.receiver.port,
+            # util.Secret("outbox_key"), as a master would keep it (SecretInAFile).
+            "secrets": {"outbox_key": base64.b64encode(os.urandom(32)).decode()},
         }
 
     def start(self) -> None:

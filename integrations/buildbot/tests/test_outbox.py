@@ -13,6 +13,7 @@ PostgreSQL server is down.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import shutil
@@ -65,6 +66,7 @@ class Setup:
                 "pg_receiver_port": self.pg_receiver.port,
                 "full_receiver_port": self.full_receiver.port,
                 "hanging_port": self.hanging.port,
+                "secrets": {"outbox_key": base64.b64encode(os.urandom(32)).decode()},
             }
         )
         m.start()

@@ -44,6 +44,29 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// An outbox key file made once per test process (mode 0600), for the outboxes given
+/// one explicitly (a PostgreSQL outbox needs one).
+#[allow(dead_code)]
+pub fn key_file() -> PathBuf {
+    static MADE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    MADE.get_or_init(|| {
+        let path = std::env::temp_dir().join(format!(
+            "status-push-test-outbox-{}.key",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&path);
+        status_push_host::outbox::KeyRing::write_new(&path).unwrap();
+        path
+    })
+    .clone()
+}
+
+/// The keys of [`key_file`].
+#[allow(dead_code)]
+pub fn test_keys() -> status_push_host::outbox::KeyRing {
+    status_push_host::outbox::KeyRing::read(&key_file()).unwrap()
+}
+
 /// A loopback port nothing listens on (at the time of asking).
 #[allow(dead_code)]
 pub fn free_port() -> u16 {

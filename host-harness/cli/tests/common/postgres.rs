@@ -194,6 +194,28 @@ impl Postgres {
     }
 }
 
+impl Postgres {
+    /// `pg_dump` of the whole database `postgres` (schema and data), as bytes.
+    pub fn dump(&self) -> Vec<u8> {
+        let output = Command::new(self.bin.join("pg_dump"))
+            .args(["-U", "postgres"])
+            .arg("-h")
+            .arg(self.dir.join("socket"))
+            .arg("-p")
+            .arg(self.port.to_string())
+            .args(["-d", "postgres"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("pg_dump runs");
+        assert!(
+            output.status.success(),
+            "pg_dump: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output.stdout
+    }
+}
+
 impl Drop for Postgres {
     fn drop(&mut self) {
         let mut stop = as_server_user(&self.bin, "pg_ctl");

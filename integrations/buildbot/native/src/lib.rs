@@ -288,12 +288,23 @@ fn entries<'py>(py: Python<'py>, list: Vec<Entry>) -> PyResult<Bound<'py, PyList
 #[pymethods]
 impl Outbox {
     /// Opens the outbox at `location`: a file path (created with mode 0600) or a
-    /// `postgresql://` URL (its tables created or migrated).
+    /// `postgresql://` URL (its tables created or migrated). `key` is the outbox key's
+    /// text (a key file's content: one base64 key per line, the first sealing); without
+    /// it, `STATUS_PUSH_OUTBOX_KEY_FILE`, else for a file `FILE.key` beside it (made on
+    /// first use), while a PostgreSQL outbox is refused.
     #[new]
-    fn new(py: Python<'_>, location: &str) -> PyResult<Outbox> {
+    #[pyo3(signature = (location, key=None))]
+    fn new(py: Python<'_>, location: &str, key: Option<&str>) -> PyResult<Outbox> {
         let location =
             outbox::Location::parse(location.as_ref()).map_err(|e| outbox_error(py, e))?;
-        let outbox = run(py, outbox::Outbox::open(&location))?.map_err(|e| outbox_error(py, e))?;
+        let keys = match key {
+            Some(text) => Some(
+                outbox::KeyRing::parse(text).map_err(|e| outbox_error(py, OutboxError::from(e)))?,
+            ),
+            None => None,
+        };
+        let outbox = run(py, outbox::Outbox::open_with(&location, keys))?
+            .map_err(|e| outbox_error(py, e))?;
         Ok(Outbox {
             outbox: Arc::new(outbox),
         })
@@ -321,6 +332,19 @@ impl Outbox {
             db.enqueue(&runtime, &config_json, event, &documents_json)
                 .await
         })
+    }
+
+    /// Seals `config_json` (checked by the component first) into the pending events and
+    /// dead letters of its reporter (same origin and path of `serverUrl`): a rotated
+    /// credential reaches what was queued. Returns `(resealed, unopened)`; dead letters
+    /// stay dead until redelivered.
+    fn reseal(&self, py: Python<'_>, host: &Host, config_json: String) -> PyResult<(usize, usize)> {
+        let runtime = host.runtime.clone();
+        let done = self.with(
+            py,
+            |db| async move { db.reseal(&runtime, &config_json).await },
+        )?;
+        Ok((done.resealed, done.unopened))
     }
 
     /// `(pending, dead, oldest_pending_at or None, open_circuits)`: what an operator
@@ -467,6 +491,7 @@ impl Observer for DeadLetters {
                 HostError::Push(f.clone()).to_string(),
             ),
             Reported::Failed(e) => (0, String::new(), e.to_string()),
+            Reported::Unsealed(why) => (0, String::new(), why.to_string()),
             _ => (
                 0,
                 String::new(),
@@ -494,6 +519,15 @@ impl Observer for DeadLetters {
     }
 }
 
+/// Checks an outbox key's text (`outboxKey=`) at checkconfig; raises `OutboxError` with
+/// one line that never repeats the key.
+#[pyfunction]
+fn check_outbox_key(py: Python<'_>, text: &str) -> PyResult<()> {
+    outbox::KeyRing::parse(text)
+        .map(drop)
+        .map_err(|e| outbox_error(py, OutboxError::from(e)))
+}
+
 /// For the plugin's tests only: a host call that panics, to show it arrives as
 /// `ComponentError` rather than hanging a build's events.
 #[pyfunction]
@@ -515,6 +549,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Reporter>()?;
     m.add_class::<Outbox>()?;
     m.add_class::<Courier>()?;
+    m.add_function(wrap_pyfunction!(check_outbox_key, m)?)?;
+    m.add("OUTBOX_KEY_FILE_ENV", outbox::KEY_FILE_ENV)?;
     m.add_function(wrap_pyfunction!(_panic_in_host_for_tests, m)?)?;
     Ok(())
 }
