@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# End-to-end test of the Buildbot plugin: creates .venv (git-ignored) if missing, installs
-# the pinned dependencies and this package, then runs a real master and worker with the
-# stock HttpStatusPush and WasmStatusPush side by side (tests/test_e2e.py), after the
-# host-level tests (tests/test_component.py). Needs target/status-push.wasm (built by
-# `cargo xtask wasm`; scripts/test.sh builds it first) or $STATUS_PUSH_WASM.
+# End-to-end test of the Buildbot plugin: builds the plugin's wheel (`pip wheel`), installs
+# it with the pinned dependencies into a fresh virtualenv, as an operator would, then runs
+# the host-level tests (tests/test_component.py) and real masters and workers: the stock
+# HttpStatusPush and WasmStatusPush side by side (tests/test_e2e.py), the outbox's failures
+# (tests/test_outbox.py), two masters sharing it (tests/test_multimaster.py). Needs
+# target/status-push.wasm (built by `cargo xtask wasm`; scripts/test.sh builds it first) or
+# $STATUS_PUSH_WASM.
 # Network: PyPI through pip on the first run, then 127.0.0.1 only. STATUS_PUSH_OUTAGE_SECONDS
 # sets the length of the outage test's receiver outage (default 120).
 set -euo pipefail
@@ -11,7 +13,9 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 export STATUS_PUSH_WASM="${STATUS_PUSH_WASM:-$repo/target/status-push.wasm}"
-venv="$here/.venv"
+venv="$here/.install/venv"
+wheels="$here/.install/wheel"
+wheelhouse="$here/.wheelhouse"
 python="${PYTHON:-python3}"
 started=$SECONDS
 
@@ -20,27 +24,58 @@ if [[ ! -f "$STATUS_PUSH_WASM" ]]; then
     exit 1
 fi
 
-if [[ ! -x "$venv/bin/python" ]]; then
-    echo "== creating $venv"
-    timeout 120 "$python" -m venv "$venv"
-fi
-# Reinstall only when the pins or the package metadata change.
-stamp="$venv/.installed-$(cat "$here/requirements.lock" "$here/pyproject.toml" | sha256sum | cut -c1-16)"
+# The pinned dependencies as wheels, fetched once per requirements.lock: every run then
+# installs offline.
+stamp="$wheelhouse/.fetched-$(sha256sum "$here/requirements.lock" | cut -c1-16)"
 if [[ ! -f "$stamp" ]]; then
-    echo "== installing pinned dependencies (requirements.lock)"
-    timeout 420 "$venv/bin/python" -m pip install --disable-pip-version-check -q \
-        -r "$here/requirements.lock"
-    rm -f "$venv"/.installed-*
+    echo "== fetching the pinned dependencies (requirements.lock) into $wheelhouse"
+    rm -rf "$wheelhouse"
+    timeout 420 "$python" -m pip download --disable-pip-version-check -q --only-binary=:all: \
+        -r "$here/requirements.lock" -d "$wheelhouse"
     touch "$stamp"
 fi
-# The plugin and its native host (PyO3), built by maturin in the dev profile into the
-# workspace's target/, so it reuses the wasmtime the workspace already built.
-echo "== building the native host (maturin develop)"
-(cd "$here" && timeout 1500 "$venv/bin/maturin" develop --quiet)
+offline=(--disable-pip-version-check -q --no-index --find-links "$wheelhouse")
+
+# The plugin as an operator installs it: a fresh virtualenv, the dependencies, then the
+# wheel that `pip wheel` makes of this directory. The wheel's native host is built in the dev
+# profile into the workspace's target/, so it reuses the workspace's wasmtime build (a
+# release wheel is `pip wheel` without MATURIN_PEP517_ARGS: README, "Install").
+echo "== a fresh virtualenv with the pinned dependencies ($venv)"
+rm -rf "$venv" "$wheels"
+timeout 120 "$python" -m venv "$venv"
+timeout 420 "$venv/bin/pip" install "${offline[@]}" -r "$here/requirements.lock"
+echo "== pip wheel ./integrations/buildbot"
+PIP_NO_INDEX=1 PIP_FIND_LINKS="$wheelhouse" MATURIN_PEP517_ARGS="--profile dev" \
+    timeout 1500 "$venv/bin/pip" wheel --disable-pip-version-check -q --no-deps -w "$wheels" "$here"
+wheel=("$wheels"/buildbot_status_push-*.whl)
+"$venv/bin/python" - "${wheel[0]}" <<'PY'
+import sys, zipfile
+wheel = sys.argv[1]
+names = zipfile.ZipFile(wheel).namelist()
+problems = [
+    what
+    for what, ok in (
+        ("a manylinux tag", "-manylinux_" in wheel),
+        ("the native module", any(n.startswith("buildbot_status_push/_native") for n in names)),
+        ("status-push.wasm", "buildbot_status_push/status-push.wasm" in names),
+    )
+    if not ok
+]
+if problems:
+    sys.exit(f"FAIL: {wheel} lacks " + ", ".join(problems))
+print(f"   {wheel.rsplit('/', 1)[-1]}: native module and status-push.wasm inside")
+PY
+# Installed with no Rust toolchain on PATH: the wheel is all it needs.
+no_cargo=$(tr ':' '\n' <<<"$PATH" | while read -r dir; do
+    [[ -n "$dir" && ! -x "$dir/cargo" && ! -x "$dir/rustc" ]] && printf '%s:' "$dir"
+done)
+echo "== pip install the wheel (PATH without cargo)"
+PATH="${no_cargo%:}" "$venv/bin/pip" install "${offline[@]}" --no-deps "${wheel[0]}"
 
 echo "== running tests (component: $STATUS_PUSH_WASM)"
 status=0
-(cd "$here" && timeout 1200 "$venv/bin/python" -m pytest tests -v -p no:cacheprovider) || status=$?
+# -P: the tests import the installed package, never this directory's sources.
+(cd "$here" && STATUS_PUSH_FROM_WHEEL="${wheel[0]}" timeout 1200 "$venv/bin/python" -P -m pytest tests -v -p no:cacheprovider) || status=$?
 
 echo
 echo "== side-by-side results (.e2e/report.txt)"

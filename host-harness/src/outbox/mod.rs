@@ -167,6 +167,38 @@ pub enum OutboxError {
     },
 }
 
+impl OutboxError {
+    /// Whether the same call may succeed later with nothing changed: the database is
+    /// unreachable, restarting, busy or slow. A host keeps what it holds and tries again;
+    /// anything else (a wrong password, a bad location, a newer schema, the wrong key)
+    /// needs someone to change something.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            OutboxError::Timeout { .. } | OutboxError::Stopped(_) | OutboxError::Lock { .. } => {
+                true
+            }
+            OutboxError::Postgres { error, .. } => match error.code() {
+                // No SQLSTATE: the connection itself failed (refused, reset, closed).
+                None => true,
+                Some(code) => {
+                    let code = code.code();
+                    // 08: connection exception; 57P01-03: the server is shutting down,
+                    // crashed, or cannot take connections yet; 40001/40P01: retry the
+                    // transaction; 53: out of resources.
+                    code.starts_with("08")
+                        || matches!(code, "57P01" | "57P02" | "57P03" | "40001" | "40P01")
+                        || code.starts_with("53")
+                }
+            },
+            OutboxError::Sqlite { source, .. } => matches!(
+                source.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            ),
+            _ => false,
+        }
+    }
+}
+
 /// An error and its causes on one line: tokio-postgres keeps the server's message (a
 /// wrong password, a refused connection) in the source, which may span lines.
 fn one_line(error: &dyn std::error::Error) -> String {
@@ -1439,6 +1471,37 @@ mod tests {
         let tokens: std::collections::HashSet<i64> = (0..1000).map(|_| new_token()).collect();
         assert_eq!(tokens.len(), 1000);
         assert!(tokens.iter().all(|t| *t > 0));
+    }
+
+    #[test]
+    fn only_what_may_pass_on_its_own_is_transient() {
+        let busy = OutboxError::Sqlite {
+            path: "o.sqlite".into(),
+            source: rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+                None,
+            ),
+        };
+        assert!(busy.is_transient());
+        let corrupt = OutboxError::Sqlite {
+            path: "o.sqlite".into(),
+            source: rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+                None,
+            ),
+        };
+        assert!(!corrupt.is_transient());
+        let slow = OutboxError::Timeout {
+            location: "postgresql://db/x".into(),
+            after: Duration::from_secs(5),
+        };
+        assert!(slow.is_transient());
+        let newer = OutboxError::NewerSchema {
+            location: "o.sqlite".into(),
+            found: 99,
+        };
+        assert!(!newer.is_transient());
+        assert!(!OutboxError::NoSuchDeadLetter("7".into()).is_transient());
     }
 
     #[test]

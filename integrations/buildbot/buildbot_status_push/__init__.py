@@ -11,6 +11,8 @@ from .results import (
     DeliverySummary,
     OutboxEntry,
     OutboxError,
+    OutboxFull,
+    OutboxUnavailable,
     PushFailure,
     Skipped,
 )
@@ -24,6 +26,8 @@ __all__ = [
     "Outbox",
     "OutboxEntry",
     "OutboxError",
+    "OutboxFull",
+    "OutboxUnavailable",
     "PushFailure",
     "Skipped",
     "WasmStatusPush",

@@ -40,6 +40,7 @@ from .results import (
     OutboxEntry,
     OutboxError,
     OutboxFull,
+    OutboxUnavailable,
     PushFailure,
     Skipped,
 )
@@ -277,6 +278,10 @@ class WasmStatusPush(ReporterBase):
         self._unwritten: collections.deque[tuple[str, str]] = collections.deque()
         self._writing = False
         self._retry_writes: Optional[task.LoopingCall] = None
+        # An outbox whose database did not answer at (re)configuration: (location, key),
+        # opened by the retry loop as soon as it answers.
+        self._opening: Optional[tuple[str, Optional[str]]] = None
+        self._said_closed = 0.0  # when the log last said it still cannot be opened
         self._health: Optional[task.LoopingCall] = None
         self._full: Optional[OutboxFull] = None  # the last refusal at maxPendingEvents
         super().__init__(*args, **kwargs)
@@ -410,14 +415,30 @@ class WasmStatusPush(ReporterBase):
             self._outbox = None
             self._outbox_at = None
         elif self._outbox is None or self._outbox_at != opened_as:
+            old = self._outbox
             try:
                 outbox = yield self._in_thread(Outbox, location, key)
+            except OutboxUnavailable as e:
+                # A database that is down for now must not stop the master: events wait
+                # in memory (bounded) until it answers, then go to it in order.
+                log.msg(
+                    f"{self.name}: {e}; events are kept in memory and the outbox is tried "
+                    f"again every {RETRY_WRITE_SECONDS:.0f}s"
+                )
+                outbox = None
             except OutboxError as e:
                 # The message names the location without its password, never the key.
                 raise ValueError(f"{self.name}: {e}") from None
             yield self._stop_courier()
+            if old is not None:
+                yield self._say_what_remains(old)
             self._outbox, self._outbox_at = outbox, opened_as
-            log.msg(f"{self.name}: outbox {outbox.location}")
+            if outbox is None:
+                self._opening = (location, key)
+                self._retry_soon()
+            else:
+                self._opening = None
+                log.msg(f"{self.name}: outbox {outbox.location}")
         if self._outbox is not None and previous is not None and previous != text:
             # A rotated password, token or signing secret reaches the events this reporter
             # already queued; dead letters stay dead until redelivered.
@@ -434,6 +455,11 @@ class WasmStatusPush(ReporterBase):
                         f"event(s) and dead letter(s)"
                         + (f"; {unopened} not sealed by this outbox's key" if unopened else "")
                     )
+        self._start_delivery()
+        yield super().reconfigService(generators=self._generators(opts))
+
+    def _start_delivery(self) -> None:
+        """The courier and the health checks of an open outbox, once."""
         if self._outbox is not None and self._courier is None:
             # Events left pending by a crash, a stop or another master go first: the
             # courier finds them in the outbox itself.
@@ -446,13 +472,59 @@ class WasmStatusPush(ReporterBase):
             self._health.start(self.health_seconds, now=False).addErrback(
                 log.err, f"{self.name}: outbox health checks stopped"
             )
-        yield super().reconfigService(generators=self._generators(opts))
+
+    @defer.inlineCallbacks
+    def _say_what_remains(self, old: Outbox) -> Generator[Any, Any, None]:
+        """After `outbox=` changed: what the old outbox still holds, which this reporter no
+        longer delivers."""
+        try:
+            pending, dead, _oldest, _open = yield self._in_thread(old.counts)
+        except (OutboxError, ComponentError) as e:
+            log.msg(f"{self.name}: the previous outbox {old.location} cannot be read: {e}")
+            return
+        if pending or dead:
+            log.msg(
+                f"{self.name}: the previous outbox {old.location} still holds {pending} "
+                f"pending event(s) and {dead} dead letter(s), which this reporter no longer "
+                f"delivers; `status-push deliver --outbox {old.location}` delivers them"
+            )
+
+    @defer.inlineCallbacks
+    def _open_deferred(self) -> Generator[Any, Any, bool]:
+        """Opens the outbox whose database did not answer before; whether it is open."""
+        if self._outbox is not None:
+            return True
+        if self._opening is None:
+            return False
+        location, key = self._opening
+        try:
+            outbox = yield self._in_thread(Outbox, location, key)
+        except OutboxError as e:
+            # Once a minute while it is down (every time if it now refuses for good).
+            now = self.master.reactor.seconds()
+            if not isinstance(e, OutboxUnavailable) or now - self._said_closed >= self.health_seconds:
+                self._said_closed = now
+                log.msg(
+                    f"{self.name}: outbox still cannot be opened ({len(self._unwritten)} "
+                    f"event(s) wait in memory): {e}"
+                )
+            return False
+        if self._opening != (location, key):  # reconfigured meanwhile
+            return False
+        self._outbox, self._opening = outbox, None
+        log.msg(f"{self.name}: outbox {outbox.location} (its database answers again)")
+        self._start_delivery()
+        return True
 
     @defer.inlineCallbacks
     def sendMessage(self, reports: list[dict[str, Any]]) -> Generator[Any, Any, None]:
         for report in reports:
             for event, build in _events(report):
-                if self._outbox is None:
+                # With the `wamp` message queue every master sees every master's builds:
+                # each event is reported by the master that ran the build, once.
+                if build.get("masterid", self.master.masterid) != self.master.masterid:
+                    continue
+                if self._outbox_at is None:  # outbox=None
                     self._push_direct(event, build)
                     continue
                 # Serialising a build with its logs can be large: off the reactor.
@@ -465,7 +537,7 @@ class WasmStatusPush(ReporterBase):
     ) -> Generator[Any, Any, None]:
         """Durable before sendMessage returns; while the outbox refuses writes, events wait
         in memory, in order, and are written when it takes them again."""
-        if self._unwritten or self._writing:
+        if self._unwritten or self._writing or self._outbox is None:
             self._keep_unwritten(event, documents, build)
             return
         try:
@@ -496,6 +568,10 @@ class WasmStatusPush(ReporterBase):
             )
             return
         self._unwritten.append((event, documents))
+        self._retry_soon()
+
+    def _retry_soon(self) -> None:
+        """Starts the loop that opens the outbox and writes what waits in memory."""
         if self._retry_writes is None:
             self._retry_writes = task.LoopingCall(self._write_unwritten)
             self._retry_writes.clock = self.master.reactor
@@ -506,12 +582,13 @@ class WasmStatusPush(ReporterBase):
     @defer.inlineCallbacks
     def _write_unwritten(self) -> Generator[Any, Any, None]:
         """Writes the events kept in memory, oldest first, until the outbox refuses again."""
-        if self._writing or self._outbox is None:
+        if self._writing:
             return
         self._writing = True
         written = 0
         try:
-            while self._unwritten:
+            opened = yield self._open_deferred()
+            while opened and self._unwritten:
                 event, documents = self._unwritten[0]
                 try:
                     yield self._in_thread(self._write, event, documents)
@@ -536,7 +613,7 @@ class WasmStatusPush(ReporterBase):
                 )
                 if self._courier is not None:
                     self._courier.wake()
-            if not self._unwritten and self._retry_writes is not None:
+            if not self._unwritten and self._outbox is not None and self._retry_writes is not None:
                 if self._retry_writes.running:
                     self._retry_writes.stop()
                 self._retry_writes = None
@@ -588,7 +665,7 @@ class WasmStatusPush(ReporterBase):
         log.msg(
             f"{self.name}: dead letter: {entry.event} of buildid {buildid} (seq {entry.seq}, "
             f"delivery {entry.delivery_id or '-'}, {entry.attempts} attempt(s)): "
-            f"{entry.last_error}; list with `status-push dead-letters --outbox "
+            f"{entry.last_error}; list with `buildbot-status-push dead-letters --outbox "
             f"{self._outbox.location if self._outbox else '?'}`"
         )
 

@@ -69,6 +69,11 @@ class OutboxError(Exception):
     """The outbox file could not be opened, read or written, or has no such dead letter."""
 
 
+class OutboxUnavailable(OutboxError):
+    """The outbox's database is unreachable, restarting or busy: the same call may succeed
+    later with nothing changed."""
+
+
 class OutboxFull(OutboxError):
     """The outbox holds its `maxPendingEvents`: the event was not queued (the caller still
     has it)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import socket
@@ -205,14 +206,40 @@ class Master:
         (self.dir / "settings.json").write_text(json.dumps(settings))
 
     def start(self) -> None:
+        running = "BuildMaster is running"
+        before = self.log().count(running)  # twistd.log grows across restarts
         self.proc = self._spawn(
             [str(_BIN / "buildbot"), "start", "--nodaemon", str(self.dir)], f"{self.name}.out"
         )
         wait_for(
             f"{self.name} to start",
-            lambda: self.alive() and "BuildMaster is running" in self.log(),
+            lambda: self.alive() and self.log().count(running) > before,
             90,
         )
+
+    def reconfigure(self, **changes: Any) -> None:
+        """Changes settings.json and reconfigures the running master (SIGHUP), as
+        `buildbot reconfig` does; fails unless the update is complete."""
+        path = self.dir / "settings.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+        outcome = "configuration update (complete|aborted|partially applied)"
+        before = len(re.findall(outcome, self.log()))
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGHUP)
+        wait_for(
+            f"{self.name} to reconfigure",
+            lambda: self.alive() and len(re.findall(outcome, self.log())) > before,
+            60,
+        )
+        last = re.findall(outcome, self.log())[-1]
+        assert last == "complete", f"reconfiguration {last}; see {self.dir}/twistd.log"
+
+    def restart(self) -> None:
+        """A clean stop (SIGTERM), then a start; the worker reconnects by itself."""
+        assert self.proc is not None
+        self.proc.terminate()
+        self.proc.wait(timeout=60)
+        self.start()
 
     def start_worker(self) -> None:
         self._run(

@@ -276,6 +276,25 @@ def test_without_an_outbox_events_of_a_build_go_one_after_another(monkeypatch):
     assert reporter._direct == {}
 
 
+def test_each_master_reports_only_its_own_builds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the `wamp` message queue every master receives every build event."""
+    from types import SimpleNamespace
+
+    reporter = WasmStatusPush("http://127.0.0.1:9/hook", wasm_path=str(WASM), outbox=None)
+    # `master` is a read-only property (the service's parent): this one is master 1.
+    monkeypatch.setattr(WasmStatusPush, "master", SimpleNamespace(masterid=1))
+    pushed: list[tuple[str, int]] = []
+    reporter._push_direct = lambda event, build: pushed.append((event, build["buildid"]))  # type: ignore[method-assign]
+    reports = [
+        {"event": "started", "build": {"buildid": 7, "masterid": 2}},
+        {"event": "started", "build": {"buildid": 8, "masterid": 1}},
+        # A report generator's report: several builds, one of another master.
+        {"builds": [{"buildid": 9, "masterid": 2, "complete": True}, {"buildid": 10, "masterid": 1, "complete": True}]},
+    ]
+    reporter.sendMessage(reports)
+    assert pushed == [("started", 8), ("finished", 10)]
+
+
 def test_the_courier_stops_within_its_grace_with_calls_hanging(tmp_path: Path) -> None:
     """100 builds whose receiver takes each request and never answers: stop returns within
     the grace (and far inside stopService's 10 s), the events left pending."""
@@ -325,3 +344,28 @@ def test_a_host_panic_arrives_as_a_component_error() -> None:
 
     with pytest.raises(ComponentError, match="deliberate panic"):
         _native._panic_in_host_for_tests()
+
+
+@pytest.mark.skipif(
+    not os.environ.get("STATUS_PUSH_FROM_WHEEL"),
+    reason="test.sh installs the plugin from its wheel; a development install (maturin "
+    "develop) is not one",
+)
+def test_the_plugin_runs_from_its_wheel(monkeypatch: pytest.MonkeyPatch) -> None:
+    import buildbot_status_push
+    from buildbot.plugins import reporters
+
+    from buildbot_status_push.host import default_wasm_path
+
+    package = Path(buildbot_status_push.__file__).resolve().parent
+    # Installed into the virtualenv, not imported from this checkout.
+    assert "site-packages" in package.parts, package
+    assert package != Path(__file__).resolve().parents[1] / "buildbot_status_push"
+    assert list(package.glob("_native*.so")), sorted(p.name for p in package.iterdir())
+    # The component travels in the wheel, and is found there with nothing configured.
+    monkeypatch.delenv("STATUS_PUSH_WASM", raising=False)
+    assert default_wasm_path() == package / "status-push.wasm"
+    assert default_wasm_path().read_bytes() == WASM.read_bytes()
+    Host(str(default_wasm_path())).check_config(json.dumps({"serverUrl": "http://127.0.0.1/"}))
+    # Buildbot finds the reporter through the package's entry point.
+    assert reporters.WasmStatusPush is WasmStatusPush

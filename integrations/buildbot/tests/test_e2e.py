@@ -416,19 +416,33 @@ def test_permanent_failure_is_a_dead_letter(cluster: Cluster) -> None:
         assert len(cluster.wasm.for_build(build["buildid"])["started"]) == 1  # no retry of a 400
     finally:
         cluster.wasm.status = 200
-    cli = REPO / "target" / "debug" / "status-push"
-    listed = "status-push CLI not built"
-    if cli.is_file():
-        out = subprocess.run(
-            [str(cli), "dead-letters", "--outbox", str(cluster.outbox("wasm-full"))],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert out.returncode == 0, out.stderr
-        mine = [ln for ln in out.stdout.splitlines() if f"|{build['buildid']}" in ln]
-        assert len(mine) == 2, out.stdout
-        listed = "both listed by `status-push dead-letters`"
+    # The operator's command the wheel installs next to `buildbot` (no Rust needed).
+    cli = BIN / "buildbot-status-push"
+    assert cli.is_file(), f"{cli} is missing: the wheel installs it"
+    out = subprocess.run(
+        [str(cli), "dead-letters", "--outbox", str(cluster.outbox("wasm-full"))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[0].startswith("seq\tevent\tbuild\tdelivery_id"), out.stdout
+    mine = [ln for ln in out.stdout.splitlines() if f"|{build['buildid']}\t" in ln]
+    assert len(mine) == 2 and all("400" in ln for ln in mine), out.stdout
+    # Made pending again by the same command, the running reporter's courier sends them.
+    out = subprocess.run(
+        [str(cli), "redeliver", "--outbox", str(cluster.outbox("wasm-full")), "--all"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0 and out.stdout.startswith("pending again: "), (out.stdout, out.stderr)
+    wait_for(
+        "the redelivered events at the receiver",
+        lambda: all(len(v) == 2 for v in cluster.wasm.for_build(build["buildid"]).values()),
+        60,
+    )
+    listed = "both listed and redelivered by `buildbot-status-push`"
     report(
         f"400 from the receiver: build #{build['number']}'s started and finished: one attempt "
         f"each, two dead letters logged once with delivery id and reason; {listed}"

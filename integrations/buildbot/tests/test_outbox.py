@@ -2,6 +2,8 @@
 
 - its PostgreSQL server stops during a build and starts again: both events arrive, in order,
   once each (the one the outbox refused waited in memory);
+- the master starts while that server is down: it runs, keeps events in memory, and opens
+  the outbox when the server returns;
 - it holds its `maxPendingEvents`: further events wait in memory, the log says so with the
   counts (not a line per event), and every event arrives once the receiver is back;
 - the master stops with 100 builds' events for a receiver that hangs: the reporter's
@@ -173,6 +175,45 @@ def test_database_stopped_during_a_build_then_back(setup: Setup) -> None:
     )
 
 
+def test_master_starts_while_its_outbox_database_is_down(setup: Setup) -> None:
+    m, pg, receiver = setup.master, setup.pg, setup.pg_receiver
+    pg.pause()
+    try:
+        m.restart()  # a database that is down for now does not stop the master
+        m.alive()
+        wait_for(
+            "the plugin to say it keeps events in memory",
+            lambda: "events are kept in memory and the outbox is tried again" in m.log(),
+            30,
+        )
+        wait_for(
+            "the worker to reconnect",
+            lambda: m.get("workers")["workers"][0]["connected_to"],
+            60,
+        )
+        build = setup.finished_build(m.force("slow"))
+        assert not receiver.for_build(build["buildid"])["started"]
+    finally:
+        pg.resume()
+    wait_for(
+        "both events at the receiver once the database is back",
+        lambda: receiver.for_build(build["buildid"])["finished"],
+        60,
+    )
+    wait_for(
+        "the outbox to empty",
+        lambda: pg.sql("SELECT count(*) FROM status_push_events", "outbox") == "0",
+        30,
+    )
+    time.sleep(1)  # anything sent twice would be right behind
+    in_order_once(list(receiver.requests), [build["buildid"]])
+    assert "(its database answers again)" in m.log()
+    report(
+        "master started with its outbox's PostgreSQL server down: it ran a build, kept both "
+        "events in memory, and delivered them once, in order, when the server returned"
+    )
+
+
 def test_a_full_outbox_keeps_events_in_memory_and_says_so(setup: Setup) -> None:
     m, receiver = setup.master, setup.full_receiver
     # Two builds, four events, for an outbox of 2 whose receiver is down.
@@ -191,6 +232,14 @@ def test_a_full_outbox_keeps_events_in_memory_and_says_so(setup: Setup) -> None:
     assert sum("this event was not queued" in line for line in said) == 1, said
     assert not re.search(r"wasm-full: \S+ of build .* kept in memory", log)
 
+    # A rotated token, by reconfig, while events wait: it reaches them (#23).
+    m.reconfigure(full_token="second")
+    wait_for(
+        "the new configuration to reach the queued events",
+        lambda: re.search(r"wasm-full: the new configuration applies to [1-9]\d* queued", m.log()),
+        30,
+    )
+
     receiver.start()
     everyone = [b["buildid"] for b in m.get("builds")["builds"]]
 
@@ -203,6 +252,8 @@ def test_a_full_outbox_keeps_events_in_memory_and_says_so(setup: Setup) -> None:
     time.sleep(1)
     in_order_once(list(receiver.requests), everyone)
     assert set(buildids) <= set(everyone)
+    tokens = {dict((k.lower(), v) for k, v in r.headers).get("authorization") for r in receiver.requests}
+    assert tokens == {"Bearer second"}, tokens
     report(
         f"maxPendingEvents=2 with the receiver down: {len(everyone) * 2} events of "
         f"{len(everyone)} builds kept (outbox or memory), all delivered once, in order"
@@ -235,8 +286,10 @@ def test_stop_with_100_builds_and_a_hanging_receiver(setup: Setup) -> None:
     m.proc.terminate()  # SIGTERM: a clean stop
     m.proc.wait(timeout=60)
     exited = time.monotonic() - stopping
-    stopped = re.search(r"wasm-hang: stopped in ([\d.]+)s; (\d+) event\(s\) pending", m.log())
-    assert stopped, "no `stopped in` line from wasm-hang"
+    # The last stop's line (the master was restarted before).
+    stops = list(re.finditer(r"wasm-hang: stopped in ([\d.]+)s; (\d+) event\(s\) pending", m.log()))
+    assert stops, "no `stopped in` line from wasm-hang"
+    stopped = stops[-1]
     assert float(stopped.group(1)) <= 10, stopped.group(0)
     assert int(stopped.group(2)) == 2 * builds, stopped.group(0)
     # Nothing was lost: every event is still in the outbox for the next start.

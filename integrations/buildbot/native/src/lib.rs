@@ -118,6 +118,8 @@ fn outbox_error(py: Python<'_>, e: OutboxError) -> PyErr {
             let message = e.to_string();
             exception(py, "OutboxFull", (message, pending, cap))
         }
+        // The database is down, restarting or busy: the plugin keeps events and retries.
+        other if other.is_transient() => exception(py, "OutboxUnavailable", (other.to_string(),)),
         other => exception(py, "OutboxError", (other.to_string(),)),
     }
 }
