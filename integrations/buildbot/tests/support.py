@@ -196,14 +196,17 @@ class Master:
         self._run(str(_BIN / "buildbot"), "create-master", "--db", settings["db_url"], str(self.dir))
         shutil.copy(self.cfg, self.dir / "master.cfg")
         settings = dict(settings, name=self.name, www_port=self.www_port, pb_port=self.pb_port)
-        # `secrets`: util.SecretInAFile's directory, one file per secret, owner-only.
-        secrets = self.dir / "secrets"
-        secrets.mkdir(mode=0o700, exist_ok=True)
-        for name, value in settings.pop("secrets", {}).items():
-            path = secrets / name
+        self._write_secrets(settings.pop("secrets", {}))
+        (self.dir / "settings.json").write_text(json.dumps(settings))
+
+    def _write_secrets(self, secrets: dict[str, str]) -> None:
+        """util.SecretInAFile's directory: one file per secret, owner-only."""
+        directory = self.dir / "secrets"
+        directory.mkdir(mode=0o700, exist_ok=True)
+        for name, value in secrets.items():
+            path = directory / name
             path.write_text(value + "\n")
             path.chmod(0o600)
-        (self.dir / "settings.json").write_text(json.dumps(settings))
 
     def start(self) -> None:
         running = "BuildMaster is running"

@@ -68,7 +68,11 @@ class Setup:
                 "pg_receiver_port": self.pg_receiver.port,
                 "full_receiver_port": self.full_receiver.port,
                 "hanging_port": self.hanging.port,
-                "secrets": {"outbox_key": base64.b64encode(os.urandom(32)).decode()},
+                "secrets": {
+                    "outbox_key": base64.b64encode(os.urandom(32)).decode(),
+                    "token1": "first",
+                    "token2": "second",
+                },
             }
         )
         m.start()
@@ -233,7 +237,7 @@ def test_a_full_outbox_keeps_events_in_memory_and_says_so(setup: Setup) -> None:
     assert not re.search(r"wasm-full: \S+ of build .* kept in memory", log)
 
     # A rotated token, by reconfig, while events wait: it reaches them (#23).
-    m.reconfigure(full_token="second")
+    m.reconfigure(full_token="token2")
     wait_for(
         "the new configuration to reach the queued events",
         lambda: re.search(r"wasm-full: the new configuration applies to [1-9]\d* queued", m.log()),
