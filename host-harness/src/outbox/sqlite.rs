@@ -126,6 +126,8 @@ impl Sqlite {
         refuse_shared(path).map_err(&unusable)?;
         let mut db = Connection::open(path).map_err(store)?;
         db.busy_timeout(Duration::from_secs(30)).map_err(store)?;
+        // Room for every statement the courier and enqueue run (see `exec`).
+        db.set_prepared_statement_cache_capacity(64);
         // A deleted row (a delivered event, its configuration's secrets) is overwritten,
         // not left in free pages.
         db.execute_batch("PRAGMA secure_delete = ON;")
@@ -175,7 +177,8 @@ impl Sqlite {
         if let Some(sealed) =
             super::check_key(&keys, check.as_deref(), &path.display().to_string())?
         {
-            tx.execute(
+            exec(
+                &tx,
                 "INSERT INTO key_check (sealed) VALUES (?1)",
                 params![sealed],
             )
@@ -254,11 +257,13 @@ impl Sqlite {
                 }
                 let created = now_s();
                 if let Some(id) = &webhook_id {
-                    tx.execute(
+                    exec(
+                        tx,
                         "DELETE FROM seen_webhook_ids WHERE seen_at < ?1",
                         params![created - replay_window_s],
                     )?;
-                    let fresh = tx.execute(
+                    let fresh = exec(
+                        tx,
                         "INSERT OR IGNORE INTO seen_webhook_ids (id, seen_at) VALUES (?1, ?2)",
                         params![id, created],
                     )?;
@@ -371,7 +376,8 @@ impl Sqlite {
                 }
                 if probe && claimed.iter().any(|c| c.chain.destination == destination) {
                     // No other chain of it until the probe settles (or its lease runs out).
-                    tx.execute(
+                    exec(
+                        tx,
                         "UPDATE destinations SET open_until_ms = ?2 WHERE id = ?1",
                         params![destination, until],
                     )?;
@@ -386,7 +392,8 @@ impl Sqlite {
         let chain = chain.clone();
         self.run(move |db| {
             let until = now_ms().saturating_add(schedule::ms(schedule::LEASE));
-            let n = db.execute(
+            let n = exec(
+                db,
                 "UPDATE chains SET next_attempt_ms = ?4
                  WHERE destination_id = ?1 AND build_key = ?2 AND claim_token = ?3",
                 params![chain.destination, chain.build_key, token, until],
@@ -402,28 +409,33 @@ impl Sqlite {
     pub(super) async fn delivered(&self, chain: &ChainKey, token: i64, seq: i64) -> Result<()> {
         let chain = chain.clone();
         self.transaction(move |tx| {
-            let removed = tx.execute(
+            let removed = exec(
+                tx,
                 "DELETE FROM events WHERE seq = ?1 AND dead = 0",
                 params![seq],
             )?;
             if removed == 1 {
-                tx.execute(
+                exec(
+                    tx,
                     "UPDATE chains SET pending = pending - 1,
                              delivered_seq = MAX(delivered_seq, ?3)
                          WHERE destination_id = ?1 AND build_key = ?2",
                     params![chain.destination, chain.build_key, seq],
                 )?;
-                tx.execute(
+                exec(
+                    tx,
                     "UPDATE destinations SET pending = pending - 1 WHERE id = ?1",
                     params![chain.destination],
                 )?;
             }
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE chains SET claim_token = NULL, calls = 0, next_attempt_ms = ?4
                      WHERE destination_id = ?1 AND build_key = ?2 AND claim_token = ?3",
                 params![chain.destination, chain.build_key, token, now_ms()],
             )?;
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE destinations SET failures = 0, open_until_ms = 0, last_error = NULL
                      WHERE id = ?1 AND failures > 0",
                 params![chain.destination],
@@ -462,7 +474,8 @@ impl Sqlite {
                     now.saturating_add(schedule::backoff_ms(calls + 1)),
                 )
             };
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE chains SET calls = ?3, next_attempt_ms = ?4, claim_token = NULL
                  WHERE destination_id = ?1 AND build_key = ?2",
                 params![chain.destination, chain.build_key, calls, next],
@@ -476,7 +489,8 @@ impl Sqlite {
                 )?;
                 // Calls in flight together fail together: one step of the circuit.
                 if probe || open_until <= now {
-                    tx.execute(
+                    exec(
+                        tx,
                         "UPDATE destinations SET failures = ?2, open_until_ms = ?3,
                              last_error = ?4
                          WHERE id = ?1",
@@ -513,23 +527,27 @@ impl Sqlite {
             if held_calls(tx, &chain, token)?.is_none() {
                 return Ok(false);
             }
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE chains SET pending = pending - 1, calls = 0, next_attempt_ms = ?3,
                      claim_token = NULL
                  WHERE destination_id = ?1 AND build_key = ?2",
                 params![chain.destination, chain.build_key, now],
             )?;
             record(tx, seq, &failure)?;
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE events SET dead = 1, prune_at = ?2 + retention_s WHERE seq = ?1",
                 params![seq, now_s()],
             )?;
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE destinations SET pending = pending - 1, dead = dead + 1 WHERE id = ?1",
                 params![chain.destination],
             )?;
             if reachable {
-                tx.execute(
+                exec(
+                    tx,
                     "UPDATE destinations SET failures = 0, open_until_ms = 0, last_error = NULL
                      WHERE id = ?1",
                     params![chain.destination],
@@ -545,7 +563,8 @@ impl Sqlite {
     pub(super) async fn release(&self, chain: &ChainKey, token: i64) -> Result<()> {
         let chain = chain.clone();
         self.run(move |db| {
-            db.execute(
+            exec(
+                db,
                 "UPDATE chains SET claim_token = NULL, next_attempt_ms = ?4
                  WHERE destination_id = ?1 AND build_key = ?2 AND claim_token = ?3",
                 params![chain.destination, chain.build_key, token, now_ms()],
@@ -595,13 +614,15 @@ impl Sqlite {
                     done.superseded.push(seq);
                     continue;
                 }
-                tx.execute(
+                exec(
+                    tx,
                     "UPDATE events SET dead = 0, prune_at = NULL, last_error = NULL,
                          expires_at = ?2 + (expires_at - created_at)
                      WHERE seq = ?1",
                     params![seq, now],
                 )?;
-                tx.execute(
+                exec(
+                    tx,
                     "INSERT INTO chains (destination_id, build_key, pending, next_attempt_ms)
                      VALUES (?1, ?2, 1, ?3)
                      ON CONFLICT (destination_id, build_key) DO UPDATE SET
@@ -610,7 +631,8 @@ impl Sqlite {
                                                 ELSE next_attempt_ms END",
                     params![destination, build_key, now_ms],
                 )?;
-                tx.execute(
+                exec(
+                    tx,
                     "UPDATE destinations SET pending = pending + 1, dead = dead - 1
                      WHERE id = ?1",
                     params![destination],
@@ -679,12 +701,14 @@ impl Sqlite {
                 .query_map(params![now_s, batch], |r| r.get(0))?
                 .collect::<rusqlite::Result<_>>()?;
             for destination in &gone {
-                tx.execute(
+                exec(
+                    tx,
                     "UPDATE destinations SET dead = dead - 1 WHERE id = ?1",
                     params![destination],
                 )?;
             }
-            tx.execute(
+            exec(
+                tx,
                 "DELETE FROM chains WHERE (destination_id, build_key) IN (
                      SELECT c.destination_id, c.build_key FROM chains c
                      WHERE c.pending = 0 AND NOT EXISTS (
@@ -752,7 +776,8 @@ impl Sqlite {
         self.durable(move |tx| {
             let mut n = 0;
             for (seq, config, documents) in &rows {
-                n += tx.execute(
+                n += exec(
+                    tx,
                     "UPDATE events SET config = ?2, documents = ?3 WHERE seq = ?1",
                     params![seq, config, documents],
                 )?;
@@ -765,8 +790,9 @@ impl Sqlite {
     /// Replaces the key check (a rotation seals it under the new key).
     pub(super) async fn replace_key_check(&self, sealed: String) -> Result<()> {
         self.durable(move |tx| {
-            tx.execute("DELETE FROM key_check", [])?;
-            tx.execute(
+            exec(tx, "DELETE FROM key_check", [])?;
+            exec(
+                tx,
                 "INSERT INTO key_check (sealed) VALUES (?1)",
                 params![sealed],
             )?;
@@ -784,7 +810,8 @@ fn insert_one(
     created: i64,
     keys: &KeyRing,
 ) -> rusqlite::Result<(i64, i64)> {
-    tx.execute(
+    exec(
+        tx,
         "INSERT INTO destinations (target, shown) VALUES (?1, ?2)
          ON CONFLICT (target) DO NOTHING",
         params![event.destination, event.shown],
@@ -809,7 +836,8 @@ fn insert_one(
     };
     let (config, documents) =
         seal::seal_row(keys, row, &event.config, &event.documents).map_err(sealing)?;
-    tx.execute(
+    exec(
+        tx,
         "INSERT INTO events (seq, destination_id, build_key, event, config, documents,
                              created_at, expires_at, budget_ms, retention_s)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -826,7 +854,8 @@ fn insert_one(
             event.retention_s,
         ],
     )?;
-    tx.execute(
+    exec(
+        tx,
         "INSERT INTO chains (destination_id, build_key, pending, next_attempt_ms)
          VALUES (?1, ?2, 1, ?3)
          ON CONFLICT (destination_id, build_key) DO UPDATE SET
@@ -835,7 +864,8 @@ fn insert_one(
                                     ELSE next_attempt_ms END",
         params![destination, event.build_key, now_ms()],
     )?;
-    tx.execute(
+    exec(
+        tx,
         "UPDATE destinations SET pending = pending + 1 WHERE id = ?1",
         params![destination],
     )?;
@@ -843,6 +873,12 @@ fn insert_one(
 }
 
 /// A sealing failure (the system's randomness), as the database call's error.
+/// `execute` through the connection's statement cache: the courier runs the same few
+/// statements for every event, and parsing them again each time cost more than running them.
+fn exec(db: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+    db.prepare_cached(sql)?.execute(params)
+}
+
 fn sealing(error: super::KeyError) -> rusqlite::Error {
     rusqlite::Error::ToSqlConversionFailure(Box::new(error))
 }
@@ -924,7 +960,8 @@ fn seal_plaintext(tx: &Transaction<'_>, keys: &KeyRing) -> rusqlite::Result<()> 
         let config = super::for_delivery(&row.config);
         let (config, documents) =
             seal::seal_row(keys, row.id(), &config, &row.documents).map_err(sealing)?;
-        tx.execute(
+        exec(
+            tx,
             "UPDATE events SET config = ?2, documents = ?3 WHERE seq = ?1",
             params![row.seq, config, documents],
         )?;
@@ -956,12 +993,14 @@ fn to_v3(tx: &Transaction<'_>, version: i64) -> rusqlite::Result<()> {
         .collect::<rusqlite::Result<_>>()?;
     for (seq, config) in old {
         let target = super::destination_of(&server_url(&config));
-        tx.execute(
+        exec(
+            tx,
             "INSERT INTO destinations (target, shown) VALUES (?1, ?2)
              ON CONFLICT (target) DO NOTHING",
             params![target, status_push::secret::redact_url(&target)],
         )?;
-        tx.execute(
+        exec(
+            tx,
             "INSERT INTO events (seq, destination_id, build_key, event, config, documents,
                                  created_at, expires_at, budget_ms, delivery_id, attempts,
                                  dead, prune_at, last_error)
@@ -1017,13 +1056,15 @@ fn take(
         .optional()?;
     let Some(row) = head else {
         // The counter ran ahead of the events (a hand-edited file): set it right.
-        tx.execute(
+        exec(
+            tx,
             "UPDATE chains SET pending = 0 WHERE destination_id = ?1 AND build_key = ?2",
             params![chain.destination, chain.build_key],
         )?;
         return Ok(());
     };
-    tx.execute(
+    exec(
+        tx,
         "UPDATE chains SET claim_token = ?3, next_attempt_ms = ?4
          WHERE destination_id = ?1 AND build_key = ?2",
         params![chain.destination, chain.build_key, token, until],
@@ -1063,7 +1104,8 @@ fn held_calls(tx: &Transaction<'_>, chain: &ChainKey, token: i64) -> rusqlite::R
 
 /// Records a failed call on its event.
 fn record(tx: &Transaction<'_>, seq: i64, failure: &Failure) -> rusqlite::Result<()> {
-    tx.execute(
+    exec(
+        tx,
         "UPDATE events SET attempts = attempts + ?2,
              delivery_id = CASE WHEN ?3 = '' THEN delivery_id ELSE ?3 END, last_error = ?4
          WHERE seq = ?1",
@@ -1074,7 +1116,8 @@ fn record(tx: &Transaction<'_>, seq: i64, failure: &Failure) -> rusqlite::Result
 
 /// A probe that told nothing of its destination: the next may go at once.
 fn reopen(tx: &Transaction<'_>, destination: i64, now: i64) -> rusqlite::Result<()> {
-    tx.execute(
+    exec(
+        tx,
         "UPDATE destinations SET open_until_ms = ?2 WHERE id = ?1 AND failures > 0",
         params![destination, now],
     )?;
