@@ -218,7 +218,7 @@ fn expect_string(value: &Value, key: &str) -> Result<String> {
 /// The configuration keys `parse_config` accepts, in docs/options.md's order: the one list of
 /// them. The WIT's `config` record names each in its field's documentation, and the
 /// Buildbot plugin's options are held to it (`tests/config_keys.rs`, the plugin's tests).
-pub const CONFIG_KEYS: [&str; 32] = [
+pub const CONFIG_KEYS: [&str; 34] = [
     "serverUrl",
     "buildbotURL",
     "user",
@@ -245,6 +245,8 @@ pub const CONFIG_KEYS: [&str; 32] = [
     "signingScheme",
     "signingSecret",
     "caFile",
+    "clientCertFile",
+    "clientKeyFile",
     "deadLetterAfterSeconds",
     "deadLetterRetentionDays",
     "maxPendingEvents",
@@ -325,6 +327,8 @@ pub fn config_from_json(value: &Value) -> Result<Config> {
         retry_deadline_ms: seconds(&o, "retryDeadlineSeconds")?,
         signing: signing(&o)?,
         ca_file: o.opt_string("caFile")?,
+        client_cert_file: o.opt_string("clientCertFile")?,
+        client_key_file: o.opt_string("clientKeyFile")?,
         dead_letter_after_ms: match o.get("deadLetterAfterSeconds").map(Value::as_u64) {
             None => None,
             // Ten years is past any outage worth waiting out; the bound keeps ms in range.
