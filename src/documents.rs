@@ -26,6 +26,34 @@ pub fn parse_json(text: &str) -> Result<Value> {
     serde_json::from_str(text).map_err(|e| error("", format!("not JSON: {e}")))
 }
 
+/// Takes the `body` out of an event's documents: a report the host formatted itself (a
+/// Buildbot report generator's formatter output), sent instead of the payload. It must
+/// be a JSON object or array, as Buildbot's HTTP client encodes nothing else, with no
+/// number out of a double's range (Python would write it as `Infinity`). `None` when
+/// absent or `null`.
+pub fn take_formatted_body(documents: &mut Value) -> Result<Option<Value>> {
+    let Some(body) = documents
+        .as_object_mut()
+        .and_then(|o| o.shift_remove("body"))
+        .filter(|b| !b.is_null())
+    else {
+        return Ok(None);
+    };
+    if !(body.is_object() || body.is_array()) {
+        return Err(error(
+            "body",
+            "expected a JSON object or array (a formatter's report); Buildbot sends no body for anything else",
+        ));
+    }
+    if let Some(number) = crate::encoder::non_finite(&body) {
+        return Err(error(
+            "body",
+            format!("{number} is out of a double's range; it would be sent as Infinity, which JSON parsers refuse"),
+        ));
+    }
+    Ok(Some(body))
+}
+
 /// A log whose text a host streams from a local file (`content_file`) instead of
 /// carrying it inline (`content`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -816,5 +844,23 @@ mod tests {
         );
         doc["build"]["started_at"] = json!(5);
         assert_eq!(event_from_json(&doc).unwrap_err().key, "buildrequest");
+    }
+
+    #[test]
+    fn a_formatted_body_is_taken_out_of_the_documents() {
+        let mut doc = json!({"build": {}, "body": {"b": 1, "a": [2]}});
+        let body = take_formatted_body(&mut doc).unwrap().unwrap();
+        assert_eq!(crate::encoder::to_vec(&body), br#"{"b": 1, "a": [2]}"#);
+        assert!(doc.get("body").is_none(), "the documents no longer hold it");
+        assert_eq!(
+            take_formatted_body(&mut json!({"body": null})).unwrap(),
+            None
+        );
+        assert_eq!(take_formatted_body(&mut json!({})).unwrap(), None);
+        let too_big: Value = serde_json::from_str(r#"{"x": 1e400}"#).unwrap();
+        for refused in [json!("text"), json!(3), too_big] {
+            let e = take_formatted_body(&mut json!({"body": refused})).unwrap_err();
+            assert_eq!(e.key, "body");
+        }
     }
 }
