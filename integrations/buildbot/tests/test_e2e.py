@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import pytest
-from support import Receiver, Request, force, free_port, get_json, wait_for
+from support import make_pki, Receiver, Request, force, free_port, get_json, wait_for
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
@@ -77,6 +77,8 @@ class Cluster:
             "command": COMMAND,
             "tls_port": getattr(self, "tls_port", 0),
             "ca_file": str(WORK / "ca.pem"),
+            "client_cert": str(WORK / "client.crt"),
+            "client_key": str(WORK / "client.key"),
         }
         (self.master_dir / "settings.json").write_text(json.dumps(settings))
         self.phase = phase
@@ -435,63 +437,12 @@ def test_permanent_failure_is_a_dead_letter(cluster: Cluster) -> None:
     )
 
 
-def make_ca_and_server_cert() -> tuple[bytes, bytes, bytes]:
-    """(CA PEM, server cert PEM, server key PEM) for 127.0.0.1, with `cryptography`."""
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-    import ipaddress
-
-    now = datetime.datetime.now(datetime.timezone.utc)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "status-push test CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    pem = serialization.Encoding.PEM
-    key_pem = key.private_bytes(
-        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return ca.public_bytes(pem), cert.public_bytes(pem), key_pem
-
-
 def test_tls_ca_file_inside_buildbot(cluster: Cluster) -> None:
     import ssl
 
-    ca, cert, key = make_ca_and_server_cert()
-    (WORK / "ca.pem").write_bytes(ca)
-    (WORK / "server.pem").write_bytes(cert + key)
+    pki = make_pki(WORK)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(WORK / "server.pem")
+    context.load_cert_chain(pki.server)
     receiver = Receiver("tls", tls=context)
     receiver.start()
     try:
