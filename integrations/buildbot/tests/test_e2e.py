@@ -77,8 +77,10 @@ class Cluster:
             "command": COMMAND,
             "tls_port": getattr(self, "tls_port", 0),
             "ca_file": str(WORK / "ca.pem"),
-            "client_cert": str(WORK / "client.crt"),
-            "client_key": str(WORK / "client.key"),
+            # The compat phase's own CA: the host keeps a TLS configuration per file path.
+            "mtls_ca_file": str(WORK / "mtls" / "ca.pem"),
+            "client_cert": str(WORK / "mtls" / "client.crt"),
+            "client_key": str(WORK / "mtls" / "client.key"),
         }
         (self.master_dir / "settings.json").write_text(json.dumps(settings))
         self.phase = phase
@@ -470,4 +472,80 @@ def test_tls_ca_file_inside_buildbot(cluster: Cluster) -> None:
     report(
         f"TLS with a private CA: caFile delivered build #{build['number']}'s 2 events; "
         "without caFile both are dead letters with a TLS error"
+    )
+
+
+def test_a_buildbot_43_http_status_push_block_works_unchanged(cluster: Cluster) -> None:
+    """The same HttpStatusPush(...) keyword arguments (auth, headers, verify, cert,
+    skip_encoding, generators with a MessageFormatterFunction) for the stock reporter and
+    for WasmStatusPush: the formatter's bytes, identical, the wasm ones over mutual TLS."""
+    import ssl
+
+    pki = make_pki(WORK / "mtls")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pki.server)
+    context.load_verify_locations(pki.ca)
+    context.verify_mode = ssl.CERT_REQUIRED
+    receiver = Receiver("mtls", tls=context)
+    receiver.start()
+    try:
+        cluster.tls_port = receiver.port  # type: ignore[attr-defined]
+        cluster.reconfigure("compat")
+        build = cluster.force_build()
+
+        def arrived() -> Optional[dict[str, dict[str, list[Request]]]]:
+            seen = {
+                "stock": cluster.stock.for_build(build["buildid"]),
+                "wasm": receiver.for_build(build["buildid"]),
+            }
+            done = all(len(got["started"]) == len(got["finished"]) for got in seen.values()) and (
+                len(seen["stock"]["finished"]) == 1 and len(seen["wasm"]["finished"]) == 2
+            )
+            return seen if done else None
+
+        seen = wait_for("both receivers to get the build's reports", arrived, 60)
+        time.sleep(1)  # a duplicate would arrive right behind the first copy
+        seen = {
+            "stock": cluster.stock.for_build(build["buildid"]),
+            "wasm": receiver.for_build(build["buildid"]),
+        }
+        for event in ("started", "finished"):
+            [stock] = seen["stock"][event]
+            [wasm] = [r for r in seen["wasm"][event] if r.path == "/compat"]
+            # skip_encoding=True sends the same bytes (the stock reporter cannot take it).
+            [skipped] = [r for r in seen["wasm"][event] if r.path == "/skip"]
+            assert skipped.body == stock.body
+            for who, got in (("stock", stock), ("wasm", wasm)):
+                stem = WORK / f"compat-build{build['number']}-{event}-{who}"
+                stem.with_suffix(".json").write_bytes(got.body)
+            assert wasm.path == "/compat"
+            assert wasm.body == stock.body, f"{event}:\nstock: {stock.body!r}\nwasm:  {wasm.body!r}"
+            doc = wasm.doc()
+            assert doc["note"] == "Grüße 🚀" and isinstance(doc["started_at"], int)
+            assert set(doc) == {
+                "buildid", "complete", "text", "results", "started_at", "complete_at", "url",
+                "owner", "note",
+            }, "the formatter's body, not our payload"
+            for got in (stock, wasm):
+                headers = {k.lower(): v for k, v in got.headers}
+                assert headers["authorization"] == "Basic Ym90OnMzY3JldA==", headers
+                assert headers["x-team"] == "ci"
+                assert headers["content-type"] == "application/json"
+        line = re.compile(
+            rf"wasm-compat-nocert: dead letter: (started|finished) of buildid "
+            rf"{build['buildid']} .*TLS"
+        )
+        wait_for(
+            "the events without a client certificate to fail as TLS errors",
+            lambda: sorted(line.findall(cluster.master_log())) == ["finished", "started"],
+            60,
+        )
+        assert not [r for r in receiver.requests if r.path == "/nocert"]
+    finally:
+        receiver.stop()
+    report(
+        f"Buildbot 4.3 HttpStatusPush block (auth, headers, verify, cert, skip_encoding, "
+        f"generators): build #{build['number']}'s 2 formatter bodies identical to the stock "
+        f"reporter's ({len(wasm.body)} bytes finished), over mutual TLS; without the client "
+        "certificate both are dead letters with a TLS error"
     )
