@@ -220,6 +220,12 @@ impl Settings {
                 "needs wantSteps: true, since logs belong to steps",
             ));
         }
+        if config.client_key_file.is_some() && config.client_cert_file.is_none() {
+            return Err(error(
+                "clientKeyFile",
+                "needs clientCertFile: the key is the private key of that certificate",
+            ));
+        }
         let authorization = authorization(&config)?;
         let headers = configured_headers(&config.headers, authorization.is_some())?;
         if let Some(source) = &config.format_fn {
@@ -532,6 +538,8 @@ pub(crate) mod tests {
             retry_deadline_ms: None,
             signing: None,
             ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
             dead_letter_after_ms: None,
             dead_letter_retention_days: None,
             max_pending_events: None,

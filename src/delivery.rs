@@ -25,11 +25,13 @@ enum Prepared<'a> {
     },
 }
 
-/// Delivers `event`, retrying as configured.
+/// Delivers `event` (its payload, or `formatted`, a body the host formatted itself),
+/// retrying as configured.
 pub fn deliver(
     settings: &Settings,
     kind: EventKind,
     event: &BuildEvent,
+    formatted: Option<&serde_json::Value>,
 ) -> Result<Delivery, PushFailure> {
     let delivery_id = signature::delivery_id(
         &settings.target.url(),
@@ -43,7 +45,18 @@ pub fn deliver(
         attempts,
         delivery_id: delivery_id.clone(),
     };
-    let mut prepared = prepare(settings, kind, event).map_err(|e| failure(e, 0))?;
+    let mut prepared = match formatted {
+        // A host's own report: encoded as Buildbot's HTTP client encodes it
+        // (`json.dumps`), and neither `format_fn` nor the payload options apply.
+        Some(body) => {
+            let body = crate::encoder::to_vec(body);
+            if body.len() as u64 > settings.max_body_bytes {
+                return Err(failure(too_large(settings.max_body_bytes), 0));
+            }
+            Prepared::InMemory(body)
+        }
+        None => prepare(settings, kind, event).map_err(|e| failure(e, 0))?,
+    };
     let deadline = clock::monotonic_ms() + u64::from(settings.retry.deadline_ms);
     let mut attempt = 0;
     loop {

@@ -26,6 +26,34 @@ pub fn parse_json(text: &str) -> Result<Value> {
     serde_json::from_str(text).map_err(|e| error("", format!("not JSON: {e}")))
 }
 
+/// Takes the `body` out of an event's documents: a report the host formatted itself (a
+/// Buildbot report generator's formatter output), sent instead of the payload. It must
+/// be a JSON object or array, as Buildbot's HTTP client encodes nothing else, with no
+/// number out of a double's range (Python would write it as `Infinity`). `None` when
+/// absent or `null`.
+pub fn take_formatted_body(documents: &mut Value) -> Result<Option<Value>> {
+    let Some(body) = documents
+        .as_object_mut()
+        .and_then(|o| o.shift_remove("body"))
+        .filter(|b| !b.is_null())
+    else {
+        return Ok(None);
+    };
+    if !(body.is_object() || body.is_array()) {
+        return Err(error(
+            "body",
+            "expected a JSON object or array (a formatter's report); Buildbot sends no body for anything else",
+        ));
+    }
+    if let Some(number) = crate::encoder::non_finite(&body) {
+        return Err(error(
+            "body",
+            format!("{number} is out of a double's range; it would be sent as Infinity, which JSON parsers refuse"),
+        ));
+    }
+    Ok(Some(body))
+}
+
 /// A log whose text a host streams from a local file (`content_file`) instead of
 /// carrying it inline (`content`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -218,7 +246,7 @@ fn expect_string(value: &Value, key: &str) -> Result<String> {
 /// The configuration keys `parse_config` accepts, in docs/options.md's order: the one list of
 /// them. The WIT's `config` record names each in its field's documentation, and the
 /// Buildbot plugin's options are held to it (`tests/config_keys.rs`, the plugin's tests).
-pub const CONFIG_KEYS: [&str; 32] = [
+pub const CONFIG_KEYS: [&str; 34] = [
     "serverUrl",
     "buildbotURL",
     "user",
@@ -245,6 +273,8 @@ pub const CONFIG_KEYS: [&str; 32] = [
     "signingScheme",
     "signingSecret",
     "caFile",
+    "clientCertFile",
+    "clientKeyFile",
     "deadLetterAfterSeconds",
     "deadLetterRetentionDays",
     "maxPendingEvents",
@@ -325,6 +355,8 @@ pub fn config_from_json(value: &Value) -> Result<Config> {
         retry_deadline_ms: seconds(&o, "retryDeadlineSeconds")?,
         signing: signing(&o)?,
         ca_file: o.opt_string("caFile")?,
+        client_cert_file: o.opt_string("clientCertFile")?,
+        client_key_file: o.opt_string("clientKeyFile")?,
         dead_letter_after_ms: match o.get("deadLetterAfterSeconds").map(Value::as_u64) {
             None => None,
             // Ten years is past any outage worth waiting out; the bound keeps ms in range.
@@ -812,5 +844,23 @@ mod tests {
         );
         doc["build"]["started_at"] = json!(5);
         assert_eq!(event_from_json(&doc).unwrap_err().key, "buildrequest");
+    }
+
+    #[test]
+    fn a_formatted_body_is_taken_out_of_the_documents() {
+        let mut doc = json!({"build": {}, "body": {"b": 1, "a": [2]}});
+        let body = take_formatted_body(&mut doc).unwrap().unwrap();
+        assert_eq!(crate::encoder::to_vec(&body), br#"{"b": 1, "a": [2]}"#);
+        assert!(doc.get("body").is_none(), "the documents no longer hold it");
+        assert_eq!(
+            take_formatted_body(&mut json!({"body": null})).unwrap(),
+            None
+        );
+        assert_eq!(take_formatted_body(&mut json!({})).unwrap(), None);
+        let too_big: Value = serde_json::from_str(r#"{"x": 1e400}"#).unwrap();
+        for refused in [json!("text"), json!(3), too_big] {
+            let e = take_formatted_body(&mut json!({"body": refused})).unwrap_err();
+            assert_eq!(e.key, "body");
+        }
     }
 }

@@ -188,8 +188,11 @@ impl Guest for Component {
 /// `report-json`: the documents parsed in the guest, then reported.
 fn report_json(kind: EventKind, json: String) -> Result<Outcome, PushFailure> {
     let settings = configured()?;
-    let event = documents::parse_json(&json)
-        .and_then(|doc| documents::event_from_json(&doc))
+    let (event, body) = documents::parse_json(&json)
+        .and_then(|mut doc| {
+            let body = documents::take_formatted_body(&mut doc)?;
+            Ok((documents::event_from_json(&doc)?, body))
+        })
         .map_err(|e| PushFailure {
             error: PushError::InvalidInput(e),
             retryable: false,
@@ -198,7 +201,7 @@ fn report_json(kind: EventKind, json: String) -> Result<Outcome, PushFailure> {
         })?;
     // The text is not needed past this point; a large event should not be held twice.
     drop(json);
-    report(&settings, kind, &event)
+    report(&settings, kind, &event, body.as_ref())
 }
 
 fn configured() -> Result<Rc<Settings>, PushFailure> {
@@ -213,19 +216,21 @@ fn configured() -> Result<Rc<Settings>, PushFailure> {
 }
 
 fn report_configured(kind: EventKind, event: &BuildEvent) -> Result<Outcome, PushFailure> {
-    report(&*configured()?, kind, event)
+    report(&*configured()?, kind, event, None)
 }
 
-/// Filters, then delivers, one event.
+/// Filters, then delivers, one event: its payload, or `formatted`, a body the host
+/// formatted itself (the documents' `body`).
 fn report(
     settings: &Settings,
     kind: EventKind,
     event: &BuildEvent,
+    formatted: Option<&serde_json::Value>,
 ) -> Result<Outcome, PushFailure> {
     if let Some(reason) = filter::skip_reason(&settings.selection, kind, event) {
         return Ok(Outcome::Skipped(reason));
     }
-    delivery::deliver(settings, kind, event).map(Outcome::Delivered)
+    delivery::deliver(settings, kind, event, formatted).map(Outcome::Delivered)
 }
 
 impl bindings::exports::status_push::reporter::documents::Guest for Component {

@@ -211,14 +211,16 @@ pub fn check_content_type(content_type: Option<&[u8]>) -> Result<(), Refusal> {
     }
 }
 
-/// The build documents a request body carries. A log may not name a `content_file`:
-/// that is a path on the relay's machine, not the caller's.
-pub fn event_documents(body: &[u8]) -> Result<BuildEvent, Refusal> {
+/// The build documents a request body carries, and the formatted body they may carry
+/// (`documents::take_formatted_body`). A log may not name a `content_file`: that is a
+/// path on the relay's machine, not the caller's.
+pub fn event_documents(body: &[u8]) -> Result<(BuildEvent, Option<Value>), Refusal> {
     let invalid =
         |key: String, message: String| Refusal::InvalidDocuments(InputError { key, message });
     let text = std::str::from_utf8(body)
         .map_err(|e| invalid(String::new(), format!("the body is not UTF-8: {e}")))?;
-    let doc = documents::parse_json(text).map_err(Refusal::InvalidDocuments)?;
+    let mut doc = documents::parse_json(text).map_err(Refusal::InvalidDocuments)?;
+    let formatted = documents::take_formatted_body(&mut doc).map_err(Refusal::InvalidDocuments)?;
     let event = documents::event_from_json(&doc).map_err(Refusal::InvalidDocuments)?;
     if let Some(file) = documents::content_files(&doc).first() {
         return Err(invalid(
@@ -226,7 +228,7 @@ pub fn event_documents(body: &[u8]) -> Result<BuildEvent, Refusal> {
             "is not accepted over HTTP: send the text as content".into(),
         ));
     }
-    Ok(event)
+    Ok((event, formatted))
 }
 
 /// The answer to a push: 200 delivered or skipped; 503 failed, retry later; 502 failed,

@@ -305,3 +305,54 @@ async fn a_streamed_log_is_sent_in_one_attempt_with_its_idempotency_key() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_formatted_body_in_the_documents_is_sent_instead_of_the_payload_and_signed() {
+    // A Buildbot report generator's formatter output: sent as Python's json.dumps writes
+    // it, not our payload, and `format_fn`/`want*` do not touch it.
+    let receiver = Receiver::start(0).await.unwrap();
+    let mut reporter = common::configured(&json!({
+        "serverUrl": receiver.origin(),
+        "wantProperties": true,
+        "format_fn": "{\"ours\": 1}",
+        "headers": {"X-Team": "ci"},
+        "signingScheme": "github",
+        "signingSecret": "s3cret",
+    }))
+    .await;
+    let mut documents: Value =
+        serde_json::from_str(&common::sample_documents("finished", 7)).unwrap();
+    documents["body"] = json!({"state": "build successful", "n": 1.5, "big": 12345678901234567890u64,
+        "names": ["Grüße", "🚀"], "nested": {"z": null, "a": [true, false]}});
+    let outcome = reporter
+        .report_json(Event::Finished, &documents.to_string())
+        .await
+        .expect("delivered");
+    assert!(matches!(outcome, Outcome::Delivered(_)), "{outcome:?}");
+    let got = receiver.wait_for(1, WAIT).await;
+    assert_eq!(
+        String::from_utf8_lossy(&got[0].body),
+        r#"{"state": "build successful", "n": 1.5, "big": 12345678901234567890, "names": ["Gr\u00fc\u00dfe", "\ud83d\ude80"], "nested": {"z": null, "a": [true, false]}}"#
+    );
+    assert_eq!(got[0].header("x-team"), Some("ci"));
+    assert!(got[0].header("x-hub-signature-256").is_some());
+
+    // Anything but an object or array is refused, naming `body`, and nothing is sent.
+    documents["body"] = json!("text");
+    match reporter
+        .report_json(Event::Finished, &documents.to_string())
+        .await
+    {
+        Err(HostError::Push(f)) => {
+            assert!(
+                matches!(&f.error, PushError::InvalidInput(e) if e.key == "body"),
+                "{f:?}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        receiver.wait_for(2, Duration::from_millis(300)).await.len(),
+        1
+    );
+}

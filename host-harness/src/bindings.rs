@@ -122,6 +122,11 @@ pub struct Config {
     pub signing: Option<Signing>,
     /// PEM file of extra CA certificates to trust (`caFile`); enforced by the host.
     pub ca_file: Option<String>,
+    /// PEM file of the client certificate for mutual TLS, with its key unless
+    /// `client_key_file` names one (`clientCertFile`); enforced by the host.
+    pub client_cert_file: Option<String>,
+    /// PEM file of that certificate's private key (`clientKeyFile`).
+    pub client_key_file: Option<String>,
     /// Age in milliseconds after which an undelivered outbox event becomes a dead letter
     /// (`deadLetterAfterSeconds`); enforced by the host's outbox.
     pub dead_letter_after_ms: Option<u64>,
@@ -196,6 +201,8 @@ impl Config {
             retry_deadline_ms: None,
             signing: None,
             ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
             dead_letter_after_ms: None,
             dead_letter_retention_days: None,
             max_pending_events: None,
@@ -238,6 +245,8 @@ impl fmt::Debug for Config {
             retry_deadline_ms,
             signing,
             ca_file,
+            client_cert_file,
+            client_key_file,
             dead_letter_after_ms,
             dead_letter_retention_days,
             max_pending_events,
@@ -275,6 +284,8 @@ impl fmt::Debug for Config {
             .field("retry_deadline_ms", retry_deadline_ms)
             .field("signing", signing)
             .field("ca_file", ca_file)
+            .field("client_cert_file", client_cert_file)
+            .field("client_key_file", client_key_file)
             .field("dead_letter_after_ms", dead_letter_after_ms)
             .field("dead_letter_retention_days", dead_letter_retention_days)
             .field("max_pending_events", max_pending_events)
@@ -313,6 +324,8 @@ impl From<WitConfig> for Config {
             retry_deadline_ms,
             signing,
             ca_file,
+            client_cert_file,
+            client_key_file,
             dead_letter_after_ms,
             dead_letter_retention_days,
             max_pending_events,
@@ -346,6 +359,8 @@ impl From<WitConfig> for Config {
             retry_deadline_ms,
             signing: signing.map(Signing::from),
             ca_file,
+            client_cert_file,
+            client_key_file,
             dead_letter_after_ms,
             dead_letter_retention_days,
             max_pending_events,
@@ -384,6 +399,8 @@ impl From<Config> for WitConfig {
             retry_deadline_ms,
             signing,
             ca_file,
+            client_cert_file,
+            client_key_file,
             dead_letter_after_ms,
             dead_letter_retention_days,
             max_pending_events,
@@ -417,6 +434,8 @@ impl From<Config> for WitConfig {
             retry_deadline_ms,
             signing: signing.map(WitSigning::from),
             ca_file,
+            client_cert_file,
+            client_key_file,
             dead_letter_after_ms,
             dead_letter_retention_days,
             max_pending_events,

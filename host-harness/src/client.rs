@@ -16,7 +16,9 @@ use bytes::Bytes;
 use http::uri::Scheme;
 use http_body_util::BodyExt;
 use hyper::client::conn::http1::SendRequest;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+use crate::policy::MAX_CA_FILE_BYTES;
 use tokio::net::TcpStream;
 use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody};
@@ -26,9 +28,29 @@ const MAX_IDLE_PER_KEY: usize = 32;
 /// Used when the guest sets no timeout.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// How TLS is set up for a destination: how its certificate is checked, and which
+/// certificate, if any, this side presents.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub(crate) struct TlsPolicy {
+    /// How the receiver's certificate is checked (`verify`, `caFile`).
+    pub(crate) server: ServerCheck,
+    /// The client certificate presented for mutual TLS (`clientCertFile`).
+    pub(crate) client_cert: Option<ClientCert>,
+}
+
+impl TlsPolicy {
+    /// The system's roots plus `ca_file`'s, and no client certificate.
+    pub(crate) fn verified(ca_file: Option<PathBuf>) -> TlsPolicy {
+        TlsPolicy {
+            server: ServerCheck::Verify { ca_file },
+            client_cert: None,
+        }
+    }
+}
+
 /// How a destination's TLS certificate is checked.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) enum TlsPolicy {
+pub(crate) enum ServerCheck {
     /// The system's roots, plus those of an optional PEM file.
     Verify {
         /// Extra CA certificates (`caFile`).
@@ -36,6 +58,22 @@ pub(crate) enum TlsPolicy {
     },
     /// No verification at all (`verify: false`); only ever by explicit configuration.
     Insecure,
+}
+
+impl Default for ServerCheck {
+    fn default() -> ServerCheck {
+        ServerCheck::Verify { ca_file: None }
+    }
+}
+
+/// The files of a client certificate (`clientCertFile`, `clientKeyFile`). Paths only: the
+/// key is read when the TLS configuration is built and lives on only inside rustls.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct ClientCert {
+    /// The certificate chain, leaf first; holds the key too when `key_file` is `None`.
+    pub(crate) cert_file: PathBuf,
+    /// The private key, when it is in a file of its own.
+    pub(crate) key_file: Option<PathBuf>,
 }
 
 /// Why a TLS policy could not be set up.
@@ -49,9 +87,36 @@ pub(crate) enum TlsSetupError {
         /// Why.
         why: String,
     },
-    /// rustls refused the configuration.
+    /// The client certificate file could not be read or holds no certificate.
+    #[error("cannot use client certificate file {path}: {why}")]
+    ClientCert {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
+    /// The client key could not be read or holds no private key.
+    #[error("cannot use client key file {path}: {why}")]
+    ClientKey {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
+    /// rustls refused the configuration (a key that is not the certificate's, say).
     #[error("TLS setup failed: {0}")]
     Rustls(#[from] rustls::Error),
+}
+
+impl TlsSetupError {
+    /// The configuration key at fault, as a configuration error names it.
+    pub(crate) fn config_key(&self) -> &'static str {
+        match self {
+            TlsSetupError::CaFile { .. } => "caFile",
+            TlsSetupError::ClientCert { .. } | TlsSetupError::Rustls(_) => "clientCertFile",
+            TlsSetupError::ClientKey { .. } => "clientKeyFile",
+        }
+    }
 }
 
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -101,8 +166,8 @@ impl Client {
         }
         let builder = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()?;
-        let config = match policy {
-            TlsPolicy::Verify { ca_file } => {
+        let builder = match &policy.server {
+            ServerCheck::Verify { ca_file } => {
                 let mut roots = rustls::RootCertStore::empty();
                 roots.add_parsable_certificates(system_roots().iter().cloned());
                 if let Some(path) = ca_file {
@@ -113,12 +178,18 @@ impl Client {
                         })?;
                     }
                 }
-                builder.with_root_certificates(roots).with_no_client_auth()
+                builder.with_root_certificates(roots)
             }
-            TlsPolicy::Insecure => builder
+            ServerCheck::Insecure => builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider())))
-                .with_no_client_auth(),
+                .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider()))),
+        };
+        let config = match &policy.client_cert {
+            None => builder.with_no_client_auth(),
+            Some(client) => {
+                let (chain, key) = read_client_cert(client)?;
+                builder.with_client_auth_cert(chain, key)?
+            }
         };
         let config = Arc::new(config);
         if let Ok(mut map) = self.tls.lock() {
@@ -188,19 +259,16 @@ impl Client {
                     // the request is intact, so send it on a fresh connection.
                     Err(mut failed) => match failed.take_message() {
                         Some(request) => {
-                            let mut fresh =
-                                connect(host, port, tls, &self, connect_timeout).await?;
-                            let response = send(&mut fresh, request, first_byte).await?;
-                            (fresh, response)
+                            let fresh = connect(host, port, tls, &self, connect_timeout).await?;
+                            fresh.send(request, first_byte).await?
                         }
                         None => return Err(Error::from(failed.into_error())),
                     },
                 }
             }
             None => {
-                let mut fresh = connect(host, port, tls, &self, connect_timeout).await?;
-                let response = send(&mut fresh, request, first_byte).await?;
-                (fresh, response)
+                let fresh = connect(host, port, tls, &self, connect_timeout).await?;
+                fresh.send(request, first_byte).await?
             }
         };
         // Back in the pool now: hyper marks the connection ready again once this response
@@ -238,7 +306,63 @@ async fn send(
     tokio::time::timeout(first_byte, sender.send_request(request))
         .await
         .map_err(|_| Error::ConnectionReadTimeout)?
-        .map_err(Error::from)
+        .map_err(|e| tls_alert(&e).unwrap_or_else(|| Error::from(e)))
+}
+
+/// A connection just made, and how its task ended if it ended.
+struct Fresh {
+    sender: SendRequest<WasiBody>,
+    ended: tokio::sync::oneshot::Receiver<hyper::Error>,
+}
+
+impl Fresh {
+    /// Sends the connection's first request.
+    async fn send(
+        mut self,
+        request: http::Request<WasiBody>,
+        first_byte: Duration,
+    ) -> Result<(SendRequest<WasiBody>, http::Response<hyper::body::Incoming>), Error> {
+        match send(&mut self.sender, request, first_byte).await {
+            Ok(response) => Ok((self.sender, response)),
+            Err(error) => {
+                // A connection whose task failed first leaves the request only "not
+                // ready"; the task's own error says why, a receiver's TLS alert included.
+                let ended = tokio::time::timeout(Duration::from_millis(100), self.ended).await;
+                match ended {
+                    Ok(Ok(why)) => Err(tls_alert(&why).unwrap_or(error)),
+                    _ => Err(error),
+                }
+            }
+        }
+    }
+}
+
+/// A receiver's TLS alert in `error`'s chain, as the TLS error it is. With TLS 1.3 a
+/// receiver checks a client certificate (or its absence) after the client's handshake is
+/// over, so its refusal arrives as the request is written or the response read, rather
+/// than in `connect`: unrecognised, it would read as a lost connection, retried to no end,
+/// where it is a configuration to fix.
+fn tls_alert(error: &(dyn std::error::Error + 'static)) -> Option<Error> {
+    let mut source = Some(error);
+    while let Some(e) = source {
+        // io::Error's `source` skips the error it wraps, so look inside it too.
+        let inner = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|inner| inner as &(dyn std::error::Error + 'static));
+        for candidate in [Some(e), inner].into_iter().flatten() {
+            if let Some(rustls::Error::AlertReceived(alert)) =
+                candidate.downcast_ref::<rustls::Error>()
+            {
+                return Some(Error::TlsAlertReceived {
+                    alert_id: Some(u8::from(*alert)),
+                    alert_message: Some(format!("{alert:?}")),
+                });
+            }
+        }
+        source = e.source();
+    }
+    None
 }
 
 async fn connect(
@@ -247,7 +371,7 @@ async fn connect(
     tls: Option<&TlsPolicy>,
     client: &Client,
     timeout: Duration,
-) -> Result<SendRequest<WasiBody>, Error> {
+) -> Result<Fresh, Error> {
     let setup = async {
         let tcp = TcpStream::connect((host, port))
             .await
@@ -274,7 +398,7 @@ async fn connect(
         .map_err(|_| Error::ConnectionTimeout)?
 }
 
-async fn handshake<S>(stream: S) -> Result<SendRequest<WasiBody>, Error>
+async fn handshake<S>(stream: S) -> Result<Fresh, Error>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
@@ -283,10 +407,13 @@ where
         .await
         .map_err(Error::from)?;
     // The connection lives as long as the peer keeps it open, so it can be reused.
+    let (tell, ended) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
-        let _ = connection.await;
+        if let Err(e) = connection.await {
+            let _ = tell.send(e);
+        }
     });
-    Ok(sender)
+    Ok(Fresh { sender, ended })
 }
 
 /// A response body that fails when no byte arrives for the between-bytes timeout.
@@ -336,6 +463,45 @@ fn read_pem_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, Tl
         return Err(error("no PEM certificate in it".into()));
     }
     Ok(certs)
+}
+
+/// The certificate chain and private key of `client`, read under the rules of
+/// [`crate::files`] with the CA file's cap.
+fn read_client_cert(
+    client: &ClientCert,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsSetupError> {
+    use rustls::pki_types::pem::PemObject;
+    let cert_error = |why: String| TlsSetupError::ClientCert {
+        path: client.cert_file.clone(),
+        why,
+    };
+    let cert_pem = crate::files::read_capped(&client.cert_file, MAX_CA_FILE_BYTES)
+        .map_err(|e| cert_error(e.to_string()))?;
+    let chain = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| cert_error(e.to_string()))?;
+    if chain.is_empty() {
+        return Err(cert_error("no PEM certificate in it".into()));
+    }
+    let key = match &client.key_file {
+        // requests' `cert` as one path: the key is in the certificate's file.
+        None => PrivateKeyDer::from_pem_slice(&cert_pem).map_err(|e| {
+            cert_error(format!(
+                "no private key in it ({e}); name the key's own file in clientKeyFile"
+            ))
+        })?,
+        Some(path) => {
+            let key_error = |why: String| TlsSetupError::ClientKey {
+                path: path.clone(),
+                why,
+            };
+            let key_pem = crate::files::read_capped(path, MAX_CA_FILE_BYTES)
+                .map_err(|e| key_error(e.to_string()))?;
+            PrivateKeyDer::from_pem_slice(&key_pem)
+                .map_err(|e| key_error(format!("no PEM private key in it ({e})")))?
+        }
+    };
+    Ok((chain, key))
 }
 
 /// `verify: false`: every certificate is accepted; signatures are still checked so the

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::bindings::{Config, InputError};
-use crate::client::{Client, TlsPolicy};
+use crate::client::{Client, ClientCert, ServerCheck, TlsPolicy};
 use crate::error::HostError;
 use crate::limits::Limits;
 use crate::sandbox::{Opening, Origin};
@@ -27,7 +27,8 @@ pub(crate) const DEFAULT_RETENTION_DAYS: u32 = 30;
 /// otherwise (`maxPendingEvents`, see the WIT).
 pub(crate) const DEFAULT_MAX_PENDING: u64 = 1_000_000;
 
-/// The largest `caFile` read; a bundle of every public CA is about 250 KiB.
+/// The largest `caFile` read; a bundle of every public CA is about 250 KiB. A client
+/// certificate or key file (`clientCertFile`, `clientKeyFile`) has the same cap.
 pub(crate) const MAX_CA_FILE_BYTES: u64 = 1 << 20;
 
 /// What the host enforces for one configuration.
@@ -53,7 +54,7 @@ impl Default for Policy {
         Policy {
             opening: Opening {
                 origin: None,
-                tls: TlsPolicy::Verify { ca_file: None },
+                tls: TlsPolicy::verified(None),
             },
             report_budget: DEFAULT_RETRY_DEADLINE,
             dead_letter_after: DEFAULT_DEAD_LETTER_AFTER,
@@ -84,16 +85,41 @@ impl Policy {
                 })
             })?;
         }
-        let tls = if config.verify {
-            TlsPolicy::Verify {
+        for (key, what, path) in [
+            (
+                "clientCertFile",
+                "client certificate file",
+                &config.client_cert_file,
+            ),
+            ("clientKeyFile", "client key file", &config.client_key_file),
+        ] {
+            if let Some(path) = path {
+                check_tls_file(path.as_ref(), what).map_err(|message| {
+                    HostError::Config(InputError {
+                        key: key.into(),
+                        message,
+                    })
+                })?;
+            }
+        }
+        let server = if config.verify {
+            ServerCheck::Verify {
                 ca_file: config.ca_file.as_ref().map(PathBuf::from),
             }
         } else {
-            TlsPolicy::Insecure
+            ServerCheck::Insecure
+        };
+        let client_cert = config.client_cert_file.as_ref().map(|cert| ClientCert {
+            cert_file: PathBuf::from(cert),
+            key_file: config.client_key_file.as_ref().map(PathBuf::from),
+        });
+        let tls = TlsPolicy {
+            server,
+            client_cert,
         };
         client.tls_config(&tls).map_err(|e| {
             HostError::Config(InputError {
-                key: "caFile".into(),
+                key: e.config_key().into(),
                 message: e.to_string(),
             })
         })?;
@@ -123,9 +149,15 @@ impl Policy {
 
 /// A CA file must be a regular file of at most [`MAX_CA_FILE_BYTES`].
 pub(crate) fn check_ca_file(path: &std::path::Path) -> Result<(), String> {
+    check_tls_file(path, "CA file")
+}
+
+/// A TLS file (CA, client certificate, client key) must be a regular file of at most
+/// [`MAX_CA_FILE_BYTES`].
+fn check_tls_file(path: &std::path::Path, what: &str) -> Result<(), String> {
     crate::files::check_regular(path, Some(MAX_CA_FILE_BYTES))
         .map(drop)
-        .map_err(|e| format!("CA file {}: {e}", path.display()))
+        .map_err(|e| format!("{what} {}: {e}", path.display()))
 }
 
 #[cfg(test)]
@@ -150,7 +182,7 @@ mod tests {
             policy.opening.origin,
             Origin::of_url("https://h.example.com:443/")
         );
-        assert_eq!(policy.opening.tls, TlsPolicy::Verify { ca_file: None });
+        assert_eq!(policy.opening.tls, TlsPolicy::verified(None));
         assert_eq!(
             policy.report_budget,
             Duration::from_secs(30) + limits.report_margin
@@ -169,7 +201,7 @@ mod tests {
         config.retry_deadline_ms = Some(2_500);
         config.dead_letter_after_ms = Some(60_000);
         let policy = Policy::from_config(&config, &limits, &Client::default()).unwrap();
-        assert_eq!(policy.opening.tls, TlsPolicy::Insecure);
+        assert_eq!(policy.opening.tls.server, ServerCheck::Insecure);
         assert_eq!(policy.report_budget, Duration::from_millis(3_500));
         assert_eq!(policy.dead_letter_after, Duration::from_secs(60));
     }

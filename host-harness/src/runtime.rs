@@ -146,7 +146,7 @@ impl Runtime {
                 .map_err(|never| match never {})
                 .boxed_unsync()
         });
-        let tls = crate::client::TlsPolicy::Verify { ca_file: None };
+        let tls = crate::client::TlsPolicy::verified(None);
         let response = self.client.clone().send(request, None, tls).await?;
         let status = response.status().as_u16();
         response.into_body().collect().await?;

@@ -58,7 +58,7 @@ pub(crate) fn new_store(
         http: WasiHttpCtx::new(),
         guard: OriginGuard {
             allowed: None,
-            tls: TlsPolicy::Verify { ca_file: None },
+            tls: TlsPolicy::verified(None),
             client,
         },
         meter: MemoryMeter::new(limits.memory_bytes),

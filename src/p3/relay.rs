@@ -76,9 +76,14 @@ async fn respond(request: Request) -> Result<Answer, Refusal> {
         .inbound
         .check(&header, &body, clock::unix_s())
         .map_err(|refusal| Refusal::Unauthorized(refusal.to_string()))?;
-    let event = relay_api::event_documents(&body)?;
+    let (event, formatted) = relay_api::event_documents(&body)?;
     drop(body);
-    Ok(relay_api::pushed(&report(&settings, kind, &event)))
+    Ok(relay_api::pushed(&report(
+        &settings,
+        kind,
+        &event,
+        formatted.as_ref(),
+    )))
 }
 
 fn settings() -> Result<Rc<Settings>, InputError> {

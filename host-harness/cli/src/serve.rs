@@ -311,7 +311,7 @@ impl Service {
             Ok(_) => None,
             Err(refusal) => return Err(Refusal::Unauthorized(refusal.to_string())),
         };
-        let buildid = relay_api::event_documents(&body)?.build.buildid;
+        let buildid = relay_api::event_documents(&body)?.0.build.buildid;
         let delivery_id = status_push::signature::delivery_id(
             &durable.target_url,
             &durable.buildbot_url,

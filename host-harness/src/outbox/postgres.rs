@@ -189,9 +189,7 @@ impl PostgresUrl {
             crate::policy::check_ca_file(path)
                 .map_err(|why| unusable(format!("sslrootcert: {why}")))?;
         }
-        let policy = crate::client::TlsPolicy::Verify {
-            ca_file: self.root_cert.clone(),
-        };
+        let policy = crate::client::TlsPolicy::verified(self.root_cert.clone());
         let config = crate::client::Client::default()
             .tls_config(&policy)
             .map_err(|e| unusable(format!("sslrootcert: {e}")))?;

@@ -62,8 +62,12 @@ RETRY_WRITE_SECONDS = 5.0
 HEALTH_SECONDS = 60.0
 
 
+# Buildbot 4.3's HttpStatusPush spellings with no configuration key of their own: the
+# plugin turns them into the component's (`cert` into clientCertFile/clientKeyFile,
+# `skip_encoding` into skipEncoding; `verify` as a path into caFile).
+BUILDBOT_SPELLINGS = ("cert", "skip_encoding")
 # The options the plugin keeps for itself; every other option is the component's.
-PLUGIN_OPTIONS = ("wasm_path", "outbox", "outboxKey", "generators")
+PLUGIN_OPTIONS = ("wasm_path", "outbox", "outboxKey", "generators", *BUILDBOT_SPELLINGS)
 # The component's options a reporter takes: every configuration key but the relay's.
 COMPONENT_OPTIONS = tuple(k for k in CONFIG_KEYS if k not in RELAY_ONLY_KEYS)
 
@@ -87,7 +91,8 @@ class Options:
     wantLogs: bool = False
     wantPreviousBuild: bool = False
     debug: bool = False
-    verify: bool = True
+    # True, False, or a CA bundle's path (requests' `verify`, as Buildbot 4.3 takes it).
+    verify: Any = True
     skipEncoding: bool = False
     buildbotURL: Optional[str] = None  # None: the master's own c['buildbotURL']
     tags: Optional[list[str]] = None
@@ -101,6 +106,8 @@ class Options:
     signingScheme: Optional[str] = None
     signingSecret: Any = None
     caFile: Optional[str] = None
+    clientCertFile: Optional[str] = None
+    clientKeyFile: Optional[str] = None
     deadLetterAfterSeconds: Optional[int] = None
     deadLetterRetentionDays: Optional[int] = None
     maxPendingEvents: Optional[int] = None
@@ -114,12 +121,54 @@ class Options:
     # else for a file outbox FILE.key beside it; a PostgreSQL outbox needs one.
     outboxKey: Any = None
     generators: Any = None
+    # Buildbot 4.3's: a client certificate for mutual TLS, as requests takes it: one PEM
+    # file holding the certificate and its key, or a (certificate, key) pair of files.
+    cert: Any = None
+    # Buildbot 4.3's: the JSON handed to the HTTP library as text rather than bytes; that
+    # JSON is ASCII, so the bytes sent are the same (as with skipEncoding).
+    skip_encoding: Any = None
 
     def component_options(self) -> dict[str, Any]:
         # The component's keys come from their one source (the native module's
-        # CONFIG_KEYS); the plugin's own options (PLUGIN_OPTIONS) stay here.
+        # CONFIG_KEYS); the plugin's own options (PLUGIN_OPTIONS) stay here, Buildbot's
+        # spellings turned into the keys they mean.
         opts = asdict(self)
-        return {key: opts[key] for key in COMPONENT_OPTIONS}
+        out = {key: opts[key] for key in COMPONENT_OPTIONS}
+        if isinstance(self.verify, (str, os.PathLike)):
+            out["verify"], out["caFile"] = True, os.fspath(self.verify)
+        if isinstance(self.cert, (str, os.PathLike)):
+            out["clientCertFile"] = os.fspath(self.cert)
+        elif isinstance(self.cert, (tuple, list)) and len(self.cert) == 2:
+            out["clientCertFile"], out["clientKeyFile"] = (os.fspath(f) for f in self.cert)
+        if self.skip_encoding is not None:
+            out["skipEncoding"] = bool(self.skip_encoding) or bool(self.skipEncoding)
+        return out
+
+    def spelling_problem(self) -> Optional[str]:
+        """Why Buildbot 4.3's `verify`, `cert` or `skip_encoding` cannot be taken, or None."""
+        path = (str, os.PathLike)
+        if self.verify is not None and not isinstance(self.verify, (bool, *path)):
+            return "verify must be True, False or the path of a CA bundle (as requests takes it)"
+        if isinstance(self.verify, path):
+            if not os.fspath(self.verify):
+                return "verify: the CA bundle path is empty"
+            if self.caFile is not None:
+                return "verify names a CA bundle and caFile names another: give one of them"
+        cert = self.cert
+        pair = isinstance(cert, (tuple, list)) and len(cert) == 2
+        if cert is not None and not (
+            (isinstance(cert, path) and os.fspath(cert))
+            or (pair and all(isinstance(f, path) and os.fspath(f) for f in cert))
+        ):
+            return (
+                "cert must be the path of a PEM file holding the client certificate and its "
+                "key, or a (certificate, key) pair of paths, as requests takes it"
+            )
+        if cert is not None and (self.clientCertFile or self.clientKeyFile):
+            return "cert and clientCertFile/clientKeyFile name the same thing: give one of them"
+        if self.skip_encoding is not None and not isinstance(self.skip_encoding, bool):
+            return "skip_encoding must be True or False"
+        return None
 
     def wants_previous_build(self) -> bool:
         # `change` and `problem` compare with prev_build, so the component needs it.
@@ -235,12 +284,48 @@ class BuildEvents(util.ComparableMixin):
         return {"event": "finished" if finished else "started", "build": build}
 
 
-def _events(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """(event, build dict) pairs of one report: ours ({event, build}) or a Buildbot report
-    generator's ({builds: [...]}, e.g. BuildStatusGenerator)."""
+def _as_spelt(error: ConfigError, opts: Options) -> str:
+    """A configuration error under the name the master.cfg used: `verify` and `cert` are
+    spelt caFile and clientCertFile/clientKeyFile by the component."""
+    spelt = {
+        "caFile": "verify" if isinstance(opts.verify, (str, os.PathLike)) else None,
+        "clientCertFile": "cert" if opts.cert is not None else None,
+        "clientKeyFile": "cert" if opts.cert is not None else None,
+    }.get(error.key)
+    return f"{spelt} ({error.key}): {error.message}" if spelt else str(error)
+
+
+def _events(
+    report: dict[str, Any],
+) -> list[tuple[str, dict[str, Any], Optional[Any]]]:
+    """(event, build dict, formatted body) of one report: ours ({event, build}) or a
+    Buildbot report generator's ({builds: [...], body, type}, e.g. BuildStatusGenerator).
+
+    A generator's body that is a dict or a list is what the stock HttpStatusPush sends
+    (`json=body`), so it is sent, as the report's one request. Any other body, a text
+    formatter's (Buildbot's default MessageFormatter), the stock reporter does not send
+    at all: such a generator only chooses the builds, each reported with our payload."""
     if "event" in report:
-        return [(report["event"], report["build"])]
-    return [("finished" if b.get("complete") else "started", b) for b in report.get("builds", [])]
+        return [(report["event"], report["build"], None)]
+    builds = report.get("builds") or []
+    body = report.get("body")
+    if isinstance(body, (dict, list)) and builds:
+        # A buildset's report is one request too: its first build names it.
+        first = builds[0]
+        finished = all(b.get("complete") for b in builds)
+        return [("finished" if finished else "started", first, body)]
+    return [("finished" if b.get("complete") else "started", b, None) for b in builds]
+
+
+def formatted_documents(build: dict[str, Any], body: Any) -> str:
+    """The documents of a report with its formatter's body: the build's documents say which
+    build it is (filters, delivery id); its steps and previous build are in the body if
+    the formatter wanted them, so they are left out."""
+    documents = event_documents(build)
+    documents["steps"] = []
+    documents["prev_build"] = None
+    documents["body"] = body
+    return dumps(documents)
 
 
 class WasmStatusPush(ReporterBase):
@@ -295,6 +380,9 @@ class WasmStatusPush(ReporterBase):
 
     def checkConfig(self, serverUrl: Any = None, **kwargs: Any) -> None:
         opts = self._options(serverUrl, kwargs)
+        problem = opts.spelling_problem()
+        if problem:
+            config.error(f"WasmStatusPush: {problem}")
         if opts.format_fn is not None and not isinstance(opts.format_fn, str):
             config.error(
                 "WasmStatusPush: format_fn must be a Jinja template string (the component "
@@ -350,7 +438,7 @@ class WasmStatusPush(ReporterBase):
         except ComponentError as e:
             config.error(f"WasmStatusPush: {e} (set wasm_path= or $STATUS_PUSH_WASM)")
         except ConfigError as e:
-            config.error(f"WasmStatusPush: {e}")
+            config.error(f"WasmStatusPush: {_as_spelt(e, opts)}")
         super().checkConfig(generators=self._generators(opts))
 
     @staticmethod
@@ -519,16 +607,26 @@ class WasmStatusPush(ReporterBase):
     @defer.inlineCallbacks
     def sendMessage(self, reports: list[dict[str, Any]]) -> Generator[Any, Any, None]:
         for report in reports:
-            for event, build in _events(report):
+            for event, build, body in _events(report):
                 # With the `wamp` message queue every master sees every master's builds:
                 # each event is reported by the master that ran the build, once.
                 if build.get("masterid", self.master.masterid) != self.master.masterid:
                     continue
-                if self._outbox_at is None:  # outbox=None
-                    self._push_direct(event, build)
+                direct = self._outbox_at is None  # outbox=None
+                if body is not None:
+                    # On the reactor: a generator's build dict is the one every reporter
+                    # of the master is handed, and another may be writing into it.
+                    documents = formatted_documents(build, body)
+                elif direct:
+                    documents = None
+                else:
+                    # Serialising a build with its logs can be large: off the reactor.
+                    documents = yield self._in_thread(
+                        lambda b=build: dumps(event_documents(b))
+                    )
+                if direct:
+                    self._push_direct(event, build, documents)
                     continue
-                # Serialising a build with its logs can be large: off the reactor.
-                documents = yield self._in_thread(lambda b=build, e=event: dumps(event_documents(b)))
                 yield self._write_in_order(event, documents, build)
 
     @defer.inlineCallbacks
@@ -669,13 +767,16 @@ class WasmStatusPush(ReporterBase):
             f"{self._outbox.location if self._outbox else '?'}`"
         )
 
-    def _push_direct(self, event: str, build: dict[str, Any]) -> None:
+    def _push_direct(
+        self, event: str, build: dict[str, Any], documents: Optional[str] = None
+    ) -> None:
         """Without an outbox: one call per event (the component's own retries), in order
         within a build."""
         key = str(build.get("buildid"))
         reporter = self._reporter
         assert reporter is not None
-        documents = dumps(event_documents(build))
+        if documents is None:
+            documents = dumps(event_documents(build))
         before = self._direct.get(key)
         # One Deferred per event, started when the build's previous one is done, so each
         # waits for its predecessor without sharing (and changing) its result.

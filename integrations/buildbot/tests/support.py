@@ -289,3 +289,89 @@ class Master:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait(timeout=10)
+
+
+@dataclass
+class Pki:
+    """PEM files of a private CA: its certificate, a server certificate for 127.0.0.1
+    (with its key), and a client certificate, its key apart and both in one file."""
+
+    ca: Path
+    server: Path
+    client_cert: Path
+    client_key: Path
+    client: Path
+
+
+def make_pki(folder: Path) -> Pki:
+    """A private CA and its certificates in `folder`, made with `cryptography`."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "status-push test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+
+    def leaf(name: str, extension: Any, usage: Any) -> tuple[bytes, bytes]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(ca_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(extension, critical=False)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
+        key_pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+    server_cert, server_key = leaf(
+        "127.0.0.1",
+        x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+        ExtendedKeyUsageOID.SERVER_AUTH,
+    )
+    client_cert, client_key = leaf(
+        "buildbot-master",
+        x509.SubjectAlternativeName([x509.DNSName("buildbot-master")]),
+        ExtendedKeyUsageOID.CLIENT_AUTH,
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def write(name: str, data: bytes) -> Path:
+        (folder / name).write_bytes(data)
+        return folder / name
+
+    return Pki(
+        ca=write("ca.pem", ca.public_bytes(serialization.Encoding.PEM)),
+        server=write("server.pem", server_cert + server_key),
+        client_cert=write("client.crt", client_cert),
+        client_key=write("client.key", client_key),
+        client=write("client.pem", client_cert + client_key),
+    )

@@ -10,11 +10,12 @@ import json
 import os
 import threading
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 from buildbot.config.errors import ConfigErrors
-from support import Receiver, free_port
+from support import Receiver, free_port, make_pki
 
 from buildbot_status_push import (
     ConfigError,
@@ -284,7 +285,7 @@ def test_each_master_reports_only_its_own_builds(monkeypatch: pytest.MonkeyPatch
     # `master` is a read-only property (the service's parent): this one is master 1.
     monkeypatch.setattr(WasmStatusPush, "master", SimpleNamespace(masterid=1))
     pushed: list[tuple[str, int]] = []
-    reporter._push_direct = lambda event, build: pushed.append((event, build["buildid"]))  # type: ignore[method-assign]
+    reporter._push_direct = lambda event, build, documents: pushed.append((event, build["buildid"]))  # type: ignore[method-assign]
     reports = [
         {"event": "started", "build": {"buildid": 7, "masterid": 2}},
         {"event": "started", "build": {"buildid": 8, "masterid": 1}},
@@ -369,3 +370,94 @@ def test_the_plugin_runs_from_its_wheel(monkeypatch: pytest.MonkeyPatch) -> None
     Host(str(default_wasm_path())).check_config(json.dumps({"serverUrl": "http://127.0.0.1/"}))
     # Buildbot finds the reporter through the package's entry point.
     assert reporters.WasmStatusPush is WasmStatusPush
+
+
+def test_buildbot_43_spellings_are_taken_and_nonsense_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HttpStatusPush 4.3's verify (a CA bundle path), cert (one file or a pair) and
+    skip_encoding, taken with requests' meaning; a bad one is a checkconfig error."""
+    from buildbot_status_push.reporter import Options
+
+    monkeypatch.setenv("STATUS_PUSH_WASM", str(WASM))
+    pki = make_pki(tmp_path)
+    url = "https://127.0.0.1/"
+    # Each of these was a TypeError or a configuration error.
+    WasmStatusPush(serverUrl=url, skip_encoding=True)
+    WasmStatusPush(serverUrl=url, verify=str(pki.ca))
+    WasmStatusPush(serverUrl=url, cert=str(pki.client))
+    WasmStatusPush(serverUrl=url, cert=(str(pki.client_cert), str(pki.client_key)), verify=False)
+    WasmStatusPush(serverUrl=url, verify=None, debug=None, skip_encoding=False)
+    opts = Options(
+        url, verify=pki.ca, cert=(pki.client_cert, str(pki.client_key)), skip_encoding=True
+    ).component_options()
+    assert (opts["verify"], opts["caFile"]) == (True, str(pki.ca))
+    assert (opts["clientCertFile"], opts["clientKeyFile"]) == (
+        str(pki.client_cert),
+        str(pki.client_key),
+    )
+    assert opts["skipEncoding"] is True
+    assert Options(url, cert=str(pki.client)).component_options()["clientKeyFile"] is None
+
+    def refused(match: str, **kwargs: Any) -> None:
+        with pytest.raises(ConfigErrors, match=match):
+            WasmStatusPush(serverUrl=url, **kwargs)
+
+    refused(r"verify \(caFile\): .*/nonexistent/ca.pem", verify="/nonexistent/ca.pem")
+    refused("verify must be True, False or the path of a CA bundle", verify=3)
+    refused(
+        "verify names a CA bundle and caFile names another", verify=str(pki.ca), caFile=str(pki.ca)
+    )
+    refused("cert must be the path of a PEM file", cert=(str(pki.client),))
+    refused("cert must be the path of a PEM file", cert=3)
+    refused(r"cert \(clientCertFile\): .*missing.pem", cert=str(tmp_path / "missing.pem"))
+    refused(r"cert \(clientCertFile\): .*no private key", cert=str(pki.client_cert))
+    refused(r"cert \(clientKeyFile\)", cert=(str(pki.client_cert), str(pki.ca)))
+    refused("cert and clientCertFile", cert=str(pki.client), clientCertFile=str(pki.client))
+    refused("skip_encoding must be True or False", skip_encoding="yes")
+
+
+def _build_dict(documents: dict[str, Any]) -> dict[str, Any]:
+    """A build dict as getDetailsForBuild fills it, from recorded documents."""
+    build = dict(documents["build"])
+    for key in ("buildrequest", "buildset", "builder", "properties"):
+        build[key] = documents[key]
+    return build
+
+
+def test_a_generator_formatters_body_is_sent_as_the_stock_reporter_sends_it(
+    receiver: Receiver,
+) -> None:
+    """A BuildStatusGenerator's MessageFormatterFunction(fn, 'json') report: fn's body, in
+    the bytes Buildbot 4.3's HTTP client writes (json.dumps(body, default=toJson))."""
+    import datetime
+
+    from buildbot.util import toJson
+
+    from buildbot_status_push.reporter import _events, formatted_documents
+
+    documents = json.loads((FIXTURES / "default_start_finish" / "finished.json").read_text())
+    build = _build_dict(documents)
+    body = {
+        "text": "greet #0: build successful",
+        "at": datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc),
+        "ratio": 0.1,
+        "names": ["Grüße", "🚀"],
+        "buildid": build["buildid"],
+        "complete": True,
+    }
+    report = {"body": body, "type": "json", "subject": None, "builds": [build]}
+    [(event, first, sent)] = _events(report)
+    assert (event, first, sent) == ("finished", build, body)
+    reporter = shared_host(WASM).reporter(
+        json.dumps({"serverUrl": f"http://127.0.0.1:{receiver.port}/", "wantProperties": True})
+    )
+    outcome = reporter.report(event, formatted_documents(build, body))
+    assert isinstance(outcome, Delivered), outcome
+    [got] = receiver.requests
+    assert got.body == json.dumps(body, default=toJson).encode()
+    # A text formatter's body (the default MessageFormatter) is not sent by the stock
+    # reporter: such a generator chooses builds, reported with our payload.
+    assert _events({"body": "text", "type": "plain", "builds": [build]}) == [
+        ("finished", build, None)
+    ]

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import pytest
-from support import Receiver, Request, force, free_port, get_json, wait_for
+from support import make_pki, Receiver, Request, force, free_port, get_json, wait_for
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
@@ -77,6 +77,10 @@ class Cluster:
             "command": COMMAND,
             "tls_port": getattr(self, "tls_port", 0),
             "ca_file": str(WORK / "ca.pem"),
+            # The compat phase's own CA: the host keeps a TLS configuration per file path.
+            "mtls_ca_file": str(WORK / "mtls" / "ca.pem"),
+            "client_cert": str(WORK / "mtls" / "client.crt"),
+            "client_key": str(WORK / "mtls" / "client.key"),
         }
         (self.master_dir / "settings.json").write_text(json.dumps(settings))
         self.phase = phase
@@ -449,63 +453,12 @@ def test_permanent_failure_is_a_dead_letter(cluster: Cluster) -> None:
     )
 
 
-def make_ca_and_server_cert() -> tuple[bytes, bytes, bytes]:
-    """(CA PEM, server cert PEM, server key PEM) for 127.0.0.1, with `cryptography`."""
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-    import ipaddress
-
-    now = datetime.datetime.now(datetime.timezone.utc)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "status-push test CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    pem = serialization.Encoding.PEM
-    key_pem = key.private_bytes(
-        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return ca.public_bytes(pem), cert.public_bytes(pem), key_pem
-
-
 def test_tls_ca_file_inside_buildbot(cluster: Cluster) -> None:
     import ssl
 
-    ca, cert, key = make_ca_and_server_cert()
-    (WORK / "ca.pem").write_bytes(ca)
-    (WORK / "server.pem").write_bytes(cert + key)
+    pki = make_pki(WORK)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(WORK / "server.pem")
+    context.load_cert_chain(pki.server)
     receiver = Receiver("tls", tls=context)
     receiver.start()
     try:
@@ -533,4 +486,80 @@ def test_tls_ca_file_inside_buildbot(cluster: Cluster) -> None:
     report(
         f"TLS with a private CA: caFile delivered build #{build['number']}'s 2 events; "
         "without caFile both are dead letters with a TLS error"
+    )
+
+
+def test_a_buildbot_43_http_status_push_block_works_unchanged(cluster: Cluster) -> None:
+    """The same HttpStatusPush(...) keyword arguments (auth, headers, verify, cert,
+    skip_encoding, generators with a MessageFormatterFunction) for the stock reporter and
+    for WasmStatusPush: the formatter's bytes, identical, the wasm ones over mutual TLS."""
+    import ssl
+
+    pki = make_pki(WORK / "mtls")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pki.server)
+    context.load_verify_locations(pki.ca)
+    context.verify_mode = ssl.CERT_REQUIRED
+    receiver = Receiver("mtls", tls=context)
+    receiver.start()
+    try:
+        cluster.tls_port = receiver.port  # type: ignore[attr-defined]
+        cluster.reconfigure("compat")
+        build = cluster.force_build()
+
+        def arrived() -> Optional[dict[str, dict[str, list[Request]]]]:
+            seen = {
+                "stock": cluster.stock.for_build(build["buildid"]),
+                "wasm": receiver.for_build(build["buildid"]),
+            }
+            done = all(len(got["started"]) == len(got["finished"]) for got in seen.values()) and (
+                len(seen["stock"]["finished"]) == 1 and len(seen["wasm"]["finished"]) == 2
+            )
+            return seen if done else None
+
+        seen = wait_for("both receivers to get the build's reports", arrived, 60)
+        time.sleep(1)  # a duplicate would arrive right behind the first copy
+        seen = {
+            "stock": cluster.stock.for_build(build["buildid"]),
+            "wasm": receiver.for_build(build["buildid"]),
+        }
+        for event in ("started", "finished"):
+            [stock] = seen["stock"][event]
+            [wasm] = [r for r in seen["wasm"][event] if r.path == "/compat"]
+            # skip_encoding=True sends the same bytes (the stock reporter cannot take it).
+            [skipped] = [r for r in seen["wasm"][event] if r.path == "/skip"]
+            assert skipped.body == stock.body
+            for who, got in (("stock", stock), ("wasm", wasm)):
+                stem = WORK / f"compat-build{build['number']}-{event}-{who}"
+                stem.with_suffix(".json").write_bytes(got.body)
+            assert wasm.path == "/compat"
+            assert wasm.body == stock.body, f"{event}:\nstock: {stock.body!r}\nwasm:  {wasm.body!r}"
+            doc = wasm.doc()
+            assert doc["note"] == "Grüße 🚀" and isinstance(doc["started_at"], int)
+            assert set(doc) == {
+                "buildid", "complete", "text", "results", "started_at", "complete_at", "url",
+                "owner", "note",
+            }, "the formatter's body, not our payload"
+            for got in (stock, wasm):
+                headers = {k.lower(): v for k, v in got.headers}
+                assert headers["authorization"] == "Basic Ym90OnMzY3JldA==", headers
+                assert headers["x-team"] == "ci"
+                assert headers["content-type"] == "application/json"
+        line = re.compile(
+            rf"wasm-compat-nocert: dead letter: (started|finished) of buildid "
+            rf"{build['buildid']} .*TLS"
+        )
+        wait_for(
+            "the events without a client certificate to fail as TLS errors",
+            lambda: sorted(line.findall(cluster.master_log())) == ["finished", "started"],
+            60,
+        )
+        assert not [r for r in receiver.requests if r.path == "/nocert"]
+    finally:
+        receiver.stop()
+    report(
+        f"Buildbot 4.3 HttpStatusPush block (auth, headers, verify, cert, skip_encoding, "
+        f"generators): build #{build['number']}'s 2 formatter bodies identical to the stock "
+        f"reporter's ({len(wasm.body)} bytes finished), over mutual TLS; without the client "
+        "certificate both are dead letters with a TLS error"
     )
