@@ -18,7 +18,7 @@ use http_body_util::BodyExt;
 use hyper::client::conn::http1::SendRequest;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
-use crate::policy::MAX_CA_FILE_BYTES;
+use crate::files::MAX_CA_FILE_BYTES;
 use tokio::net::TcpStream;
 use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody};

@@ -3,6 +3,12 @@
 //! before it is opened (opening a FIFO blocks; `/dev/zero` never ends), and never more
 //! than a size cap. The one place that rule is written.
 
+/// The largest `caFile` read; a bundle of every public CA is about 250 KiB. A client
+/// certificate or key file (`clientCertFile`, `clientKeyFile`) has the same cap. Here,
+/// beside the rule it caps, so the policy that checks the files and the client that
+/// reads them share it without importing each other.
+pub(crate) const MAX_CA_FILE_BYTES: u64 = 1 << 20;
+
 use std::io::Read;
 use std::path::Path;
 

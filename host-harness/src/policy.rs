@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::bindings::{Config, InputError};
 use crate::client::{Client, ClientCert, ServerCheck, TlsPolicy};
 use crate::error::HostError;
+use crate::files::MAX_CA_FILE_BYTES;
 use crate::limits::Limits;
 use crate::sandbox::{Opening, Origin};
 
@@ -26,10 +27,6 @@ pub(crate) const DEFAULT_RETENTION_DAYS: u32 = 30;
 /// An outbox holds at most this many pending events unless the configuration says
 /// otherwise (`maxPendingEvents`, see the WIT).
 pub(crate) const DEFAULT_MAX_PENDING: u64 = 1_000_000;
-
-/// The largest `caFile` read; a bundle of every public CA is about 250 KiB. A client
-/// certificate or key file (`clientCertFile`, `clientKeyFile`) has the same cap.
-pub(crate) const MAX_CA_FILE_BYTES: u64 = 1 << 20;
 
 /// What the host enforces for one configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
