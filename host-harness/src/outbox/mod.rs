@@ -24,6 +24,7 @@
 //! database shared by hosts (`postgres.rs`).
 
 mod courier;
+mod group_commit;
 mod postgres;
 pub mod schedule;
 pub mod seal;

@@ -3,13 +3,14 @@
 //! chain; nothing about claims lives in memory.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use crate::Event;
 
+use super::group_commit::{lock, GroupCommit};
 use super::seal::{self, KeyRing, RowId};
 use super::{
     now_ms, now_s, schedule, ChainKey, Circuit, Claim, Claimed, Counts, Entry, Failure, NewEvent,
@@ -21,14 +22,8 @@ pub(super) struct Sqlite {
     path: PathBuf,
     db: Arc<Mutex<Connection>>,
     keys: Arc<KeyRing>,
-}
-
-/// Locks `mutex`, taking it even if a panicking call poisoned it: the connection is
-/// still usable (every write is its own transaction).
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// Writes committed together when they arrive together.
+    group: GroupCommit,
 }
 
 /// The layout of version 3: destinations (their circuit and counters), chains (one per
@@ -87,8 +82,6 @@ const V1_TO_V2: &str = "
     ALTER TABLE events ADD COLUMN next_attempt_ms INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE events ADD COLUMN budget_ms INTEGER NOT NULL DEFAULT 0;";
 
-/// Version 2 kept one table of events; version 3 moves them under their destination
-/// (the `serverUrl` of their configuration) and builds the chains and counters.
 /// Version 2 kept one table of events; version 3 moves them under their destination
 /// (the origin of their configuration's `serverUrl`, worked out in Rust by the same
 /// function as for new events) and builds the chains and counters.
@@ -190,6 +183,7 @@ impl Sqlite {
             path: path.to_path_buf(),
             db: Arc::new(Mutex::new(db)),
             keys,
+            group: GroupCommit::default(),
         })
     }
 
@@ -206,40 +200,42 @@ impl Sqlite {
         }
     }
 
-    /// Runs `work` in one `BEGIN IMMEDIATE` transaction flushed to the disk before it
+    /// Runs `work` in a `BEGIN IMMEDIATE` transaction flushed to the disk before it
     /// returns (`synchronous = FULL`): what must survive a power cut (a queued event, a
-    /// dead letter made pending again).
+    /// dead letter made pending again). Committed with whatever else arrives meanwhile
+    /// ([`GroupCommit`]).
     async fn durable<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T> {
-        self.run(move |db| {
-            db.execute_batch("PRAGMA synchronous = FULL")?;
-            let result = (|| {
-                let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let result = work(&tx)?;
-                tx.commit()?;
-                Ok(result)
-            })();
-            db.execute_batch("PRAGMA synchronous = NORMAL")?;
-            result
-        })
-        .await
+        self.grouped(true, work).await
     }
 
-    /// Runs `work` in one `BEGIN IMMEDIATE` transaction: it holds the file's write lock
-    /// from its first statement, so no other process interleaves.
+    /// Runs `work` in a `BEGIN IMMEDIATE` transaction: it holds the file's write lock
+    /// from its first statement, so no other process interleaves. Committed with whatever
+    /// else arrives meanwhile ([`GroupCommit`]).
     async fn transaction<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T> {
-        self.run(move |db| {
-            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let result = work(&tx)?;
-            tx.commit()?;
-            Ok(result)
-        })
-        .await
+        self.grouped(false, work).await
+    }
+
+    async fn grouped<T: Send + 'static>(
+        &self,
+        durable: bool,
+        work: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        self.group
+            .run(&self.db, durable, work)
+            .await
+            .map_err(|e| match e {
+                Some(source) => OutboxError::Sqlite {
+                    path: self.path.clone(),
+                    source,
+                },
+                None => OutboxError::Stopped("the outbox's writer task did not run".into()),
+            })
     }
 
     pub(super) async fn insert(
