@@ -189,7 +189,12 @@ def test_surviving_master_delivers_dead_masters_events(cluster: Cluster) -> None
         return len(seen_at) == 2
 
     wait_for("both builds' events at the receiver", all_arrived, 120, 0.2)
-    time.sleep(3)  # a duplicate would arrive right behind
+    # Nothing pending in the shared outbox: nothing can be sent again, the count is final.
+    wait_for(
+        "the shared outbox to hold nothing pending",
+        lambda: cluster.sql("SELECT count(*) FROM status_push_events WHERE NOT dead") == "0",
+        60,
+    )
 
     ids = {builds[m.name]["buildid"]: m.name for m in (m1, m2)}
     ours = [r for r in list(receiver.requests) if r.doc().get("buildid") in ids]
