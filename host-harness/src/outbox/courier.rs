@@ -309,26 +309,13 @@ impl<'a> Courier<'a> {
         result: Option<&Result<Outcome, HostError>>,
         started: Instant,
     ) -> Option<Settled> {
-        match self.outbox.settle(claimed, result).await {
-            Ok(settled) => {
-                let reported = match result {
-                    None => Reported::Expired,
-                    Some(Ok(outcome)) => Reported::Delivered(outcome),
-                    Some(Err(error)) => Reported::Failed(error),
-                };
-                self.observer.reported(&Report {
-                    claimed,
-                    reported,
-                    settled: settled.clone(),
-                    took: started.elapsed(),
-                });
-                Some(settled)
-            }
-            Err(e) => {
-                self.observer.trouble(&e);
-                None
-            }
-        }
+        let reported = match result {
+            None => Reported::Expired,
+            Some(Ok(outcome)) => Reported::Delivered(outcome),
+            Some(Err(error)) => Reported::Failed(error),
+        };
+        let settled = self.outbox.settle(claimed, result).await;
+        self.tell(claimed, reported, settled, started)
     }
 
     async fn settle_unsealed(
@@ -337,11 +324,23 @@ impl<'a> Courier<'a> {
         why: &super::Unsealed,
         started: Instant,
     ) -> Option<Settled> {
-        match self.outbox.settle_unsealed(claimed, why).await {
+        let settled = self.outbox.settle_unsealed(claimed, why).await;
+        self.tell(claimed, Reported::Unsealed(why), settled, started)
+    }
+
+    /// Tells the observer how a call was settled, or that the outbox could not record it.
+    fn tell(
+        &self,
+        claimed: &Claimed,
+        reported: Reported<'_>,
+        settled: Result<Settled, OutboxError>,
+        started: Instant,
+    ) -> Option<Settled> {
+        match settled {
             Ok(settled) => {
                 self.observer.reported(&Report {
                     claimed,
-                    reported: Reported::Unsealed(why),
+                    reported,
                     settled: settled.clone(),
                     took: started.elapsed(),
                 });

@@ -499,6 +499,17 @@ impl NewEvent {
             max_pending: *max_pending,
         }
     }
+
+    /// Its configuration and documents sealed for row `seq` (the seal binds them to it).
+    fn sealed(&self, keys: &seal::KeyRing, seq: i64) -> Result<(String, String), seal::KeyError> {
+        let row = seal::RowId {
+            destination: &self.destination,
+            build_key: &self.build_key,
+            seq,
+            event: &self.event,
+        };
+        seal::seal_row(keys, row, &self.config, &self.documents)
+    }
 }
 
 /// `documents` with the text of every log given as `content_file` read in as its

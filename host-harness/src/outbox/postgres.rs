@@ -457,17 +457,10 @@ impl Postgres {
                     .await?
                     .get(0);
                 let seq: i64 = tx.query_one(NEXT_SEQS, &[&1i32]).await?.get(0);
-                let row = RowId {
-                    destination: &event.destination,
-                    build_key: &event.build_key,
-                    seq,
-                    event: &event.event,
+                let (config, documents) = match event.sealed(&self.keys, seq) {
+                    Ok(sealed) => sealed,
+                    Err(e) => return Ok(Err(Refused::Key(e))),
                 };
-                let (config, documents) =
-                    match seal::seal_row(&self.keys, row, &event.config, &event.documents) {
-                        Ok(sealed) => sealed,
-                        Err(e) => return Ok(Err(Refused::Key(e))),
-                    };
                 tx.execute(
                     &format!(
                         "INSERT INTO status_push_events (seq, destination_id, build_key, event,

@@ -11,7 +11,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 use crate::Event;
 
 use super::group_commit::{lock, GroupCommit};
-use super::seal::{self, KeyRing, RowId};
+use super::seal::{self, KeyRing};
 use super::{
     now_ms, now_s, schedule, ChainKey, Circuit, Claim, Claimed, Counts, Entry, Failure, NewEvent,
     OutboxError, Redeliver, Redelivered, Row, SealedRow, SCHEMA_VERSION,
@@ -824,14 +824,7 @@ fn insert_one(
         [],
         |r| r.get(0),
     )?;
-    let row = RowId {
-        destination: &event.destination,
-        build_key: &event.build_key,
-        seq,
-        event: &event.event,
-    };
-    let (config, documents) =
-        seal::seal_row(keys, row, &event.config, &event.documents).map_err(sealing)?;
+    let (config, documents) = event.sealed(keys, seq).map_err(sealing)?;
     exec(
         tx,
         "INSERT INTO events (seq, destination_id, build_key, event, config, documents,
@@ -1339,7 +1332,7 @@ mod tests {
         let head = &claimed[0];
         let opened = seal::open_row(
             &keys(),
-            RowId {
+            seal::RowId {
                 destination: &head.row.target,
                 build_key: &head.build_key,
                 seq: head.seq,
