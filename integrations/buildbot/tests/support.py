@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -281,14 +282,37 @@ class Master:
             self.worker.terminate()
 
     def stop(self) -> None:
-        for proc in (self.worker, self.proc):
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=45)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=10)
+        stop_processes([self.worker, self.proc])
+
+
+def stop_processes(procs: list[Optional[subprocess.Popen[bytes]]]) -> None:
+    """SIGTERM each process still running, in order; SIGKILL what does not end in 45 s."""
+    for proc in procs:
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=45)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+def master_env(wasm: Path) -> dict[str, str]:
+    """A small environment for a master or worker (a worker writes its whole environment
+    into the step's log, which some tests send to the receivers)."""
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "LANG": "C.UTF-8",
+        "PYTHONUNBUFFERED": "1",
+        "STATUS_PUSH_WASM": str(wasm),
+    }
+
+
+def dead_letter_lines(log: str, reporter: str, buildid: int, why: str) -> list[str]:
+    """The events of `buildid` that `reporter` logged as dead letters for `why` (a regex)."""
+    line = re.compile(rf"{reporter}: dead letter: (started|finished) of buildid {buildid} .*{why}")
+    return sorted(line.findall(log))
 
 
 @dataclass

@@ -23,7 +23,18 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import pytest
-from support import make_pki, Receiver, Request, force, free_port, get_json, wait_for
+from support import (
+    Receiver,
+    Request,
+    dead_letter_lines,
+    force,
+    free_port,
+    get_json,
+    make_pki,
+    master_env,
+    stop_processes,
+    wait_for,
+)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
@@ -58,15 +69,7 @@ class Cluster:
         self.worker_dir = WORK / "worker"
         self.phase = ""
         self.procs: list[subprocess.Popen[bytes]] = []
-        # A small environment: the worker writes its whole environment into the step's log,
-        # which the full phase sends to the receivers.
-        self.env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": os.environ.get("HOME", "/tmp"),
-            "LANG": "C.UTF-8",
-            "PYTHONUNBUFFERED": "1",
-            "STATUS_PUSH_WASM": str(WASM),
-        }
+        self.env = master_env(WASM)  # the full phase sends the worker's environment
 
     def _settings(self, phase: str) -> None:
         settings = {
@@ -196,14 +199,7 @@ class Cluster:
         return wait_for(f"build request {brid} to finish", finished, 90)
 
     def stop(self) -> None:
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=45)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=10)
+        stop_processes(list(reversed(self.procs)))
         self.stock.stop()
         self.wasm.stop()
 
@@ -483,12 +479,10 @@ def test_tls_ca_file_inside_buildbot(cluster: Cluster) -> None:
 
         got = wait_for("the HTTPS receiver to get both events (caFile)", arrived, 60)
         assert all(r.path == "/tls" for r in got["started"] + got["finished"])
-        line = re.compile(
-            rf"wasm-tls-noca: dead letter: (started|finished) of buildid {build['buildid']} .*TLS"
-        )
         wait_for(
             "the events without caFile to fail as TLS errors",
-            lambda: sorted(line.findall(cluster.master_log())) == ["finished", "started"],
+            lambda: dead_letter_lines(cluster.master_log(), "wasm-tls-noca", build["buildid"], "TLS")
+            == ["finished", "started"],
             60,
         )
         assert not [r for r in receiver.requests if r.path == "/noca"]
@@ -557,13 +551,12 @@ def test_a_buildbot_43_http_status_push_block_works_unchanged(cluster: Cluster) 
                 assert headers["authorization"] == "Basic Ym90OnMzY3JldA==", headers
                 assert headers["x-team"] == "ci"
                 assert headers["content-type"] == "application/json"
-        line = re.compile(
-            rf"wasm-compat-nocert: dead letter: (started|finished) of buildid "
-            rf"{build['buildid']} .*TLS"
-        )
         wait_for(
             "the events without a client certificate to fail as TLS errors",
-            lambda: sorted(line.findall(cluster.master_log())) == ["finished", "started"],
+            lambda: dead_letter_lines(
+                cluster.master_log(), "wasm-compat-nocert", build["buildid"], "TLS"
+            )
+            == ["finished", "started"],
             60,
         )
         assert not [r for r in receiver.requests if r.path == "/nocert"]

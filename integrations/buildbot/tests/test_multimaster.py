@@ -22,7 +22,7 @@ from typing import Any, Iterator, Optional
 
 import pytest
 from postgres import Postgres
-from support import Master, Receiver, Request, free_port, wait_for
+from support import Master, Receiver, Request, free_port, master_env, wait_for
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
@@ -61,13 +61,7 @@ class Cluster:
     def __init__(self, pg: Postgres) -> None:
         self.pg = pg
         self.receiver = Receiver("multimaster", port=free_port())  # started later: refused
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": os.environ.get("HOME", "/tmp"),
-            "LANG": "C.UTF-8",
-            "PYTHONUNBUFFERED": "1",
-            "STATUS_PUSH_WASM": str(WASM),
-        }
+        env = master_env(WASM)
         cfg = HERE / "multimaster.cfg"
         self.m1 = Master("m1", "w1", env, WORK, cfg)
         self.m2 = Master("m2", "w2", env, WORK, cfg)

@@ -27,7 +27,15 @@ from typing import Any, Iterator, Optional
 
 import pytest
 from postgres import Postgres
-from support import HangingReceiver, Master, Receiver, Request, free_port, wait_for
+from support import (
+    HangingReceiver,
+    Master,
+    Receiver,
+    Request,
+    free_port,
+    master_env,
+    wait_for,
+)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
@@ -50,13 +58,7 @@ class Setup:
         self.pg_receiver.start()
         self.full_receiver = Receiver("full", port=free_port())  # started later: refused
         self.hanging = HangingReceiver()
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": os.environ.get("HOME", "/tmp"),
-            "LANG": "C.UTF-8",
-            "PYTHONUNBUFFERED": "1",
-            "STATUS_PUSH_WASM": str(WASM),
-        }
+        env = master_env(WASM)
         self.master = Master("master", "w1", env, WORK, HERE / "outbox.cfg")
 
     def start(self) -> None:
