@@ -500,10 +500,14 @@ class WasmStatusPush(ReporterBase):
                     "restart or an outage longer than retryDeadlineSeconds loses them"
                 )
                 self._said_no_outbox = True
-            self._outbox = None
-            self._outbox_at = None
+            old, self._outbox, self._outbox_at, self._opening = self._outbox, None, None, None
+            yield self._stop_courier()
+            if old is not None:
+                yield self._say_what_remains(old)
         elif self._outbox is None or self._outbox_at != opened_as:
-            old = self._outbox
+            # Only another location leaves events behind (a new key reopens the same one).
+            moved = self._outbox_at is not None and self._outbox_at[0] != location
+            old = self._outbox if moved else None
             try:
                 outbox = yield self._in_thread(Outbox, location, key)
             except OutboxUnavailable as e:

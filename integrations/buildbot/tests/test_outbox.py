@@ -6,6 +6,7 @@
   the outbox when the server returns;
 - it holds its `maxPendingEvents`: further events wait in memory, the log says so with the
   counts (not a line per event), and every event arrives once the receiver is back;
+- a reconfig that moves `outbox=` says how many events the old one still holds;
 - the master stops with 100 builds' events for a receiver that hangs: the reporter's
   `stopService` returns within 10 s and leaves every event pending.
 
@@ -262,6 +263,24 @@ def test_a_full_outbox_keeps_events_in_memory_and_says_so(setup: Setup) -> None:
         f"maxPendingEvents=2 with the receiver down: {len(everyone) * 2} events of "
         f"{len(everyone)} builds kept (outbox or memory), all delivered once, in order"
     )
+
+
+def test_moving_the_outbox_says_what_the_old_one_holds(setup: Setup) -> None:
+    m = setup.master
+    # The hanging receiver never answered: every build's events are still pending there.
+    pending = setup.outbox_rows("wasm-hang")
+    assert pending > 0
+    m.reconfigure(hang_outbox="moved.sqlite")
+    said = re.compile(
+        r"wasm-hang: the previous outbox \S*status-push-wasm-hang\.sqlite still holds "
+        rf"{pending} pending event\(s\) and 0 dead letter\(s\), which this reporter no "
+        r"longer delivers; `status-push deliver --outbox \S+` delivers them"
+    )
+    wait_for("the line about the previous outbox", lambda: said.search(m.log()), 30)
+    # Back: the events are there, and its courier takes them up again.
+    m.reconfigure(hang_outbox="default")
+    assert setup.outbox_rows("wasm-hang") == pending
+    report(f"outbox= moved by a reconfig: the log names the {pending} events left in the old one")
 
 
 def test_stop_with_100_builds_and_a_hanging_receiver(setup: Setup) -> None:
