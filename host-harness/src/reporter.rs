@@ -177,6 +177,12 @@ impl Reporter {
         Ok(event)
     }
 
+    /// The instance's store, for the host's own tests.
+    #[cfg(test)]
+    pub(crate) fn store_mut(&mut self) -> &mut Store<Host> {
+        &mut self.store
+    }
+
     /// The most linear memory this instance has used so far, in bytes.
     pub fn peak_memory(&self) -> usize {
         self.store.data().meter.peak()
@@ -316,50 +322,4 @@ fn content_files(json: &str) -> Vec<(usize, usize, PathBuf)> {
         .into_iter()
         .map(|f| (f.step, f.log, PathBuf::from(f.path)))
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use std::path::Path;
-
-    use super::*;
-    use crate::bindings::PushError;
-    use crate::client::TlsPolicy;
-    use crate::sandbox::{Opening, Origin};
-
-    /// Both builds' requests pass the same sandbox hook (0.2's `handle`, 0.3's
-    /// `client.send`): outside the opened origin a request is refused as a permanent
-    /// `denied`, and nothing connects.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn either_build_is_refused_outside_the_opened_origin() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let documents = std::fs::read_to_string(root.join("host-harness/cli/demo/started.json"))
-            .expect("the demo build");
-        for wasm in ["status-push.wasm", "status-push-p3.wasm"] {
-            let runtime = crate::Runtime::load(&root.join("target").join(wasm))
-                .expect("run `cargo xtask wasm` first");
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            listener.set_nonblocking(true).unwrap();
-            let url = format!("http://{}/hook", listener.local_addr().unwrap());
-            let mut reporter = runtime
-                .configured_reporter(&format!(r#"{{"serverUrl": "{url}"}}"#))
-                .await
-                .unwrap();
-            // Opened elsewhere: the configured server is now outside the sandbox.
-            reporter.store.data_mut().open(&Opening {
-                origin: Origin::of_url("http://127.0.0.1:9/"),
-                tls: TlsPolicy::Verify { ca_file: None },
-            });
-            let outcome = reporter.report_json(Event::Started, &documents).await;
-            assert!(
-                matches!(&outcome, Err(HostError::Push(f))
-                    if matches!(f.error, PushError::Denied(_)) && !f.retryable),
-                "{wasm}: {outcome:?}"
-            );
-            assert!(
-                listener.accept().is_err(),
-                "{wasm}: a refused request connected"
-            );
-        }
-    }
 }

@@ -317,3 +317,50 @@ fn read_component(path: &Path) -> wasmtime::Result<Vec<u8>> {
         e => e.into(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::bindings::PushError;
+    use crate::client::TlsPolicy;
+    use crate::reporter::Event;
+    use crate::sandbox::{Opening, Origin};
+
+    /// Both builds' requests pass the same sandbox hook (0.2's `handle`, 0.3's
+    /// `client.send`): outside the opened origin a request is refused as a permanent
+    /// `denied`, and nothing connects.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn either_build_is_refused_outside_the_opened_origin() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let documents = std::fs::read_to_string(root.join("host-harness/cli/demo/started.json"))
+            .expect("the demo build");
+        for wasm in ["status-push.wasm", "status-push-p3.wasm"] {
+            let runtime = Runtime::load(&root.join("target").join(wasm))
+                .expect("run `cargo xtask wasm` first");
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.set_nonblocking(true).unwrap();
+            let url = format!("http://{}/hook", listener.local_addr().unwrap());
+            let mut reporter = runtime
+                .configured_reporter(&format!(r#"{{"serverUrl": "{url}"}}"#))
+                .await
+                .unwrap();
+            // Opened elsewhere: the configured server is now outside the sandbox.
+            reporter.store_mut().data_mut().open(&Opening {
+                origin: Origin::of_url("http://127.0.0.1:9/"),
+                tls: TlsPolicy::Verify { ca_file: None },
+            });
+            let outcome = reporter.report_json(Event::Started, &documents).await;
+            assert!(
+                matches!(&outcome, Err(HostError::Push(f))
+                    if matches!(f.error, PushError::Denied(_)) && !f.retryable),
+                "{wasm}: {outcome:?}"
+            );
+            assert!(
+                listener.accept().is_err(),
+                "{wasm}: a refused request connected"
+            );
+        }
+    }
+}
