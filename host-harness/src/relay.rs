@@ -149,6 +149,8 @@ enum Handler {
     P3(ServicePre<Host>),
 }
 
+/// One request through `wasi:http/incoming-handler@0.2`: the response arrives through
+/// its outparam, while the instance's task may still be writing the body.
 async fn handle_p2<B>(
     pre: ProxyPre<Host>,
     mut store: Store<Host>,
