@@ -159,3 +159,44 @@ unsafe impl GlobalAlloc for Allocator {
 #[cfg(target_arch = "wasm32")]
 #[global_allocator]
 static ALLOCATOR: Allocator = Allocator;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // One test: the arena is one global, and tests run on several threads.
+    #[test]
+    fn arguments_are_reused_after_a_call_and_kept_when_pinned() {
+        // Armed only between calls: a call's own allocations never come here.
+        call_began();
+        assert_eq!(bump(8, 16), None);
+        call_ended();
+        let first = bump(8, 100).expect("armed after a call");
+        assert!(holds(first) && (first as usize).is_multiple_of(8));
+        let second = bump(16, 10).unwrap();
+        assert!((second as usize).is_multiple_of(16) && second as usize >= first as usize + 100);
+        // Freeing arena memory is a no-op; growing it moves it out, contents kept.
+        unsafe {
+            first.write_bytes(7, 100);
+            let layout = Layout::from_size_align(100, 8).unwrap();
+            Allocator.dealloc(second, Layout::from_size_align(10, 16).unwrap());
+            let grown = Allocator.realloc(first, layout, 200);
+            assert!(!holds(grown));
+            assert_eq!(std::slice::from_raw_parts(grown, 100), &[7; 100][..]);
+            Allocator.dealloc(grown, Layout::from_size_align(200, 8).unwrap());
+        }
+        // The next call's arguments start over at the same place.
+        call_began();
+        call_ended();
+        assert_eq!(bump(8, 100), Some(first));
+        // An export that keeps its arguments pins them: the next call's go after them.
+        keep_arguments();
+        assert_eq!(bump(8, 8), None, "disarmed during the call");
+        call_ended();
+        let after = bump(8, 8).unwrap();
+        assert!(after as usize >= first as usize + 100);
+        // Too large for what is left: the ordinary allocator takes it.
+        assert_eq!(bump(8, SIZE), None);
+        call_began();
+    }
+}
