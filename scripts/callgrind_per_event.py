@@ -14,6 +14,11 @@ release build, by name after `CARGO_PROFILE_WASM_RELEASE_STRIP=false cargo xtask
 
 Counts are user-space instructions only (no kernel time), and repeatable to about 0.1%
 on a busy machine, unlike wall-clock figures. Needs valgrind (callgrind_annotate).
+
+Host calls per event are counted from the same runs' call arcs: calls of imported host
+functions (wasmtime's `HostFn::entrypoint`: wasi:http, clocks, random, streams) and of
+the component model's built-ins (`libcalls::trampolines::*`: the WASI 0.3 build's
+streams, futures, waitable sets and `task.return`).
 """
 
 import bisect
@@ -80,6 +85,30 @@ def perf_map(pid):
     return rows
 
 
+CALL = re.compile(r"^c?fn=\((\d+)\)(?: (.*))?$")
+
+
+def host_calls(path):
+    """Calls of imported host functions and of canonical built-ins in one callgrind file."""
+    names, callee = {}, None
+    imports = builtins = 0
+    with open(path, errors="replace") as f:
+        for line in f:
+            if line.startswith(("fn=", "cfn=")):
+                m = CALL.match(line.rstrip("\n"))
+                if m:
+                    if m.group(2):
+                        names[m.group(1)] = m.group(2)
+                    callee = names.get(m.group(1)) if line.startswith("cfn=") else None
+            elif line.startswith("calls=") and callee:
+                n = int(line[6:].split()[0])
+                if callee.endswith("HostFn::entrypoint"):
+                    imports += n
+                elif "component::libcalls::trampolines::" in callee:
+                    builtins += n
+    return imports, builtins
+
+
 def costs(prefix, pid):
     names = perf_map(pid)
     starts = [r[0] for r in names]
@@ -94,6 +123,9 @@ def costs(prefix, pid):
                 rows.append((int(m.group(1).replace(",", "")), m.group(2), m.group(3)))
         if any("counting_receiver" in f for _, f, _ in rows):
             continue  # the bench's receiver
+        imports, builtins = host_calls(path)
+        by_category["host calls: imports"] += imports
+        by_category["host calls: built-ins"] += builtins
         for ir, function, obj in rows:
             if obj == "???":
                 address = re.search(r"0x([0-9a-f]+)", function)
@@ -117,7 +149,10 @@ def main():
                 measured[events] = costs(prefix, run(mode, events, prefix))
             (small_c, small_f), (large_c, large_f) = measured[200], measured[1200]
             per = {k: (large_c[k] - small_c[k]) / 1000 for k in set(small_c) | set(large_c)}
+            calls = {k: per.pop(k, 0) for k in ("host calls: imports", "host calls: built-ins")}
             print(f"{mode}: {sum(per.values()):,.0f} instructions per event")
+            print("  host calls per event: {:.1f} imports, {:.1f} canonical built-ins".format(
+                *calls.values()))
             for name, value in sorted(per.items(), key=lambda kv: -kv[1]):
                 if abs(value) >= 100:
                     print(f"  {value:>10,.0f}  {name}")

@@ -11,6 +11,7 @@
 //!   `random`; `relay`: the incoming handler), and `delivery`, which runs one event's
 //!   attempts through the edges without naming a `wasi:*` item itself.
 
+mod arena;
 pub mod body;
 pub mod config;
 mod delivery;
@@ -146,6 +147,8 @@ struct Component;
 
 impl Guest for Component {
     fn configure(config: Config) -> Result<(), InputError> {
+        // The settings keep the configuration's strings.
+        arena::keep_arguments();
         let settings = Settings::from_config(config)?;
         SETTINGS.with(|cell| *cell.borrow_mut() = Some(Rc::new(settings)));
         Ok(())
@@ -153,17 +156,17 @@ impl Guest for Component {
 
     #[cfg(not(feature = "p3"))]
     fn on_build_started(event: BuildEvent) -> Result<Outcome, PushFailure> {
-        report_configured(EventKind::Started, &event)
+        dropping_arguments(|| report_configured(EventKind::Started, &event))
     }
 
     #[cfg(not(feature = "p3"))]
     fn on_build_finished(event: BuildEvent) -> Result<Outcome, PushFailure> {
-        report_configured(EventKind::Finished, &event)
+        dropping_arguments(|| report_configured(EventKind::Finished, &event))
     }
 
     #[cfg(not(feature = "p3"))]
     fn report_json(kind: EventKind, json: String) -> Result<Outcome, PushFailure> {
-        report_json(kind, json)
+        dropping_arguments(|| report_json(kind, json))
     }
 
     // WASI 0.3: the same calls as `async func`s, since only an async export may wait on
@@ -171,18 +174,27 @@ impl Guest for Component {
     // own 0.3 call (`wit_bindgen::block_on`), which an async task is allowed to do.
     #[cfg(feature = "p3")]
     async fn on_build_started(event: BuildEvent) -> Result<Outcome, PushFailure> {
-        report_configured(EventKind::Started, &event)
+        dropping_arguments(|| report_configured(EventKind::Started, &event))
     }
 
     #[cfg(feature = "p3")]
     async fn on_build_finished(event: BuildEvent) -> Result<Outcome, PushFailure> {
-        report_configured(EventKind::Finished, &event)
+        dropping_arguments(|| report_configured(EventKind::Finished, &event))
     }
 
     #[cfg(feature = "p3")]
     async fn report_json(kind: EventKind, json: String) -> Result<Outcome, PushFailure> {
-        report_json(kind, json)
+        dropping_arguments(|| report_json(kind, json))
     }
+}
+
+/// Runs the body of an export whose arguments are dead when it returns: the arena that
+/// received them takes the next call's ([`arena`]).
+fn dropping_arguments<T>(body: impl FnOnce() -> T) -> T {
+    arena::call_began();
+    let result = body();
+    arena::call_ended();
+    result
 }
 
 /// `report-json`: the documents parsed in the guest, then reported.
@@ -235,11 +247,11 @@ fn report(
 
 impl bindings::exports::status_push::reporter::documents::Guest for Component {
     fn parse_config(json: String) -> Result<Config, InputError> {
-        documents::config_from_json(&documents::parse_json(&json)?)
+        dropping_arguments(|| documents::config_from_json(&documents::parse_json(&json)?))
     }
 
     fn parse_event(json: String) -> Result<BuildEvent, InputError> {
-        documents::event_from_json(&documents::parse_json(&json)?)
+        dropping_arguments(|| documents::event_from_json(&documents::parse_json(&json)?))
     }
 }
 

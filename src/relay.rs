@@ -24,6 +24,8 @@ thread_local! {
 
 impl Guest for Component {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
+        // The settings parsed from the environment stay for later requests.
+        crate::arena::keep_arguments();
         let answer = respond(&request).unwrap_or_else(|refusal| refusal.answer());
         let headers = Fields::new();
         // The wasi 0.13 bindings take names and values as owned `String`/`Vec` references.

@@ -17,13 +17,21 @@ async fn every_fixture_case_sends_what_buildbot_sent() {
         "expected the recorded cases, found {}",
         cases.len()
     );
-    for case in cases {
-        let name = case.file_name().unwrap().to_string_lossy().into_owned();
+    // Both builds (WASI 0.2 and 0.3) of the one core, byte for byte.
+    for (runtime, case) in common::runtimes()
+        .into_iter()
+        .flat_map(|runtime| cases.iter().map(move |case| (runtime, case)))
+    {
+        let name = format!(
+            "{} ({})",
+            case.file_name().unwrap().to_string_lossy(),
+            runtime.wasi()
+        );
         let receiver = Receiver::start(0).await.unwrap();
         let mut config = common::read_json(&case.join("config.json"));
         let server_url = config["serverUrl"].as_str().unwrap().to_string();
         config["serverUrl"] = Value::String(common::with_origin(&server_url, &receiver.origin()));
-        let mut reporter = common::configured(&config).await;
+        let mut reporter = common::configured_on(runtime, &config).await;
         let expected = common::read_json(&case.join("expected.json"));
 
         let mut total = 0;

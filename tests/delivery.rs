@@ -10,14 +10,18 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use status_push_cli::receiver::{Receiver, Recorded, Reply};
 use status_push_host::bindings::{Outcome, PushError};
-use status_push_host::{Event, HostError};
+use status_push_host::{Event, HostError, Runtime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 const WAIT: Duration = Duration::from_secs(5);
 
 async fn push(config: serde_json::Value) -> Result<Outcome, HostError> {
-    let mut reporter = common::configured(&config).await;
+    push_on(common::runtime(), config).await
+}
+
+async fn push_on(runtime: &Runtime, config: serde_json::Value) -> Result<Outcome, HostError> {
+    let mut reporter = common::configured_on(runtime, &config).await;
     let build = reporter
         .parse_event(&common::sample_documents("started", 7))
         .await
@@ -69,6 +73,32 @@ async fn a_503_twice_then_accepted_is_delivered_on_the_third_attempt() {
     assert_eq!(
         got[0].body, got[2].body,
         "every attempt sends the same body"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_p3_build_retries_and_delivers_the_same() {
+    let receiver = flaky(2, Reply::from(503)).await;
+    let config = json!({"serverUrl": receiver.origin(), "maxAttempts": 5});
+    let outcome = push_on(common::runtime_p3(), config).await;
+    delivered_after(&outcome, 3);
+    let got = receiver.wait_for(3, WAIT).await;
+    assert_eq!(got.len(), 3);
+    same_delivery_id(&got);
+    assert_eq!(got[0].body, got[2].body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_p3_build_says_unreachable_for_a_closed_port() {
+    let config = json!({
+        "serverUrl": format!("http://127.0.0.1:{}/", common::closed_port()),
+        "maxAttempts": 2,
+        "retryDeadlineSeconds": 2,
+    });
+    let outcome = push_on(common::runtime_p3(), config).await;
+    assert!(
+        matches!(&outcome, Err(HostError::Push(f)) if matches!(f.error, PushError::Unreachable(_))),
+        "{outcome:?}"
     );
 }
 

@@ -192,6 +192,6 @@ pub use bindings::{BuildEvent, Config, InputError, Outcome, PushError};
 pub use error::HostError;
 pub use limits::Limits;
 pub use reporter::{Event, Reporter, UnknownEvent};
-pub use runtime::{Runtime, RuntimeOptions};
+pub use runtime::{Runtime, RuntimeOptions, Wasi};
 pub use status_push::documents::{CONFIG_KEYS, RELAY_ONLY_KEYS};
 pub use status_push::secret::Secret;

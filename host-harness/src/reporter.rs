@@ -177,6 +177,12 @@ impl Reporter {
         Ok(event)
     }
 
+    /// The instance's store, for the host's own tests.
+    #[cfg(test)]
+    pub(crate) fn store_mut(&mut self) -> &mut Store<Host> {
+        &mut self.store
+    }
+
     /// The most linear memory this instance has used so far, in bytes.
     pub fn peak_memory(&self) -> usize {
         self.store.data().meter.peak()

@@ -55,6 +55,51 @@ impl RuntimeOptions {
     }
 }
 
+/// Which WASI a component was built for, told apart by its imports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Wasi {
+    /// WASI 0.2 (`target/status-push.wasm`, `target/status-push-relay.wasm`): the default
+    /// build, which every runtime runs.
+    P2,
+    /// WASI 0.3 (`target/status-push-p3.wasm`, `target/status-push-relay-p3.wasm`): the
+    /// reports are async exports, requests go through `wasi:http/client`. Run on an engine
+    /// with the component model's concurrency; a 0.2 component is not, since that
+    /// machinery would cost every call of it.
+    P3,
+}
+
+impl Wasi {
+    /// `p2` or `p3`, as the benchmark and the docs name the builds.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Wasi::P2 => "p2",
+            Wasi::P3 => "p3",
+        }
+    }
+
+    /// The WASI a component's bytes were built for: 0.3 when it imports any `wasi:*@0.3`
+    /// interface (our 0.3 builds still import `wasi:io@0.2.0` for streamed logs), else 0.2.
+    pub(crate) fn of_component(bytes: &[u8]) -> wasmtime::Result<Wasi> {
+        for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+            if let wasmparser::Payload::ComponentImportSection(imports) = payload? {
+                for import in imports {
+                    let name = import?.name.name;
+                    if name.starts_with("wasi:") && name.contains("@0.3") {
+                        return Ok(Wasi::P3);
+                    }
+                }
+            }
+        }
+        Ok(Wasi::P2)
+    }
+}
+
+impl std::fmt::Display for Wasi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Concurrent instances a pooling runtime holds slots for.
 const POOLED_INSTANCES: u32 = 256;
 
@@ -63,6 +108,7 @@ pub struct Runtime {
     pre: ReporterExportsPre<Host>,
     pub(crate) client: Arc<Client>,
     limits: Limits,
+    wasi: Wasi,
 }
 
 impl Runtime {
@@ -73,20 +119,33 @@ impl Runtime {
 
     /// Compiles (or loads from the cache) the component at `path`.
     pub fn load_with(path: &Path, options: &RuntimeOptions) -> Result<Runtime, HostError> {
-        let (engine, component) = compile(path, options)?;
-        Runtime::from_instance_pre(instance_pre(&engine, &component)?, options.limits)
+        let (engine, component, wasi) = compile(path, options)?;
+        Runtime::from_instance_pre(
+            instance_pre(&engine, &component, wasi)?,
+            options.limits,
+            wasi,
+        )
+    }
+
+    /// Which WASI the component was built for.
+    pub fn wasi(&self) -> Wasi {
+        self.wasi
     }
 
     /// A runtime over a linked component that exports the reporter's interfaces (the
-    /// `status-push` world, or the relay world, which exports them too).
+    /// `status-push` world, or the relay world, which exports them too). The 0.3 worlds'
+    /// reports are `async func`s of the same types: the generated 0.2 bindings call them
+    /// (`call_async` runs an async export on a store with concurrency).
     pub(crate) fn from_instance_pre(
         pre: InstancePre<Host>,
         limits: Limits,
+        wasi: Wasi,
     ) -> Result<Runtime, HostError> {
         Ok(Runtime {
             pre: ReporterExportsPre::new(pre).map_err(HostError::Instantiate)?,
             client: Arc::new(Client::default()),
             limits,
+            wasi,
         })
     }
 
@@ -154,46 +213,61 @@ impl Runtime {
     }
 }
 
-/// The component at `path`, linked against WASI (with `wasi:cli/environment`, which only
-/// the relay imports) and wasi:http's outgoing handler, whose `handle` is ours
-/// ([`crate::outgoing`]).
+/// The component, linked against WASI (with `wasi:cli/environment`, which only the relay
+/// imports) and wasi:http. A 0.2 component gets wasi:http 0.2, whose
+/// `outgoing-handler.handle` is ours ([`crate::outgoing`]); a 0.3 one gets WASI and
+/// wasi:http 0.3, whose `client.send` needs no such replacement (it sends within the
+/// guest's call, through the same sandbox hook), and WASI 0.2's `wasi:io`, which carries
+/// its streamed logs.
 pub(crate) fn instance_pre(
     engine: &Engine,
     component: &Component,
+    wasi: Wasi,
 ) -> Result<InstancePre<Host>, HostError> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(HostError::Instantiate)?;
-    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
-        .map_err(HostError::Instantiate)?;
-    crate::outgoing::add_to_linker(&mut linker).map_err(HostError::Instantiate)?;
+    match wasi {
+        Wasi::P2 => {
+            wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+                .map_err(HostError::Instantiate)?;
+            crate::outgoing::add_to_linker(&mut linker).map_err(HostError::Instantiate)?;
+        }
+        Wasi::P3 => {
+            wasmtime_wasi::p3::add_to_linker(&mut linker).map_err(HostError::Instantiate)?;
+            wasmtime_wasi_http::p3::add_to_linker(&mut linker).map_err(HostError::Instantiate)?;
+        }
+    }
     linker
         .instantiate_pre(component)
         .map_err(HostError::Instantiate)
 }
 
 /// An engine for `options` (its epoch ticking) and the component at `path`, compiled or
-/// from the cache.
+/// from the cache, and which WASI it was built for.
 pub(crate) fn compile(
     path: &Path,
     options: &RuntimeOptions,
-) -> Result<(Engine, Component), HostError> {
+) -> Result<(Engine, Component, Wasi), HostError> {
     let load = |source| HostError::Load {
         path: path.to_path_buf(),
         source,
     };
     let bytes = read_component(path).map_err(load)?;
-    let engine = engine(options).map_err(load)?;
+    let wasi = Wasi::of_component(&bytes).map_err(load)?;
+    let engine = engine(options, wasi).map_err(load)?;
     let component = match &options.cache_dir {
         Some(dir) => cache::load_or_compile(dir, &engine, &bytes),
         None => Component::new(&engine, &bytes),
     }
     .map_err(load)?;
     start_epoch_ticker(&engine);
-    Ok((engine, component))
+    Ok((engine, component, wasi))
 }
 
-fn engine(options: &RuntimeOptions) -> wasmtime::Result<Engine> {
+fn engine(options: &RuntimeOptions, wasi: Wasi) -> wasmtime::Result<Engine> {
     let mut config = EngineConfig::new();
+    // Off for 0.2: with it, every call goes through the concurrent call machinery.
+    config.concurrency_support(wasi == Wasi::P3);
     // Lets the host stop a component that loops, whatever it is doing.
     config.epoch_interruption(true);
     #[cfg(feature = "bench")]
@@ -242,4 +316,51 @@ fn read_component(path: &Path) -> wasmtime::Result<Vec<u8>> {
         }
         e => e.into(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::bindings::PushError;
+    use crate::client::TlsPolicy;
+    use crate::reporter::Event;
+    use crate::sandbox::{Opening, Origin};
+
+    /// Both builds' requests pass the same sandbox hook (0.2's `handle`, 0.3's
+    /// `client.send`): outside the opened origin a request is refused as a permanent
+    /// `denied`, and nothing connects.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn either_build_is_refused_outside_the_opened_origin() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let documents = std::fs::read_to_string(root.join("host-harness/cli/demo/started.json"))
+            .expect("the demo build");
+        for wasm in ["status-push.wasm", "status-push-p3.wasm"] {
+            let runtime = Runtime::load(&root.join("target").join(wasm))
+                .expect("run `cargo xtask wasm` first");
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.set_nonblocking(true).unwrap();
+            let url = format!("http://{}/hook", listener.local_addr().unwrap());
+            let mut reporter = runtime
+                .configured_reporter(&format!(r#"{{"serverUrl": "{url}"}}"#))
+                .await
+                .unwrap();
+            // Opened elsewhere: the configured server is now outside the sandbox.
+            reporter.store_mut().data_mut().open(&Opening {
+                origin: Origin::of_url("http://127.0.0.1:9/"),
+                tls: TlsPolicy::Verify { ca_file: None },
+            });
+            let outcome = reporter.report_json(Event::Started, &documents).await;
+            assert!(
+                matches!(&outcome, Err(HostError::Push(f))
+                    if matches!(f.error, PushError::Denied(_)) && !f.retryable),
+                "{wasm}: {outcome:?}"
+            );
+            assert!(
+                listener.accept().is_err(),
+                "{wasm}: a refused request connected"
+            );
+        }
+    }
 }

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use http::uri::{Authority, Scheme};
+use http_body_util::{BodyExt, Full};
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
 use crate::client::{Client, TlsPolicy};
@@ -21,6 +22,16 @@ type Sent = Box<
             >,
         > + Send,
 >;
+
+/// The largest body read whole before its request is sent (when its `Content-Length`
+/// says how large it is).
+///
+/// Why: a WASI 0.3 guest writes its body into a stream after `client.send` has begun, and
+/// the host reads it as it goes. Handed to hyper as it is, that stream was read by the
+/// connection's task on another worker, each piece a wake-up across threads; read here,
+/// in the guest's own call, the pooled client gets it whole, as the 0.2 build's finished
+/// bodies ([`crate::outgoing`]). A larger body (a streamed log) is sent as it is written.
+const READ_WHOLE_LIMIT: u64 = 1 << 20;
 
 /// A scheme and authority, with the scheme's default port made explicit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,7 +111,23 @@ impl WasiHttpHooks for OriginGuard {
             return Box::new(async { Err(Error::HttpRequestDenied) });
         }
         let (client, tls) = (self.client.clone(), self.tls.clone());
+        let read_whole = request
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .is_some_and(|length| length <= READ_WHOLE_LIMIT);
         Box::new(async move {
+            let request = if read_whole {
+                // Trailers are dropped: a body whose length is known has none of ours.
+                let (parts, body) = request.into_parts();
+                let bytes = body.collect().await?.to_bytes();
+                let body = Full::new(bytes)
+                    .map_err(|never| match never {})
+                    .boxed_unsync();
+                http::Request::from_parts(parts, body)
+            } else {
+                request
+            };
             let response = client.send(request, options, tls).await?;
             Ok((response, crate::client::no_worker()))
         })

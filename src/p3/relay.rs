@@ -25,6 +25,8 @@ thread_local! {
 
 impl Guest for Component {
     async fn handle(request: Request) -> Result<Response, ErrorCode> {
+        // The settings parsed from the environment stay for later requests.
+        crate::arena::keep_arguments();
         let answer = match respond(request).await {
             Ok(answer) => answer,
             Err(refusal) => refusal.answer(),

@@ -26,6 +26,36 @@ pub fn runtime() -> &'static Runtime {
     })
 }
 
+/// The WASI 0.3 build of the same component (`target/status-push-p3.wasm`), compiled once.
+pub fn runtime_p3() -> &'static Runtime {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/status-push-p3.wasm");
+        let runtime =
+            Runtime::load(&path).expect("run `cargo xtask wasm` to build the p3 component");
+        assert_eq!(
+            runtime.wasi(),
+            status_push_host::Wasi::P3,
+            "{}",
+            path.display()
+        );
+        runtime
+    })
+}
+
+/// Both builds of the reporter world: WASI 0.2 (the default) and WASI 0.3.
+pub fn runtimes() -> [&'static Runtime; 2] {
+    [runtime(), runtime_p3()]
+}
+
+/// A reporter of `runtime` configured from a JSON options object.
+pub async fn configured_on(runtime: &Runtime, config: &serde_json::Value) -> Reporter {
+    runtime
+        .configured_reporter(&config.to_string())
+        .await
+        .expect("a valid configuration")
+}
+
 /// A reporter configured from a JSON options object.
 pub async fn configured(config: &serde_json::Value) -> Reporter {
     runtime()

@@ -15,13 +15,16 @@ use anyhow::{bail, Context, Result};
 const TARGET: &str = "wasm32-unknown-unknown";
 /// The size-tuned profile in the workspace's Cargo.toml.
 const PROFILE: &str = "wasm-release";
+/// The WASI 0.3 builds' profile: `PROFILE` at `opt-level = "s"`, to stay under 1 MiB.
+const PROFILE_P3: &str = "wasm-release-p3";
 
 fn main() -> Result<()> {
     let task = std::env::args().nth(1).unwrap_or_default();
     match task.as_str() {
         "wasm" => {
-            build_component("status-push", &[], "status_push", "status-push.wasm")?;
+            build_component(PROFILE, "status-push", &[], "status_push", "status-push.wasm")?;
             build_component(
+                PROFILE,
                 "status-push",
                 &["--features", "relay"],
                 "status_push",
@@ -29,18 +32,21 @@ fn main() -> Result<()> {
             )?;
             // The same crate on WASI 0.3 (`wit/p3/`), both worlds.
             build_component(
+                PROFILE_P3,
                 "status-push",
                 &["--features", "p3"],
                 "status_push",
                 "status-push-p3.wasm",
             )?;
             build_component(
+                PROFILE_P3,
                 "status-push",
                 &["--features", "p3,relay"],
                 "status_push",
                 "status-push-relay-p3.wasm",
             )?;
             build_component(
+                PROFILE,
                 "misbehaving-component",
                 &[],
                 "misbehaving_component",
@@ -62,8 +68,15 @@ fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Builds `package` for the wasm target and wraps its module into `target/<output>`.
-fn build_component(package: &str, features: &[&str], module: &str, output: &str) -> Result<()> {
+/// Builds `package` for the wasm target in `profile` and wraps its module into
+/// `target/<output>`.
+fn build_component(
+    profile: &str,
+    package: &str,
+    features: &[&str],
+    module: &str,
+    output: &str,
+) -> Result<()> {
     let root = workspace_root();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
@@ -71,7 +84,7 @@ fn build_component(package: &str, features: &[&str], module: &str, output: &str)
         .args([
             "build",
             "--profile",
-            PROFILE,
+            profile,
             "--package",
             package,
             "--lib",
@@ -89,7 +102,7 @@ fn build_component(package: &str, features: &[&str], module: &str, output: &str)
         .unwrap_or_else(|| root.join("target"));
     let core = target_dir
         .join(TARGET)
-        .join(PROFILE)
+        .join(profile)
         .join(format!("{module}.wasm"));
     let module = std::fs::read(&core).with_context(|| format!("reading {}", core.display()))?;
     let component = wit_component::ComponentEncoder::default()

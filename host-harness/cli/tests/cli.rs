@@ -231,9 +231,10 @@ async fn serve_refuses_a_bad_config_before_it_listens() {
     }
 }
 
-/// `status-push-bench component`'s last three lines are read by scripts (issue #15), and
-/// its attribution runs include the ones docs/performance.md's table quotes; `--only` prints one
-/// line.
+/// `status-push-bench component`'s last five lines are read by scripts: the three of issue
+/// #15, then both worlds' CPU per event and `cpu ratio best-world/native-same-work` (issue
+/// #25). Its attribution runs include the ones docs/performance.md's table quotes; `--only`
+/// prints one line.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_ends_with_cpu_per_event_and_the_two_ratios() {
     let out = run_bench(&["component", "--events", "40", "--concurrency", "1,2"]).await;
@@ -241,14 +242,16 @@ async fn bench_ends_with_cpu_per_event_and_the_two_ratios() {
     assert!(out.status.success(), "{out:?}");
     for row in [
         "component, reused, parse + report",
+        "component p3, reused, records",
+        "component p3, reused, report-json",
         "one-thread runtime, records",
         "one-thread runtime, native same work",
     ] {
         assert!(stdout.contains(row), "no {row:?} in\n{stdout}");
     }
     let lines: Vec<&str> = stdout.lines().collect();
-    let [cpu, native, replay] = lines[lines.len() - 3..] else {
-        panic!("fewer than three lines:\n{stdout}");
+    let [cpu, native, replay, by_world, best] = lines[lines.len() - 5..] else {
+        panic!("fewer than five lines:\n{stdout}");
     };
     let micros = |text: &str| {
         let value = text.strip_suffix(" µs").expect("in µs");
@@ -264,9 +267,19 @@ async fn bench_ends_with_cpu_per_event_and_the_two_ratios() {
         .collect();
     assert_eq!(figures.len(), 3, "{cpu}");
     assert!(figures.iter().all(|f| micros(f)), "{cpu}");
+    let by_world = by_world
+        .strip_prefix("cpu per event by world: p2 ")
+        .unwrap_or_else(|| panic!("{by_world}"));
+    let figures: Vec<&str> = by_world
+        .split(", p3 ")
+        .flat_map(|part| part.split(", native same work "))
+        .collect();
+    assert_eq!(figures.len(), 3, "{by_world}");
+    assert!(figures.iter().all(|f| micros(f)), "{by_world}");
     for (line, label) in [
         (native, "ratio component/native-same-work: "),
         (replay, "ratio component/byte-replay: "),
+        (best, "cpu ratio best-world/native-same-work: "),
     ] {
         let ratio = line.strip_prefix(label).unwrap_or_else(|| panic!("{line}"));
         assert_eq!(ratio.split('.').nth(1).map(str::len), Some(2), "{line}");

@@ -953,3 +953,131 @@ async fn open(path: &std::path::Path) -> Outbox {
         .await
         .unwrap()
 }
+
+/// The WASI 0.3 builds run where the 0.2 ones do: `serve` hosts the 0.3 relay (which
+/// writes its answer's body after returning the response) with and without an outbox,
+/// and `push` and `deliver` run the 0.3 reporter (`--wasm`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_p3_builds_serve_push_and_deliver() {
+    let target = common::workspace().join("target");
+    let (reporter, relay) = (
+        target.join("status-push-p3.wasm"),
+        target.join("status-push-relay-p3.wasm"),
+    );
+    // The first request of each connection-less run fails retryably, every later one is
+    // accepted.
+    let answered = Arc::new(AtomicUsize::new(0));
+    let counter = answered.clone();
+    let receiver = Receiver::start_with(
+        0,
+        Arc::new(move |_: &Recorded| {
+            if counter.fetch_add(1, Ordering::SeqCst) == 3 {
+                Reply::from(503)
+            } else {
+                Reply::from(200)
+            }
+        }),
+    )
+    .await
+    .unwrap();
+    let dir = temp_dir("serve-p3");
+    let server_url = format!("{}/hook", receiver.origin());
+    let config = json!({"serverUrl": server_url, "inboundToken": TOKEN, "maxAttempts": 1});
+    let relay_args = ["--relay", relay.to_str().unwrap()];
+
+    let serve = Serve::start(&dir, &config, &relay_args).await;
+    let started = documents("started", 7301);
+    let (status, answer) = raw(
+        &serve.addr,
+        post("/started", &[("Authorization", BEARER)], started.as_bytes()),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(json_of(&answer)["outcome"], "delivered", "{answer}");
+    let (status, answer) = raw(
+        &serve.addr,
+        post("/started", &[("Authorization", BEARER)], b"{"),
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+    drop(serve);
+
+    let outbox = dir.join("outbox.sqlite");
+    let queued = dir.join("queued");
+    std::fs::create_dir_all(&queued).unwrap();
+    let outbox_args = [&relay_args[..], &["--outbox", outbox.to_str().unwrap()]].concat();
+    let serve = Serve::start(&queued, &config, &outbox_args).await;
+    let finished = documents("finished", 7301);
+    let (status, answer) = raw(
+        &serve.addr,
+        post(
+            "/finished",
+            &[("Authorization", BEARER)],
+            finished.as_bytes(),
+        ),
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(receiver.wait_for(2, Duration::from_secs(30)).await.len(), 2);
+    drop(serve);
+
+    // `push` through an outbox of its own (serve's, killed, may still hold its event):
+    // its one attempt gets the 503 and the event stays pending, then `deliver` sends it.
+    let outbox = dir.join("push-outbox.sqlite");
+    let push_config = dir.join("push.json");
+    std::fs::write(
+        &push_config,
+        json!({"serverUrl": server_url, "maxAttempts": 1}).to_string(),
+    )
+    .unwrap();
+    let build = dir.join("finished.json");
+    std::fs::write(&build, documents("finished", 7302)).unwrap();
+    let out = cli()
+        .args(["push", "--wasm", reporter.to_str().unwrap()])
+        .args([
+            "--config",
+            push_config.to_str().unwrap(),
+            "--event",
+            "finished",
+        ])
+        .args(["--build", build.to_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let pushed = cli()
+        .args(["push", "--wasm", reporter.to_str().unwrap()])
+        .args(["--outbox", outbox.to_str().unwrap()])
+        .args([
+            "--config",
+            push_config.to_str().unwrap(),
+            "--event",
+            "finished",
+        ])
+        .args(["--build", build.to_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(pushed.status.code(), Some(1), "{pushed:?}");
+    assert!(
+        String::from_utf8_lossy(&pushed.stdout).starts_with("pending: "),
+        "{pushed:?}"
+    );
+    let delivered = cli()
+        .args(["deliver", "--wasm", reporter.to_str().unwrap()])
+        .args([
+            "--outbox",
+            outbox.to_str().unwrap(),
+            "--budget-seconds",
+            "30",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(delivered.status.success(), "{delivered:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&delivered.stdout).trim(),
+        "delivered: 1, dead letters: 0, pending: 0"
+    );
+    assert_eq!(receiver.requests().len(), 5);
+}

@@ -5,6 +5,7 @@
 //! - the component with reused instances, given records (`report`), JSON
 //!   (`report-json`) or JSON parsed first (`parse-event`, then `report`), and with a fresh
 //!   instance per event;
+//! - its WASI 0.3 build (`--p3-wasm`) with reused instances, given records and JSON;
 //! - **native same work**: the component's own crate compiled for the host filters,
 //!   builds and encodes each payload from the same records and sends it through the
 //!   host's own connection pool: the component's work without the sandbox;
@@ -19,6 +20,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -34,15 +36,24 @@ use status_push::config::Settings;
 use status_push::{documents, filter, payload, signature, EventKind};
 use status_push_cli::receiver::{Receiver, Recorded};
 use status_push_cli::usage::peak_rss_kib;
-use status_push_host::{BuildEvent, Event, Outcome, Reporter, Runtime, RuntimeOptions};
+use status_push_host::{BuildEvent, Event, Outcome, Reporter, Runtime, RuntimeOptions, Wasi};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
 use status_push_cli::loader::Loader;
 
+/// The WASI 0.3 build measured beside `--wasm` unless `--p3-wasm` says otherwise.
+const DEFAULT_P3_WASM: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../target/status-push-p3.wasm"
+);
+
 /// Options of `component`.
 #[derive(clap::Args)]
 pub struct Args {
+    /// The WASI 0.3 build of the component, measured beside `--wasm` (the WASI 0.2 one).
+    #[arg(long, env = "STATUS_PUSH_P3_WASM", default_value = DEFAULT_P3_WASM)]
+    p3_wasm: PathBuf,
     /// Events per measurement.
     #[arg(long, default_value_t = 4000)]
     events: usize,
@@ -132,9 +143,12 @@ pub async fn run(loader: &Loader, args: &Args) -> Result<ExitCode> {
         };
         return run_only(&loader, &bench, only, args.concurrency[0]).await;
     }
-    let wasm_size = std::fs::metadata(&loader.wasm)
-        .with_context(|| format!("cannot read {}", loader.wasm.display()))?
-        .len();
+    let size = |path: &std::path::Path| {
+        std::fs::metadata(path)
+            .with_context(|| format!("cannot read {}", path.display()))
+            .map(|m| m.len())
+    };
+    let (wasm_size, p3_size) = (size(&loader.wasm)?, size(&args.p3_wasm)?);
     let levels: Vec<String> = args.concurrency.iter().map(|c| c.to_string()).collect();
     println!(
         "status-push-bench component: {} events per run, concurrency {}, receiver {} on its own thread",
@@ -144,9 +158,11 @@ pub async fn run(loader: &Loader, args: &Args) -> Result<ExitCode> {
     );
     println!("load average at start: {}", load_average());
     println!(
-        "component: {} ({} KiB)",
+        "component: {} ({} KiB); WASI 0.3 build: {} ({} KiB)",
         loader.wasm.display(),
-        wasm_size / 1024
+        wasm_size / 1024,
+        args.p3_wasm.display(),
+        p3_size / 1024
     );
 
     // Cold start: a fresh runtime to the first delivered event, compiling, then from a
@@ -172,6 +188,19 @@ pub async fn run(loader: &Loader, args: &Args) -> Result<ExitCode> {
         &loader.wasm,
         &cold(Some(cache.clone())),
     )?);
+    let runtime_p3 = Runtime::load_with(&args.p3_wasm, &cold(Some(cache.clone())))?;
+    for (flag, loaded, want) in [
+        ("--wasm", &*runtime, Wasi::P2),
+        ("--p3-wasm", &runtime_p3, Wasi::P3),
+    ] {
+        if loaded.wasi() != want {
+            bail!(
+                "{flag} is a WASI {} build: give the {} one",
+                loaded.wasi(),
+                want
+            );
+        }
+    }
     let canned =
         Runtime::load_with(&loader.wasm, &cold(Some(cache.clone())))?.with_canned_responses();
     let load_cached = || {
@@ -210,6 +239,12 @@ pub async fn run(loader: &Loader, args: &Args) -> Result<ExitCode> {
             component_run(&bench, &runtime, &config, concurrency, Path::Parsed)
                 .await?
                 .print("component, reused, parse + report");
+            let record_p3 = component_run(&bench, &runtime_p3, &config, concurrency, Path::Records)
+                .await?
+                .print("component p3, reused, records");
+            component_run(&bench, &runtime_p3, &config, concurrency, Path::Json)
+                .await?
+                .print("component p3, reused, report-json");
             fresh_instance_run(&bench, &runtime, &config, concurrency)
                 .await?
                 .print("component, fresh instance per event");
@@ -226,8 +261,14 @@ pub async fn run(loader: &Loader, args: &Args) -> Result<ExitCode> {
                 record.p50 / native.p50,
                 record.rate / replay.rate
             );
+            println!(
+                "  p3/native-same-work: throughput {:.2}, cpu {:.2}, p50 {:.2}",
+                record_p3.rate / native.rate,
+                record_p3.cpu_us / native.cpu_us,
+                record_p3.p50 / native.p50,
+            );
             if label == OPTION_SETS[0].0 {
-                summary = Some((record, native, replay));
+                summary = Some((record, record_p3, native, replay));
             }
         }
         let first = args.concurrency[0];
@@ -265,8 +306,8 @@ pub async fn run(loader: &Loader, args: &Args) -> Result<ExitCode> {
     );
     println!("load average at end: {}", load_average());
     println!("peak RSS: {} MiB", peak_rss_kib().unwrap_or(0) / 1024);
-    println!("release .wasm size: {wasm_size} bytes");
-    let (component, native, replay) = summary.context("no measurement ran")?;
+    println!("release .wasm size: {wasm_size} bytes, WASI 0.3 build {p3_size} bytes");
+    let (component, component_p3, native, replay) = summary.context("no measurement ran")?;
     println!(
         "cpu per event: component {:.1} µs, native same work {:.1} µs, byte replay {:.1} µs",
         component.cpu_us, native.cpu_us, replay.cpu_us
@@ -278,6 +319,14 @@ pub async fn run(loader: &Loader, args: &Args) -> Result<ExitCode> {
     println!(
         "ratio component/byte-replay: {:.2}",
         component.rate / replay.rate
+    );
+    println!(
+        "cpu per event by world: p2 {:.1} µs, p3 {:.1} µs, native same work {:.1} µs",
+        component.cpu_us, component_p3.cpu_us, native.cpu_us
+    );
+    println!(
+        "cpu ratio best-world/native-same-work: {:.2}",
+        component.cpu_us.min(component_p3.cpu_us) / native.cpu_us
     );
     Ok(ExitCode::SUCCESS)
 }
