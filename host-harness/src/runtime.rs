@@ -349,7 +349,7 @@ mod tests {
             // Opened elsewhere: the configured server is now outside the sandbox.
             reporter.store_mut().data_mut().open(&Opening {
                 origin: Origin::of_url("http://127.0.0.1:9/"),
-                tls: TlsPolicy::Verify { ca_file: None },
+                tls: TlsPolicy::verified(None),
             });
             let outcome = reporter.report_json(Event::Started, &documents).await;
             assert!(
