@@ -617,16 +617,7 @@ impl Sqlite {
                      WHERE seq = ?1",
                     params![seq, now],
                 )?;
-                exec(
-                    tx,
-                    "INSERT INTO chains (destination_id, build_key, pending, next_attempt_ms)
-                     VALUES (?1, ?2, 1, ?3)
-                     ON CONFLICT (destination_id, build_key) DO UPDATE SET
-                         pending = pending + 1,
-                         next_attempt_ms = CASE WHEN pending = 0 THEN excluded.next_attempt_ms
-                                                ELSE next_attempt_ms END",
-                    params![destination, build_key, now_ms],
-                )?;
+                chain_gains_one(tx, destination, &build_key, now_ms)?;
                 exec(
                     tx,
                     "UPDATE destinations SET pending = pending + 1, dead = dead - 1
@@ -843,16 +834,7 @@ fn insert_one(
             event.retention_s,
         ],
     )?;
-    exec(
-        tx,
-        "INSERT INTO chains (destination_id, build_key, pending, next_attempt_ms)
-         VALUES (?1, ?2, 1, ?3)
-         ON CONFLICT (destination_id, build_key) DO UPDATE SET
-             pending = pending + 1,
-             next_attempt_ms = CASE WHEN pending = 0 THEN excluded.next_attempt_ms
-                                    ELSE next_attempt_ms END",
-        params![destination, event.build_key, now_ms()],
-    )?;
+    chain_gains_one(tx, destination, &event.build_key, now_ms())?;
     exec(
         tx,
         "UPDATE destinations SET pending = pending + 1 WHERE id = ?1",
@@ -866,6 +848,26 @@ fn insert_one(
 /// statements for every event, and parsing them again each time cost more than running them.
 fn exec(db: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
     db.prepare_cached(sql)?.execute(params)
+}
+
+/// One more pending event in its chain (made if new); a chain that had none is due at
+/// `now_ms`, one that had some keeps its schedule.
+fn chain_gains_one(
+    tx: &Transaction<'_>,
+    destination: i64,
+    build_key: &str,
+    now_ms: i64,
+) -> rusqlite::Result<usize> {
+    exec(
+        tx,
+        "INSERT INTO chains (destination_id, build_key, pending, next_attempt_ms)
+         VALUES (?1, ?2, 1, ?3)
+         ON CONFLICT (destination_id, build_key) DO UPDATE SET
+             pending = pending + 1,
+             next_attempt_ms = CASE WHEN pending = 0 THEN excluded.next_attempt_ms
+                                    ELSE next_attempt_ms END",
+        params![destination, build_key, now_ms],
+    )
 }
 
 fn sealing(error: super::KeyError) -> rusqlite::Error {
