@@ -480,3 +480,53 @@ async fn beyond_max_pending_events_an_event_is_refused_with_one_line() {
     );
     assert_eq!(outbox.counts().await.unwrap().pending, 2);
 }
+
+/// The courier keeps configured reporters between calls, each under its whole
+/// configuration: events of four configurations, two of them for one URL with different
+/// tokens, interleaved in one outbox, each arrive with their own build's credentials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_reporters_never_carry_one_configurations_credentials_to_another() {
+    let dir = temp_dir("courier-kept-reporters");
+    let outbox = sqlite(&dir).await;
+    let receiver = Receiver::start(0).await.unwrap();
+    let configs = [
+        ("/a", "token-a"),
+        ("/a", "token-a2"),
+        ("/b", "token-b"),
+        ("/c", "token-c"),
+    ];
+    const BUILDS: i64 = 24;
+    for buildid in 0..BUILDS {
+        let (path, token) = configs[buildid as usize % configs.len()];
+        let config = json!({
+            "serverUrl": format!("{}{path}", receiver.origin()),
+            "auth": {"bearer": token},
+            "maxAttempts": 1,
+        })
+        .to_string();
+        for (event, name) in [(Event::Started, "started"), (Event::Finished, "finished")] {
+            outbox
+                .enqueue(runtime(), &config, event, &documents(name, buildid))
+                .await
+                .unwrap();
+        }
+    }
+    let summary = outbox
+        .deliver(runtime(), Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(summary.delivered, 2 * BUILDS as usize, "{summary:?}");
+    let requests = receiver.requests();
+    assert_eq!(requests.len(), 2 * BUILDS as usize);
+    for request in requests.iter() {
+        let body: Value = serde_json::from_slice(&request.body).unwrap();
+        let buildid = body["buildid"].as_i64().unwrap();
+        let (path, token) = configs[buildid as usize % configs.len()];
+        assert_eq!(request.path, path, "build {buildid}");
+        assert_eq!(
+            request.header("authorization"),
+            Some(format!("Bearer {token}").as_str()),
+            "build {buildid}"
+        );
+    }
+}

@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::Notify;
 
+use super::reporters::Reporters;
 use super::schedule;
-use super::{call, ChainKey, Claimed, DeliverySummary, Outbox, OutboxError, Settled};
+use super::{ChainKey, Claimed, DeliverySummary, Outbox, OutboxError, Settled};
 use crate::{HostError, Outcome, Runtime};
 
 /// What a call came to, for an [`Observer`].
@@ -97,6 +98,8 @@ pub struct Courier<'a> {
     /// How often an idle courier looks at the outbox; `None`: [`schedule::POLL`], or
     /// [`schedule::POLL_LISTENING`] with a listener.
     poll: Option<Duration>,
+    /// Configured reporters between calls.
+    reporters: Reporters,
 }
 
 impl<'a> Courier<'a> {
@@ -107,6 +110,7 @@ impl<'a> Courier<'a> {
             runtime,
             observer: &LogOnly,
             poll: None,
+            reporters: Reporters::default(),
         }
     }
 
@@ -193,6 +197,7 @@ impl<'a> Courier<'a> {
             runtime: self.runtime,
             observer: &Tee(self.observer, &counter),
             poll: self.poll,
+            reporters: Reporters::default(),
         };
         let mut in_flight = FuturesUnordered::new();
         loop {
@@ -269,7 +274,7 @@ impl<'a> Courier<'a> {
         let budget = claimed.budget() + schedule::RENEW_EVERY;
         let mut attempt = pin!(tokio::time::timeout(
             budget,
-            call(self.runtime, &claimed, &contents)
+            self.reporters.call(self.runtime, &claimed, &contents)
         ));
         let mut renew = tokio::time::interval(schedule::RENEW_EVERY);
         renew.tick().await;

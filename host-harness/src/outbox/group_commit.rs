@@ -1,9 +1,10 @@
 //! Group commit for the SQLite outbox: writes that arrive while another is committing are
 //! run together, each in its own savepoint, and committed once.
 //!
-//! Every call queues its work, then asks for the connection; whoever gets it first runs
-//! everything queued by then in one `BEGIN IMMEDIATE` transaction (flat combining), and
-//! each caller hears its own result only after that commit. So a result, a claim or a
+//! Every call queues its work; the first to find no combiner running starts one on the
+//! blocking pool, which runs everything queued by then in one `BEGIN IMMEDIATE`
+//! transaction, then the next group, until the queue is empty (flat combining). Each
+//! caller hears its own result only after its group's commit. So a result, a claim or a
 //! queued event is exactly as durable as with a transaction of its own (a queued event is
 //! committed with `synchronous = FULL`, flushed before its caller hears of it), and
 //! atomic on its own (a failing call rolls back to its savepoint, not the others'), but a
@@ -29,6 +30,9 @@ struct Queue {
     work: Vec<Work>,
     /// Whether any of it must be flushed before its caller hears of it.
     durable: bool,
+    /// A combiner is on its way or running: it takes this work too, so a call that
+    /// finds one needs no blocking task of its own (each costs two thread wake-ups).
+    combining: bool,
 }
 
 /// One connection's group commits.
@@ -68,28 +72,71 @@ impl GroupCommit {
                 let _ = answer.send(result);
             })
         });
-        {
+        let start = {
             let mut queue = lock(&self.queue);
             queue.work.push(queued);
             queue.durable |= durable;
-        }
-        let db = db.clone();
-        let queue = self.queue.clone();
-        let ran = tokio::task::spawn_blocking(move || {
-            let mut db = lock(&db);
-            // Everything queued by now, ours included unless a group before us took it.
-            let batch = std::mem::take(&mut *lock(&queue));
-            if !batch.work.is_empty() {
-                commit(&mut db, batch);
-            }
-        })
-        .await;
-        if ran.is_err() {
-            return Err(None);
+            !std::mem::replace(&mut queue.combining, true)
+        };
+        if start {
+            let combiner = Combiner {
+                db: db.clone(),
+                queue: self.queue.clone(),
+                done: false,
+            };
+            // Not awaited: this call's answer may come from the combiner's first group,
+            // while it goes on with later ones.
+            drop(tokio::task::spawn_blocking(move || combiner.run()));
         }
         match answered.await {
             Ok(result) => result.map_err(Some),
             Err(_) => Err(None),
+        }
+    }
+}
+
+/// The blocking task that commits group after group until no work is left. Whoever
+/// queues work while it runs is answered by it: its last look at the queue and the end of
+/// `combining` happen under one lock, so no work is ever left without a combiner.
+struct Combiner {
+    db: Arc<Mutex<Connection>>,
+    queue: Arc<Mutex<Queue>>,
+    done: bool,
+}
+
+impl Combiner {
+    fn run(mut self) {
+        let mut db = lock(&self.db);
+        loop {
+            let batch = {
+                let mut queue = lock(&self.queue);
+                if queue.work.is_empty() {
+                    queue.combining = false;
+                    break;
+                }
+                Queue {
+                    work: std::mem::take(&mut queue.work),
+                    durable: std::mem::take(&mut queue.durable),
+                    combining: true,
+                }
+            };
+            commit(&mut db, batch);
+        }
+        drop(db);
+        self.done = true;
+    }
+}
+
+impl Drop for Combiner {
+    /// Dropped without finishing (the runtime stopped before the task ran, or a call's
+    /// work panicked): the queued calls are answered `Err(None)` through their dropped
+    /// channels, and the next call starts a combiner of its own.
+    fn drop(&mut self) {
+        if !self.done {
+            let mut queue = lock(&self.queue);
+            queue.work.clear();
+            queue.durable = false;
+            queue.combining = false;
         }
     }
 }

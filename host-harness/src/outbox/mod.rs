@@ -23,9 +23,11 @@
 //! Two backends, chosen by [`Location`]: a SQLite file (`sqlite.rs`) or a PostgreSQL
 //! database shared by hosts (`postgres.rs`).
 
+mod checkpointer;
 mod courier;
 mod group_commit;
 mod postgres;
+mod reporters;
 pub mod schedule;
 pub mod seal;
 mod sqlite;
@@ -1333,36 +1335,6 @@ fn url_path(server_url: &str) -> String {
         Err(_) => server_url.to_string(),
     }
 }
-
-/// One delivery call of the component for a claimed event, in a fresh instance. A
-/// probe of a failing destination makes one attempt, not the configuration's
-/// `maxAttempts`: the circuit, not the component, spaces the probes. The documents go
-/// over as JSON: a row never makes the host open a file (logs were read in when queued).
-async fn call(
-    runtime: &Runtime,
-    claimed: &Claimed,
-    contents: &seal::Contents,
-) -> Result<Outcome, HostError> {
-    let documents = contents.documents.expose();
-    if documents.contains("\"content_file\"") {
-        // Only a row of an earlier release can name one: its file is not opened.
-        return Err(HostError::Event(crate::InputError {
-            key: "content_file".into(),
-            message: CONTENT_FILE_IN_ROW.into(),
-        }));
-    }
-    let mut reporter = runtime.reporter().await?;
-    let mut config = reporter.parse_config(contents.config.expose()).await?;
-    if claimed.probe {
-        config.max_attempts = Some(1);
-    }
-    reporter.configure(config).await?;
-    reporter.report_json(claimed.row.event, documents).await
-}
-
-/// Why a stored event naming a `content_file` is a dead letter.
-const CONTENT_FILE_IN_ROW: &str =
-    "an outbox row names a file to read; the outbox never opens one (nothing was sent)";
 
 #[cfg(test)]
 mod tests {

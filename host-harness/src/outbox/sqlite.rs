@@ -118,7 +118,7 @@ impl Sqlite {
         };
         refuse_shared(path).map_err(&unusable)?;
         let mut db = Connection::open(path).map_err(store)?;
-        db.busy_timeout(Duration::from_secs(30)).map_err(store)?;
+        db.busy_handler(Some(busy)).map_err(store)?;
         // Room for every statement the courier and enqueue run (see `exec`).
         db.set_prepared_statement_cache_capacity(64);
         // A deleted row (a delivered event, its configuration's secrets) is overwritten,
@@ -146,6 +146,7 @@ impl Sqlite {
         // is written by `durable`, flushed before its caller hears of it.
         db.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
             .map_err(store)?;
+        super::checkpointer::install(&mut db, path).map_err(store)?;
         let tx = db
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(store)?;
@@ -846,6 +847,18 @@ fn insert_one(
 /// A sealing failure (the system's randomness), as the database call's error.
 /// `execute` through the connection's statement cache: the courier runs the same few
 /// statements for every event, and parsing them again each time cost more than running them.
+/// Waits for another connection's lock (another courier, process or host on the file):
+/// retries every 100 µs for the first 5 ms, then every millisecond, for 30 s in all.
+/// SQLite's own `busy_timeout` sleeps 1, 2, 5, 10 … 100 ms between tries, so a claim
+/// behind a commit of a millisecond waited up to tens of them.
+fn busy(tries: i32) -> bool {
+    const QUICK: i32 = 50;
+    const PATIENT: i32 = 29_995;
+    let pause = if tries < QUICK { 100 } else { 1_000 };
+    std::thread::sleep(Duration::from_micros(pause));
+    tries < QUICK + PATIENT
+}
+
 fn exec(db: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
     db.prepare_cached(sql)?.execute(params)
 }
