@@ -11,12 +11,15 @@
 //! other software (Buildbot's own, say).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use tokio::sync::{Mutex, MutexGuard};
 use tokio_postgres::config::SslMode;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
-use tokio_postgres::{AsyncMessage, Client, Connection, GenericClient, NoTls, Socket, Transaction};
+use tokio_postgres::{
+    AsyncMessage, Client, Connection, GenericClient, NoTls, Socket, Statement, Transaction,
+};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::seal::{self, KeyRing, RowId};
@@ -46,6 +49,76 @@ const DURABLE: &str = "SET LOCAL synchronous_commit = on";
 /// The server's clock, in seconds and milliseconds: every host compares against one clock.
 const NOW_S: &str = "floor(extract(epoch FROM clock_timestamp()))::bigint";
 const NOW_MS: &str = "floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
+
+/// The courier's statements, prepared once per connection ([`Session::prepared`]).
+static DUE_DESTINATIONS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT id, failures, shown FROM status_push_destinations
+         WHERE open_until_ms <= {NOW_MS} AND pending > 0 ORDER BY id"
+    )
+});
+/// A failing destination's probe, reserved for one lease by the host whose update finds
+/// it still due.
+static RESERVE_PROBE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE status_push_destinations SET open_until_ms = {NOW_MS} + $2
+         WHERE id = $1 AND open_until_ms <= {NOW_MS}"
+    )
+});
+/// Up to `$2` due chains of destination `$1` taken under token `$3` for `$4` ms, with
+/// their heads: a round trip per destination, not per chain.
+static TAKE_DUE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH picked AS (
+             SELECT build_key FROM status_push_chains
+             WHERE destination_id = $1 AND pending > 0 AND next_attempt_ms <= {NOW_MS}
+             ORDER BY next_attempt_ms LIMIT $2
+             FOR UPDATE SKIP LOCKED),
+         taken AS (
+             UPDATE status_push_chains c
+             SET claim_token = $3, next_attempt_ms = {NOW_MS} + $4
+             FROM picked p WHERE c.destination_id = $1 AND c.build_key = p.build_key
+             RETURNING c.build_key)
+         SELECT t.build_key, e.seq, e.event, e.config, e.documents,
+                e.expires_at <= {NOW_S}, e.created_at, e.budget_ms,
+                (SELECT target FROM status_push_destinations WHERE id = $1)
+         FROM taken t LEFT JOIN LATERAL (
+             SELECT * FROM status_push_events h
+             WHERE h.destination_id = $1 AND h.build_key = t.build_key AND NOT h.dead
+             ORDER BY h.seq LIMIT 1) e ON true"
+    )
+});
+/// A lease of chain `($1, $2)` renewed for `$4` ms if token `$3` still holds it.
+static RENEW: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE status_push_chains SET next_attempt_ms = {NOW_MS} + $4
+         WHERE destination_id = $1 AND build_key = $2 AND claim_token = $3"
+    )
+});
+/// Event `$3` of chain `($1, $2)` delivered under token `$4`, in one statement: the event
+/// removed whoever holds its chain now (it was delivered), the counters moved only if it
+/// was still there, the chain freed only if this claim still holds it, the destination's
+/// circuit closed.
+static DELIVERED: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH removed AS (
+             DELETE FROM status_push_events WHERE seq = $3 AND NOT dead RETURNING seq),
+         chain AS (
+             UPDATE status_push_chains SET
+                 pending = pending - (SELECT count(*) FROM removed),
+                 delivered_seq = GREATEST(delivered_seq, $3),
+                 claim_token = CASE WHEN claim_token = $4 THEN NULL ELSE claim_token END,
+                 calls = CASE WHEN claim_token = $4 THEN 0 ELSE calls END,
+                 next_attempt_ms = CASE WHEN claim_token = $4 THEN {NOW_MS}
+                                        ELSE next_attempt_ms END
+             WHERE destination_id = $1 AND build_key = $2 RETURNING 1)
+         UPDATE status_push_destinations SET
+             pending = pending - (SELECT count(*) FROM removed),
+             failures = 0, open_until_ms = 0, last_error = NULL
+         WHERE id = $1 AND (failures > 0 OR EXISTS (SELECT 1 FROM removed))
+           AND EXISTS (SELECT 1 FROM chain)"
+    )
+});
 
 /// Version 2's layout (version 1 is the SQLite-only layout, never created here); version
 /// 3 is reached from it by [`V3_TABLES`], the events moved under their destination (in
@@ -262,10 +335,27 @@ pub(super) struct Postgres {
     /// (a restart, a failover). One transaction at a time on each.
     slots: Vec<Mutex<Option<Client>>>,
     next: AtomicUsize,
+    /// [`Pipeline`], opened when first needed and again when the server closed it.
+    pipeline: Mutex<Option<Arc<Pipeline>>>,
 }
 
 type Result<T> = std::result::Result<T, OutboxError>;
+/// A chain taken by a claim: the chain, whether it probes, its destination as shown, its
+/// head.
+type Taken = (ChainKey, bool, String, Row);
 type Connected<'a> = tokio::sync::MappedMutexGuard<'a, Client>;
+
+/// The connection the courier's single statements share, with those statements prepared
+/// on it. They need no transaction, so concurrent ones are pipelined on it (sent without
+/// waiting for each other's answers) instead of each waiting for a connection of the
+/// pool; prepared, each is one round trip and is parsed and planned once.
+struct Pipeline {
+    client: Client,
+    due_destinations: Statement,
+    take_due: Statement,
+    renew: Statement,
+    delivered: Statement,
+}
 
 impl Postgres {
     /// Connects, then creates or migrates the schema (one host at a time: an advisory
@@ -276,6 +366,7 @@ impl Postgres {
             keys,
             slots: (0..CONNECTIONS).map(|_| Mutex::new(None)).collect(),
             next: AtomicUsize::new(0),
+            pipeline: Mutex::new(None),
         };
         let mut client = postgres.connect().await?;
         match postgres
@@ -404,6 +495,29 @@ impl Postgres {
         }
         MutexGuard::try_map(slot, Option::as_mut)
             .map_err(|_| OutboxError::Stopped("no connection to the outbox database".into()))
+    }
+
+    /// The shared [`Pipeline`] connection.
+    async fn pipeline(&self) -> Result<Arc<Pipeline>> {
+        let mut pipeline = self.bounded(self.pipeline.lock()).await?;
+        if let Some(open) = pipeline.as_ref().filter(|p| !p.client.is_closed()) {
+            return Ok(open.clone());
+        }
+        let client = self.connect().await?;
+        let prepared = self
+            .run(async {
+                Ok(Pipeline {
+                    due_destinations: client.prepare(&DUE_DESTINATIONS).await?,
+                    take_due: client.prepare(&TAKE_DUE).await?,
+                    renew: client.prepare(&RENEW).await?,
+                    delivered: client.prepare(&DELIVERED).await?,
+                    client,
+                })
+            })
+            .await?;
+        let open = Arc::new(prepared);
+        *pipeline = Some(open.clone());
+        Ok(open)
     }
 
     pub(super) async fn insert(
@@ -627,98 +741,11 @@ impl Postgres {
 
     pub(super) async fn claim(&self, claim: Claim) -> Result<Vec<Claimed>> {
         let lease = schedule::ms(schedule::LEASE);
-        let mut conn = self.conn().await?;
-        let rows = self
-            .run(async {
-                let tx = conn.transaction().await?;
-                let mut taken: Vec<(ChainKey, bool, String, Row)> = Vec::new();
-                if let Some(chain) = &claim.only {
-                    let free = tx
-                        .query_opt(
-                            &format!(
-                                "SELECT 1 FROM status_push_chains
-                                 WHERE destination_id = $1 AND build_key = $2 AND pending > 0
-                                   AND (claim_token IS NULL OR next_attempt_ms <= {NOW_MS})
-                                 FOR UPDATE SKIP LOCKED"
-                            ),
-                            &[&chain.destination, &chain.build_key],
-                        )
-                        .await?;
-                    if free.is_some() {
-                        let shown: String = tx
-                            .query_one(
-                                "SELECT shown FROM status_push_destinations WHERE id = $1",
-                                &[&chain.destination],
-                            )
-                            .await?
-                            .get(0);
-                        if let Some(row) = take(&tx, chain, claim.token, lease).await? {
-                            taken.push((chain.clone(), false, shown, row));
-                        }
-                    }
-                    tx.commit().await?;
-                    return Ok(taken);
-                }
-                let destinations = tx
-                    .query(
-                        &format!(
-                            "SELECT id, failures, shown FROM status_push_destinations
-                             WHERE open_until_ms <= {NOW_MS} AND pending > 0 ORDER BY id"
-                        ),
-                        &[],
-                    )
-                    .await?;
-                let mut destinations: Vec<(i64, i64, String)> = destinations
-                    .iter()
-                    .map(|r| (r.get(0), r.get(1), r.get(2)))
-                    .collect();
-                if !destinations.is_empty() {
-                    let turn = (super::now_ms() / schedule::ms(schedule::POLL).max(1)) as usize;
-                    let start = turn % destinations.len();
-                    destinations.rotate_left(start);
-                }
-                for (destination, failures, shown) in destinations {
-                    let room = claim.limit.saturating_sub(taken.len());
-                    if room == 0 {
-                        break;
-                    }
-                    let probe = failures > 0;
-                    if probe {
-                        // Only one host probes: the one whose update finds it still due.
-                        let mine = tx
-                            .execute(
-                                &format!(
-                                    "UPDATE status_push_destinations
-                                     SET open_until_ms = {NOW_MS} + $2
-                                     WHERE id = $1 AND open_until_ms <= {NOW_MS}"
-                                ),
-                                &[&destination, &lease],
-                            )
-                            .await?;
-                        if mine == 0 {
-                            continue;
-                        }
-                    }
-                    let want = if probe { 1 } else { room as i64 };
-                    let before = taken.len();
-                    for (build_key, row) in
-                        take_due(&tx, destination, want, claim.token, lease).await?
-                    {
-                        let chain = ChainKey {
-                            destination,
-                            build_key,
-                        };
-                        taken.push((chain, probe, shown.clone(), row));
-                    }
-                    if probe && taken.len() == before {
-                        reopen(&tx, destination).await?;
-                    }
-                }
-                tx.commit().await?;
-                Ok(taken)
-            })
-            .await?;
-        Ok(rows
+        let taken = match &claim.only {
+            Some(chain) => self.claim_chain(chain, claim.token, lease).await?,
+            None => self.claim_due(&claim, lease).await?,
+        };
+        Ok(taken
             .into_iter()
             .map(|(chain, probe, destination, row)| Claimed {
                 seq: row.seq,
@@ -734,51 +761,123 @@ impl Postgres {
             .collect())
     }
 
+    /// The one chain asked for, if no one else holds it.
+    async fn claim_chain(&self, chain: &ChainKey, token: i64, lease: i64) -> Result<Vec<Taken>> {
+        let mut conn = self.conn().await?;
+        self.run(async {
+            let mut taken = Vec::new();
+            let tx = conn.transaction().await?;
+            let free = tx
+                .query_opt(
+                    &format!(
+                        "SELECT 1 FROM status_push_chains
+                         WHERE destination_id = $1 AND build_key = $2 AND pending > 0
+                           AND (claim_token IS NULL OR next_attempt_ms <= {NOW_MS})
+                         FOR UPDATE SKIP LOCKED"
+                    ),
+                    &[&chain.destination, &chain.build_key],
+                )
+                .await?;
+            if free.is_some() {
+                let shown: String = tx
+                    .query_one(
+                        "SELECT shown FROM status_push_destinations WHERE id = $1",
+                        &[&chain.destination],
+                    )
+                    .await?
+                    .get(0);
+                if let Some(row) = take(&tx, chain, token, lease).await? {
+                    taken.push((chain.clone(), false, shown, row));
+                }
+            }
+            tx.commit().await?;
+            Ok(taken)
+        })
+        .await
+    }
+
+    /// Due chains of closed (or probe-ready) destinations. Each statement is atomic on
+    /// its own (the chains are taken by one `FOR UPDATE SKIP LOCKED` statement), so the
+    /// claim needs no transaction and runs on the [`Pipeline`]: two round trips when one
+    /// destination is due. A host that dies between a probe's reservation and its take
+    /// holds that destination's next probe back by one lease at most.
+    async fn claim_due(&self, claim: &Claim, lease: i64) -> Result<Vec<Taken>> {
+        let p = self.pipeline().await?;
+        self.run(async {
+            let mut taken = Vec::new();
+            let destinations = p.client.query(&p.due_destinations, &[]).await?;
+            let mut destinations: Vec<(i64, i64, String)> = destinations
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect();
+            if !destinations.is_empty() {
+                // A different destination first on each poll, so none waits behind
+                // another's backlog of due chains.
+                let turn = (super::now_ms() / schedule::ms(schedule::POLL).max(1)) as usize;
+                let start = turn % destinations.len();
+                destinations.rotate_left(start);
+            }
+            for (destination, failures, shown) in destinations {
+                let room = claim.limit.saturating_sub(taken.len());
+                if room == 0 {
+                    break;
+                }
+                let probe = failures > 0;
+                if probe {
+                    // Only one host probes: the one whose update finds it still due.
+                    let mine = p
+                        .client
+                        .execute(&*RESERVE_PROBE, &[&destination, &lease])
+                        .await?;
+                    if mine == 0 {
+                        continue;
+                    }
+                }
+                let want = if probe { 1 } else { room as i64 };
+                let before = taken.len();
+                let heads = take_due(
+                    &p.client,
+                    &p.take_due,
+                    destination,
+                    want,
+                    claim.token,
+                    lease,
+                );
+                for (build_key, row) in heads.await? {
+                    let chain = ChainKey {
+                        destination,
+                        build_key,
+                    };
+                    taken.push((chain, probe, shown.clone(), row));
+                }
+                if probe && taken.len() == before {
+                    reopen(&p.client, destination).await?;
+                }
+            }
+            Ok(taken)
+        })
+        .await
+    }
+
     pub(super) async fn renew(&self, chain: &ChainKey, token: i64) -> Result<bool> {
-        let conn = self.conn().await?;
+        let p = self.pipeline().await?;
+        let lease = schedule::ms(schedule::LEASE);
         let n = self
-            .run(conn.execute(
-                &format!(
-                    "UPDATE status_push_chains SET next_attempt_ms = {NOW_MS} + $4
-                     WHERE destination_id = $1 AND build_key = $2 AND claim_token = $3"
-                ),
-                &[
-                    &chain.destination,
-                    &chain.build_key,
-                    &token,
-                    &schedule::ms(schedule::LEASE),
-                ],
+            .run(p.client.execute(
+                &p.renew,
+                &[&chain.destination, &chain.build_key, &token, &lease],
             ))
             .await?;
         Ok(n == 1)
     }
 
     /// Removes a delivered event whoever holds its chain now (it was delivered), closes
-    /// its destination's circuit, and frees the chain if this claim still holds it.
+    /// its destination's circuit, and frees the chain if this claim still holds it
+    /// ([`DELIVERED`]).
     pub(super) async fn delivered(&self, chain: &ChainKey, token: i64, seq: i64) -> Result<()> {
-        // One statement: the event removed whoever holds its chain now (it was delivered),
-        // the counters moved only if it was still there, the chain freed only if this
-        // claim still holds it, the destination's circuit closed.
-        let conn = self.conn().await?;
-        self.run(conn.execute(
-            &format!(
-                "WITH removed AS (
-                     DELETE FROM status_push_events WHERE seq = $3 AND NOT dead RETURNING seq),
-                 chain AS (
-                     UPDATE status_push_chains SET
-                         pending = pending - (SELECT count(*) FROM removed),
-                         delivered_seq = GREATEST(delivered_seq, $3),
-                         claim_token = CASE WHEN claim_token = $4 THEN NULL ELSE claim_token END,
-                         calls = CASE WHEN claim_token = $4 THEN 0 ELSE calls END,
-                         next_attempt_ms = CASE WHEN claim_token = $4 THEN {NOW_MS}
-                                                ELSE next_attempt_ms END
-                     WHERE destination_id = $1 AND build_key = $2 RETURNING 1)
-                 UPDATE status_push_destinations SET
-                     pending = pending - (SELECT count(*) FROM removed),
-                     failures = 0, open_until_ms = 0, last_error = NULL
-                 WHERE id = $1 AND (failures > 0 OR EXISTS (SELECT 1 FROM removed))
-                   AND EXISTS (SELECT 1 FROM chain)"
-            ),
+        let p = self.pipeline().await?;
+        self.run(p.client.execute(
+            &p.delivered,
             &[&chain.destination, &chain.build_key, &seq, &token],
         ))
         .await
@@ -1203,35 +1302,15 @@ fn sealed_row(r: &tokio_postgres::Row) -> SealedRow {
 /// Takes up to `want` due chains of `destination` under `token` for one lease, with their
 /// heads, in one statement: a round trip per destination, not per chain.
 async fn take_due(
-    tx: &Transaction<'_>,
+    db: &impl GenericClient,
+    statement: &Statement,
     destination: i64,
     want: i64,
     token: i64,
     lease: i64,
 ) -> std::result::Result<Vec<(String, Row)>, tokio_postgres::Error> {
-    let rows = tx
-        .query(
-            &format!(
-                "WITH picked AS (
-                     SELECT build_key FROM status_push_chains
-                     WHERE destination_id = $1 AND pending > 0 AND next_attempt_ms <= {NOW_MS}
-                     ORDER BY next_attempt_ms LIMIT $2
-                     FOR UPDATE SKIP LOCKED),
-                 taken AS (
-                     UPDATE status_push_chains c
-                     SET claim_token = $3, next_attempt_ms = {NOW_MS} + $4
-                     FROM picked p WHERE c.destination_id = $1 AND c.build_key = p.build_key
-                     RETURNING c.build_key)
-                 SELECT t.build_key, e.seq, e.event, e.config, e.documents,
-                        e.expires_at <= {NOW_S}, e.created_at, e.budget_ms,
-                        (SELECT target FROM status_push_destinations WHERE id = $1)
-                 FROM taken t LEFT JOIN LATERAL (
-                     SELECT * FROM status_push_events h
-                     WHERE h.destination_id = $1 AND h.build_key = t.build_key AND NOT h.dead
-                     ORDER BY h.seq LIMIT 1) e ON true"
-            ),
-            &[&destination, &want, &token, &lease],
-        )
+    let rows = db
+        .query(statement, &[&destination, &want, &token, &lease])
         .await?;
     let mut taken = Vec::with_capacity(rows.len());
     for row in rows {
@@ -1256,7 +1335,7 @@ async fn take_due(
             // The counter ran ahead of the events (a hand-edited table), or the head
             // names no event this build knows: set the chain right, or leave it be.
             (None, _) => {
-                tx.execute(
+                db.execute(
                     "UPDATE status_push_chains SET pending = 0, claim_token = NULL
                      WHERE destination_id = $1 AND build_key = $2",
                     &[&destination, &build_key],
@@ -1377,10 +1456,10 @@ async fn record(
 
 /// A probe that told nothing of its destination: the next may go at once.
 async fn reopen(
-    tx: &Transaction<'_>,
+    db: &impl GenericClient,
     destination: i64,
 ) -> std::result::Result<(), tokio_postgres::Error> {
-    tx.execute(
+    db.execute(
         &format!(
             "UPDATE status_push_destinations SET open_until_ms = {NOW_MS}
              WHERE id = $1 AND failures > 0"
