@@ -1137,6 +1137,15 @@ impl Outbox {
         store!(self.counts())
     }
 
+    /// Writes everything the store holds in its log into its files and waits for it
+    /// (SQLite `wal_checkpoint(TRUNCATE)`, PostgreSQL `CHECKPOINT`, which needs a superuser
+    /// or `pg_checkpoint`): a benchmark that has just queued a backlog measures the
+    /// backlog, not the flushing of what queueing it wrote.
+    #[cfg(feature = "bench")]
+    pub async fn checkpoint(&self) -> Result<(), OutboxError> {
+        store!(self.checkpoint())
+    }
+
     /// The destinations whose circuit is open, worst first.
     pub async fn circuits(&self) -> Result<Vec<Circuit>, OutboxError> {
         store!(self.circuits())

@@ -656,6 +656,12 @@ impl Sqlite {
         .await
     }
 
+    #[cfg(feature = "bench")]
+    pub(super) async fn checkpoint(&self) -> Result<()> {
+        self.run(|db| db.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)"))
+            .await
+    }
+
     pub(super) async fn circuits(&self) -> Result<Vec<Circuit>> {
         self.run(move |db| {
             db.prepare(
@@ -844,9 +850,6 @@ fn insert_one(
     Ok((seq, destination))
 }
 
-/// A sealing failure (the system's randomness), as the database call's error.
-/// `execute` through the connection's statement cache: the courier runs the same few
-/// statements for every event, and parsing them again each time cost more than running them.
 /// Waits for another connection's lock (another courier, process or host on the file):
 /// retries every 100 µs for the first 5 ms, then every millisecond, for 30 s in all.
 /// SQLite's own `busy_timeout` sleeps 1, 2, 5, 10 … 100 ms between tries, so a claim
@@ -859,6 +862,8 @@ fn busy(tries: i32) -> bool {
     tries < QUICK + PATIENT
 }
 
+/// `execute` through the connection's statement cache: the courier runs the same few
+/// statements for every event, and parsing them again each time cost more than running them.
 fn exec(db: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
     db.prepare_cached(sql)?.execute(params)
 }
@@ -883,6 +888,7 @@ fn chain_gains_one(
     )
 }
 
+/// A sealing failure (the system's randomness), as the database call's error.
 fn sealing(error: super::KeyError) -> rusqlite::Error {
     rusqlite::Error::ToSqlConversionFailure(Box::new(error))
 }
