@@ -247,4 +247,33 @@ mod tests {
             .unwrap();
         assert_eq!(rows, 16);
     }
+
+    /// A combiner that never ran (the runtime stopped first) answers its queued calls
+    /// with `Err(None)` and lets the next call start a combiner of its own.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_combiner_that_never_ran_strands_no_later_call() {
+        let db = db();
+        let group = GroupCommit::default();
+        let (answer, answered) = oneshot::channel::<rusqlite::Result<()>>();
+        {
+            let mut queue = lock(&group.queue);
+            queue.work.push(Box::new(move |_| {
+                Box::new(move |_| drop(answer.send(Ok(()))))
+            }));
+            queue.combining = true;
+        }
+        drop(Combiner {
+            db: db.clone(),
+            queue: group.queue.clone(),
+            done: false,
+        });
+        assert!(answered.await.is_err(), "the stranded call was answered");
+        let later = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            group.run(&db, false, |tx| tx.execute("INSERT INTO t VALUES (1)", [])),
+        )
+        .await
+        .expect("a later call was left without a combiner");
+        assert_eq!(later.ok(), Some(1));
+    }
 }
