@@ -8,6 +8,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::time::{Duration, Instant};
 
 use rusqlite::hooks::Wal;
 use rusqlite::wal::CheckpointMode;
@@ -17,9 +18,14 @@ use rusqlite::Connection;
 const WAKE_AT_PAGES: i32 = 1_000;
 /// WAL pages after which the committing connection checkpoints itself. The log restarts
 /// from its beginning only at a write that finds every frame copied, so under writes
-/// without a pause the thread never quite catches up; the commit then copies what the
-/// thread has not (little) and restarts the log, which stays within 16 MiB.
+/// without a pause the thread never quite catches up; the commit then waits for the
+/// thread's checkpoint, copies what it has not (little) and has the log restart
+/// (`RESTART`), so the log stays within about 16 MiB.
 const INLINE_AT_PAGES: i32 = 4 * WAKE_AT_PAGES;
+
+/// The longest a commit waits for the thread's checkpoint to end before checkpointing
+/// itself.
+const INLINE_PATIENCE: Duration = Duration::from_secs(1);
 
 /// Installs the checkpointer for `db` (a connection to `path`): sets the connection's WAL
 /// hook, which replaces SQLite's automatic checkpoint, and starts the thread. The thread
@@ -38,12 +44,23 @@ pub(super) fn install(db: &mut Connection, path: &Path) -> rusqlite::Result<()> 
 }
 
 /// After each commit: wakes the thread past [`WAKE_AT_PAGES`], checkpoints inline when
-/// [`inline`] says so.
+/// [`inline`] says so. One checkpoint runs at a time and another is refused at once, so
+/// the commit retries while the thread's runs (for [`INLINE_PATIENCE`] at most);
+/// `RESTART` then also waits, through the connection's busy handler, for readers of the
+/// old log, so that the next write starts the log afresh.
 fn on_commit(wal: &mut Wal, pages: i32, wake: Option<&SyncSender<()>>) -> rusqlite::Result<()> {
-    if inline(pages, wake) {
-        // What the commit did is committed whatever comes of this: a failed checkpoint is
-        // tried again after the next commit.
-        let _ = wal.checkpoint_v2(CheckpointMode::PASSIVE);
+    if !inline(pages, wake) {
+        return Ok(());
+    }
+    let started = Instant::now();
+    while let Err(e) = wal.checkpoint_v2(CheckpointMode::RESTART) {
+        // What the commit did is committed whatever comes of this: a checkpoint that
+        // fails is tried again after the next commit.
+        let busy = e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy);
+        if !busy || started.elapsed() >= INLINE_PATIENCE {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
     Ok(())
 }
@@ -114,8 +131,8 @@ mod tests {
         }
         let wal = std::fs::metadata(dir.join("o.sqlite-wal")).unwrap().len();
         assert!(
-            // The commit's checkpoint waits its turn behind the thread's now and then.
-            wal < 2 * INLINE_AT_PAGES as u64 * frame,
+            // Past the inline threshold by a commit's frames at most.
+            wal < (INLINE_AT_PAGES + WAKE_AT_PAGES / 2) as u64 * frame,
             "the log grew to {wal} bytes"
         );
         drop(db);

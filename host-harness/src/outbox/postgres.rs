@@ -835,13 +835,7 @@ impl Postgres {
                 .iter()
                 .map(|r| (r.get(0), r.get(1), r.get(2)))
                 .collect();
-            if !destinations.is_empty() {
-                // A different destination first on each poll, so none waits behind
-                // another's backlog of due chains.
-                let turn = (super::now_ms() / schedule::ms(schedule::POLL).max(1)) as usize;
-                let start = turn % destinations.len();
-                destinations.rotate_left(start);
-            }
+            schedule::take_turns(&mut destinations, super::now_ms());
             for (destination, failures, shown) in destinations {
                 let room = claim.limit.saturating_sub(taken.len());
                 if room == 0 {

@@ -35,6 +35,16 @@ pub const HOUSEKEEPING: Duration = Duration::from_secs(60);
 /// Dead letters pruned per statement, so pruning never holds the database for long.
 pub const PRUNE_BATCH: i64 = 1_000;
 
+/// Puts a different one of the due destinations first on each poll (`now_ms` on the
+/// store's clock), so none waits behind another's backlog of due chains.
+pub(super) fn take_turns<T>(destinations: &mut [T], now_ms: i64) {
+    if destinations.is_empty() {
+        return;
+    }
+    let turn = usize::try_from(now_ms / ms(POLL).max(1)).unwrap_or(0);
+    destinations.rotate_left(turn % destinations.len());
+}
+
 // How long dead letters are kept and how many events may wait are a configuration's
 // (`deadLetterRetentionDays`, `maxPendingEvents`): their defaults are in `policy.rs`.
 
@@ -65,6 +75,19 @@ pub fn ms(duration: Duration) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_due_destination_goes_first_in_turn() {
+        let firsts: Vec<char> = (0..4)
+            .map(|poll| {
+                let mut due = ['a', 'b', 'c'];
+                take_turns(&mut due, poll * ms(POLL));
+                due[0]
+            })
+            .collect();
+        assert_eq!(firsts, ['a', 'b', 'c', 'a']);
+        take_turns(&mut [0u8; 0], 0);
+    }
 
     #[test]
     fn a_failure_waits_longer_each_time_up_to_thirty_seconds() {

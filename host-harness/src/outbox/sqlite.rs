@@ -333,13 +333,7 @@ impl Sqlite {
                 )?
                 .query_map(params![now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
                 .collect::<rusqlite::Result<_>>()?;
-            // A different destination first on each poll, so none waits behind another's
-            // backlog of due chains.
-            if !destinations.is_empty() {
-                let turn = (now / schedule::ms(schedule::POLL).max(1)) as usize;
-                let start = turn % destinations.len();
-                destinations.rotate_left(start);
-            }
+            schedule::take_turns(&mut destinations, now);
             for (destination, failures, shown) in destinations {
                 let room = claim.limit.saturating_sub(claimed.len());
                 if room == 0 {
