@@ -131,13 +131,14 @@ class Case(unittest.TestCase):
                 await result
 
 
-def rows(builds: int, history: int = 0) -> list[Any]:
+def rows(builds: int, history: int, masterid: int) -> list[Any]:
     """The builds the run reports (ids history+1 .. history+builds), after `history` earlier
-    successful builds of the same builder and sourcestamp."""
+    successful builds of the same builder and sourcestamp, all run by master `masterid`
+    (WasmStatusPush reports only its own master's builds)."""
     from buildbot.test import fakedb
 
     out = [
-        fakedb.Master(id=92),
+        fakedb.Master(id=masterid),
         fakedb.Worker(id=13, name="wrk"),
         fakedb.Builder(id=79, name="Builder0", description="The main builder"),
         fakedb.SourceStamp(id=234, branch="master", revision="d34db33fd43db33f",
@@ -152,7 +153,7 @@ def rows(builds: int, history: int = 0) -> list[Any]:
             fakedb.BuildRequest(id=i, buildsetid=i, builderid=79, submitted_at=10000000,
                                 complete=1, complete_at=10000010, results=0),
             fakedb.Build(id=i, number=i, builderid=79, buildrequestid=i, workerid=13,
-                         masterid=92, started_at=10000001, complete_at=10000009,
+                         masterid=masterid, started_at=10000001, complete_at=10000009,
                          state_string="build successful", results=0),
         ]
         if i <= history:
@@ -267,7 +268,8 @@ async def bench(args: argparse.Namespace, port: int) -> dict[str, dict[str, floa
     await master.startService()
     # As BuildMaster does (the fake master has none).
     master.httpservice = await httpclientservice.HTTPClientService.getService(master, "")
-    await master.db.insert_test_data(rows((args.events + 1) // 2, args.history))
+    await master.db.insert_test_data(
+        rows((args.events + 1) // 2, args.history, master.masterid))
     url = f"http://127.0.0.1:{port}/status"
     results = {}
     try:
