@@ -77,6 +77,16 @@ status=0
 # -P: the tests import the installed package, never this directory's sources.
 (cd "$here" && STATUS_PUSH_FROM_WHEEL="${wheel[0]}" timeout 1200 "$venv/bin/python" -P -m pytest tests -v -p no:cacheprovider) || status=$?
 
+# Not a timing (bench.py's figures are the README's, from runs on a quiet machine): that
+# the benchmark still delivers every event through each reporter, so it cannot rot unseen.
+if [[ $status -eq 0 ]]; then
+    echo "== bench.py still runs: 20 events through each reporter"
+    mkdir -p "$here/.e2e"
+    (cd "$here" && timeout 180 "$venv/bin/python" -P bench.py --events 20 --max-seconds 120 \
+        --order stock,wasm,wasm-memory >"$here/.e2e/bench-smoke.txt" 2>&1) || status=$?
+    tail -4 "$here/.e2e/bench-smoke.txt"
+fi
+
 echo
 echo "== side-by-side results (.e2e/report.txt)"
 cat "$here/.e2e/report.txt" 2>/dev/null || echo "(no report: the end-to-end test did not get that far)"
