@@ -469,9 +469,12 @@ async fn keygen_writes_an_owner_only_file_once_and_postgres_needs_a_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outbox_of_the_previous_release_is_sealed_on_first_open_and_delivered() {
     let dir = temp_dir("sealing-v3");
-    let fixture = workspace().join("host-harness/cli/tests/fixtures/outbox-v3/outbox.sqlite");
+    let fixture = workspace().join("host-harness/cli/tests/fixtures/outbox-v3/outbox.sql");
     let outbox: PathBuf = dir.join("outbox.sqlite");
-    std::fs::copy(&fixture, &outbox).unwrap();
+    rusqlite::Connection::open(&outbox)
+        .unwrap()
+        .execute_batch(&std::fs::read_to_string(&fixture).unwrap())
+        .unwrap();
     std::fs::set_permissions(&outbox, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     {
         // Recorded with the previous release: its events would expire a week later.

@@ -52,35 +52,36 @@ impl Reporters {
         } else {
             self.take(config)
         };
-        let mut reporter = match kept {
-            Some(reporter) => reporter,
-            None => configured(runtime, config, claimed.probe).await?,
+        let (key, mut reporter) = match kept {
+            Some(kept) => kept,
+            None => (
+                Secret::new(config),
+                configured(runtime, config, claimed.probe).await?,
+            ),
         };
         let result = reporter.report_json(claimed.row.event, documents).await;
-        let clean = match &result {
-            Ok(_) => true,
-            // The component answered: the instance is as it was.
-            Err(error) => matches!(error, HostError::Push(_)),
-        };
+        // A push failure is the component's own answer: the instance is as it was.
+        let clean = matches!(result, Ok(_) | Err(HostError::Push(_)));
         if clean && !claimed.probe {
-            self.keep(config, reporter);
+            self.keep(key, reporter);
         }
         result
     }
 
-    fn take(&self, config: &str) -> Option<Reporter> {
+    /// An idle reporter of `config`, with the key it is kept under.
+    fn take(&self, config: &str) -> Option<(Secret, Reporter)> {
         let mut idle = lock(&self.idle);
         let at = idle.iter().rposition(|(kept, _)| kept.expose() == config)?;
-        idle.remove(at).map(|(_, reporter)| reporter)
+        idle.remove(at)
     }
 
-    fn keep(&self, config: &str, reporter: Reporter) {
+    fn keep(&self, config: Secret, reporter: Reporter) {
         let mut idle = lock(&self.idle);
         if idle.len() >= KEPT {
             // The least recently used goes; its instance slot returns to the pool.
             idle.pop_front();
         }
-        idle.push_back((Secret::new(config), reporter));
+        idle.push_back((config, reporter));
     }
 }
 
