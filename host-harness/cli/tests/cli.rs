@@ -298,6 +298,46 @@ async fn bench_ends_with_cpu_per_event_and_the_two_ratios() {
     }
 }
 
+/// `status-push-bench outbox` ends with exactly the two lines of issue #22, after its
+/// couriers (tasks of their own) delivered every due event and none of the backlog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbox_bench_ends_with_claim_p99_and_delivered_per_second() {
+    let dir = temp_dir("outbox-bench");
+    let file = dir.join("bench.sqlite");
+    let _ = std::fs::remove_file(&file);
+    let out = run_bench(&[
+        "outbox",
+        "--outbox",
+        file.to_str().unwrap(),
+        "--pending",
+        "30",
+        "--due",
+        "60",
+        "--workers",
+        "3",
+    ])
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    let [.., summary, p99, rate] = lines[..] else {
+        panic!("fewer than three lines:\n{stdout}");
+    };
+    // The backlog's destination refuses: only the due events reach the receiver.
+    assert!(summary.contains("receiver got 60 request(s)"), "{summary}");
+    let p99 = p99
+        .strip_prefix("claim p99: ")
+        .and_then(|rest| rest.strip_suffix(" ms at 30 pending"))
+        .unwrap_or_else(|| panic!("{p99}"));
+    assert!(p99.parse::<f64>().unwrap() > 0.0, "{p99}");
+    let rate = rate
+        .strip_prefix("delivered per second: ")
+        .and_then(|rest| rest.strip_suffix(" with 3 workers"))
+        .unwrap_or_else(|| panic!("{rate}"));
+    assert!(rate.parse::<u64>().unwrap() > 0, "{rate}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// The benchmarks live in `status-push-bench`: the product binary has no `bench`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_push_help_has_no_bench() {

@@ -1,7 +1,8 @@
 //! The PostgreSQL outbox, shared by several hosts, against a real server each test starts
 //! itself (`common::postgres`): three `deliver` workers through an outage, a flapping
 //! receiver and a `kill -9`; `push`, `dead-letters`, `redeliver` and `serve` on one
-//! database; and what a bad URL, bad credentials or a newer schema say.
+//! database; what a bad URL, bad credentials or a newer schema say; a wake-up by
+//! `LISTEN`; and a claim's look-ahead against a circuit another host opened.
 
 mod common;
 
@@ -517,4 +518,114 @@ async fn a_queued_event_wakes_an_idle_courier_through_listen_notify() {
     let ((arrived, took), ()) = tokio::join!(timing, run);
     assert_eq!(arrived, 1);
     assert!(took < Duration::from_secs(5), "woken after {took:?}");
+}
+
+/// A claim takes the chains of the destination the last claim found due alone in the
+/// same round trip as its look at the due destinations, but only if that destination's
+/// circuit is still closed: here another host opens it right after a claim, and nothing
+/// more goes to it, while a destination that comes due meanwhile is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_ahead_of_its_look_respects_a_circuit_opened_meanwhile() {
+    use status_push_host::outbox::{Courier, Observer, Report};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Opens A's circuit for a minute, as another host's failed call would, right after
+    /// the first claim that took chains: the next claim's look-ahead is then stale.
+    struct OpenAfterFirstClaim<'a> {
+        pg: &'a Postgres,
+        /// A's port, in the destination as shown.
+        a: u16,
+        first: AtomicUsize,
+        claimed: tokio::sync::Notify,
+    }
+    impl Observer for OpenAfterFirstClaim<'_> {
+        fn reported(&self, _: &Report<'_>) {}
+        fn claimed(&self, _: Duration, claimed: usize) {
+            if claimed > 0
+                && self
+                    .first
+                    .compare_exchange(0, claimed, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+            {
+                let opened = self.pg.sql(&format!(
+                    "UPDATE status_push_destinations SET failures = 1,
+                         open_until_ms = floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint + 60000
+                     WHERE shown LIKE '%:{}%' RETURNING id",
+                    self.a
+                ));
+                assert!(!opened.is_empty(), "no destination {}", self.a);
+                self.claimed.notify_one();
+            }
+        }
+    }
+
+    let pg = Postgres::start("lookahead");
+    let location = Location::parse(pg.url().as_ref()).unwrap();
+    let runtime = Runtime::load(&wasm()).unwrap();
+    let a = Receiver::start_with(0, Arc::new(|_: &Recorded| Reply::from(503)))
+        .await
+        .unwrap();
+    let b = Receiver::start(0).await.unwrap();
+    let outbox = Outbox::open_with(&location, Some(common::test_keys()))
+        .await
+        .unwrap();
+    let config = |receiver: &Receiver| {
+        json!({"serverUrl": format!("{}/hook", receiver.origin()), "maxAttempts": 1}).to_string()
+    };
+    let (config_a, config_b) = (config(&a), config(&b));
+    for build in 0..40 {
+        outbox
+            .enqueue(
+                &runtime,
+                &config_a,
+                Event::Started,
+                &documents("started", build),
+            )
+            .await
+            .unwrap();
+    }
+    let observer = OpenAfterFirstClaim {
+        pg: &pg,
+        a: a.addr().port(),
+        first: AtomicUsize::new(0),
+        claimed: tokio::sync::Notify::new(),
+    };
+    let wake = tokio::sync::Notify::new();
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let courier = Courier::new(&outbox, &runtime).with_observer(&observer);
+    let scenario = async {
+        observer.claimed.notified().await;
+        for build in 100..105 {
+            outbox
+                .enqueue(
+                    &runtime,
+                    &config_b,
+                    Event::Started,
+                    &documents("started", build),
+                )
+                .await
+                .unwrap();
+        }
+        let got_b = b.wait_for(5, Duration::from_secs(10)).await.len();
+        // Long enough for claims that ignored A's open circuit to call it again.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        let _ = stop.send(true);
+        got_b
+    };
+    let run = courier.run(
+        &wake,
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        },
+        Duration::from_secs(1),
+    );
+    let (got_b, ()) = tokio::join!(scenario, run);
+    assert_eq!(got_b, 5, "B waited behind A's open circuit");
+    let first = observer.first.load(Ordering::SeqCst);
+    assert!(first > 0);
+    assert_eq!(
+        a.requests().len(),
+        first,
+        "A was called after its circuit opened"
+    );
 }

@@ -22,6 +22,7 @@ use tokio_postgres::{
 };
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+use super::group_commit::lock;
 use super::seal::{self, KeyRing, RowId};
 use super::{
     schedule, ChainKey, Circuit, Claim, Claimed, Counts, Entry, Failure, NewEvent, OutboxError,
@@ -80,7 +81,19 @@ static RESERVE_PROBE: LazyLock<String> = LazyLock::new(|| {
 /// no estimate can turn the update into a scan. Joined on the chain's key, the server
 /// once hashed every chain (480 ms a claim beside a million-chain backlog) and once
 /// walked every chain of the live destination (5–14 ms), against 0.4–0.6 ms.
-static TAKE_DUE: LazyLock<String> = LazyLock::new(|| {
+static TAKE_DUE: LazyLock<String> = LazyLock::new(|| take_due_sql(""));
+/// [`TAKE_DUE`] for a destination whose circuit is closed, nothing otherwise: sent
+/// alongside [`DUE_DESTINATIONS`] for the destination the last claim found due alone, so
+/// that a courier with one live destination claims in one round trip, not two.
+static TAKE_DUE_IF_CLOSED: LazyLock<String> = LazyLock::new(|| {
+    take_due_sql(&format!(
+        "AND EXISTS (SELECT 1 FROM status_push_destinations
+                     WHERE id = $1 AND failures = 0 AND open_until_ms <= {NOW_MS})"
+    ))
+});
+
+/// [`TAKE_DUE`]'s text, its chains also meeting `condition`.
+fn take_due_sql(condition: &str) -> String {
     format!(
         "WITH taken AS (
              UPDATE status_push_chains c
@@ -88,6 +101,7 @@ static TAKE_DUE: LazyLock<String> = LazyLock::new(|| {
              WHERE c.ctid = ANY(ARRAY(
                  SELECT ctid FROM status_push_chains
                  WHERE destination_id = $1 AND pending > 0 AND next_attempt_ms <= {DUE_BY_MS}
+                     {condition}
                  ORDER BY next_attempt_ms LIMIT $2
                  FOR UPDATE SKIP LOCKED))
              RETURNING c.build_key)
@@ -99,7 +113,8 @@ static TAKE_DUE: LazyLock<String> = LazyLock::new(|| {
              WHERE h.destination_id = $1 AND h.build_key = t.build_key AND NOT h.dead
              ORDER BY h.seq LIMIT 1) e ON true"
     )
-});
+}
+
 /// A lease of chain `($1, $2)` renewed for `$4` ms if token `$3` still holds it.
 static RENEW: LazyLock<String> = LazyLock::new(|| {
     format!(
@@ -350,6 +365,9 @@ pub(super) struct Postgres {
     /// Two [`Pipeline`]s, each opened when first needed and again when the server closed
     /// it: [`Lane::Claims`] and [`Lane::Results`].
     pipelines: [Mutex<Option<Arc<Pipeline>>>; 2],
+    /// The destination (id, as shown) the last claim found due alone with its circuit
+    /// closed: the next claim takes its chains without waiting for the look.
+    due_alone: std::sync::Mutex<Option<(i64, String)>>,
 }
 
 type Result<T> = std::result::Result<T, OutboxError>;
@@ -375,6 +393,7 @@ struct Pipeline {
     client: Client,
     due_destinations: Statement,
     take_due: Statement,
+    take_due_if_closed: Statement,
     renew: Statement,
     delivered: Statement,
 }
@@ -389,6 +408,7 @@ impl Postgres {
             slots: (0..CONNECTIONS).map(|_| Mutex::new(None)).collect(),
             next: AtomicUsize::new(0),
             pipelines: [Mutex::new(None), Mutex::new(None)],
+            due_alone: std::sync::Mutex::new(None),
         };
         let mut client = postgres.connect().await?;
         match postgres
@@ -534,6 +554,7 @@ impl Postgres {
                 Ok(Pipeline {
                     due_destinations: client.prepare(&DUE_DESTINATIONS).await?,
                     take_due: client.prepare(&TAKE_DUE).await?,
+                    take_due_if_closed: client.prepare(&TAKE_DUE_IF_CLOSED).await?,
                     renew: client.prepare(&RENEW).await?,
                     delivered: client.prepare(&DELIVERED).await?,
                     client,
@@ -823,18 +844,49 @@ impl Postgres {
 
     /// Due chains of closed (or probe-ready) destinations. Each statement is atomic on
     /// its own (the chains are taken by one `FOR UPDATE SKIP LOCKED` statement), so the
-    /// claim needs no transaction and runs on the [`Pipeline`]: two round trips when one
-    /// destination is due. A host that dies between a probe's reservation and its take
-    /// holds that destination's next probe back by one lease at most.
+    /// claim needs no transaction and runs on the [`Pipeline`]. When the last claim found
+    /// one destination due, and its circuit closed, its chains are taken in the same round
+    /// trip as the look at which destinations are due ([`TAKE_DUE_IF_CLOSED`], pipelined);
+    /// otherwise a claim takes a round trip per due destination after that look. A
+    /// destination that comes due meanwhile is taken in the same claim if room is left,
+    /// and takes its turn from the next claim on (the look shows it, so that claim sends
+    /// nothing ahead). A host that dies between a probe's reservation and its take holds
+    /// that destination's next probe back by one lease at most.
     async fn claim_due(&self, claim: &Claim, lease: i64) -> Result<Vec<Taken>> {
         let p = self.pipeline(Lane::Claims).await?;
+        let alone = lock(&self.due_alone).clone();
         self.run(async {
             let mut taken = Vec::new();
-            let destinations = p.client.query(&p.due_destinations, &[]).await?;
+            let look = p.client.query(&p.due_destinations, &[]);
+            let ahead = async {
+                match &alone {
+                    Some((destination, _)) if claim.limit > 0 => {
+                        let want = claim.limit as i64;
+                        let statement = &p.take_due_if_closed;
+                        take_due(&p.client, statement, *destination, want, claim.token, lease).await
+                    }
+                    _ => Ok(Vec::new()),
+                }
+            };
+            // Polled together, both are sent before either answer is awaited.
+            let (destinations, ahead) = futures::future::try_join(look, ahead).await?;
             let mut destinations: Vec<(i64, i64, String)> = destinations
                 .iter()
                 .map(|r| (r.get(0), r.get(1), r.get(2)))
                 .collect();
+            *lock(&self.due_alone) = match &destinations[..] {
+                [(id, 0, shown)] => Some((*id, shown.clone())),
+                _ => None,
+            };
+            if let Some((destination, shown)) = &alone {
+                for (build_key, row) in ahead {
+                    let chain = ChainKey {
+                        destination: *destination,
+                        build_key,
+                    };
+                    taken.push((chain, false, shown.clone(), row));
+                }
+            }
             schedule::take_turns(&mut destinations, super::now_ms());
             for (destination, failures, shown) in destinations {
                 let room = claim.limit.saturating_sub(taken.len());
@@ -842,6 +894,10 @@ impl Postgres {
                     break;
                 }
                 let probe = failures > 0;
+                // Already taken above, unless its circuit is now open and it probes.
+                if !probe && alone.as_ref().is_some_and(|(id, _)| *id == destination) {
+                    continue;
+                }
                 if probe {
                     // Only one host probes: the one whose update finds it still due.
                     let mine = p

@@ -1,11 +1,11 @@
 //! `status-push-bench outbox`: the outbox's claims and deliveries with a backlog. It
 //! queues `--pending` events for a destination that refuses connections and `--due` for
 //! a loopback receiver that answers at once, checkpoints the store (none of it timed),
-//! then runs `--workers` couriers, each with its own connection, until the due events are
-//! delivered. The backlog sits
-//! behind its destination's open circuit, so claims should not notice it. Ends with
-//! exactly two lines: `claim p99: X ms at N pending` and
-//! `delivered per second: Y with K workers` (Y counts the due events).
+//! then runs `--workers` couriers, each a task of its own with its own connection, until
+//! the due events are delivered. The backlog sits behind its destination's open circuit,
+//! so claims should not notice it. Ends with exactly two lines:
+//! `claim p99: X ms at N pending` and `delivered per second: Y with K workers` (Y counts
+//! the due events).
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -108,28 +108,35 @@ pub async fn run(loader: &Loader, args: &Args) -> Result<ExitCode> {
     for _ in 0..args.workers {
         outboxes.push(Outbox::open(&location).await?);
     }
-    let wake = Notify::new();
+    let runtime = Arc::new(runtime);
+    let wake = Arc::new(Notify::new());
     let started = Instant::now();
-    let runtime = &runtime;
-    let couriers = outboxes.iter().map(|outbox| {
-        let tally = tally.clone();
-        let wake = &wake;
-        async move {
-            let stop = async {
-                while tally.delivered.load(Ordering::Relaxed) < tally.due {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            };
-            Courier::new(outbox, runtime)
-                .with_observer(&*tally)
-                .run(wake, stop, Duration::from_secs(5))
-                .await;
-        }
-    });
+    // Each courier a task of its own, as each worker would be a process of its own: the
+    // runtime's threads run them side by side (in one task they would share one thread).
+    let couriers: Vec<_> = outboxes
+        .into_iter()
+        .map(|outbox| {
+            let (tally, runtime, wake) = (tally.clone(), runtime.clone(), wake.clone());
+            tokio::spawn(async move {
+                let stop = async {
+                    while tally.delivered.load(Ordering::Relaxed) < tally.due {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                };
+                Courier::new(&outbox, &runtime)
+                    .with_observer(&*tally)
+                    .run(&wake, stop, Duration::from_secs(5))
+                    .await;
+            })
+        })
+        .collect();
     let deadline = Duration::from_secs(600);
-    tokio::time::timeout(deadline, futures::future::join_all(couriers))
+    for joined in tokio::time::timeout(deadline, futures::future::join_all(couriers))
         .await
-        .context("the due events were not delivered within 10 minutes")?;
+        .context("the due events were not delivered within 10 minutes")?
+    {
+        joined.context("a courier panicked")?;
+    }
     let elapsed = started.elapsed();
     let delivered = tally.delivered.load(Ordering::Relaxed);
     let mut claims = tally.claims.lock().map(|c| c.clone()).unwrap_or_default();
