@@ -573,17 +573,17 @@ async fn a_claim_ahead_of_its_look_respects_a_circuit_opened_meanwhile() {
         json!({"serverUrl": format!("{}/hook", receiver.origin()), "maxAttempts": 1}).to_string()
     };
     let (config_a, config_b) = (config(&a), config(&b));
-    for build in 0..40 {
-        outbox
-            .enqueue(
-                &runtime,
-                &config_a,
-                Event::Started,
-                &documents("started", build),
-            )
-            .await
-            .unwrap();
-    }
+    let queue = |config: &str, builds: std::ops::Range<i64>| {
+        let (outbox, runtime, config) = (&outbox, &runtime, config.to_owned());
+        async move {
+            for build in builds {
+                let documents = documents("started", build);
+                let queued = outbox.enqueue(runtime, &config, Event::Started, &documents);
+                queued.await.unwrap();
+            }
+        }
+    };
+    queue(&config_a, 0..40).await;
     let observer = OpenAfterFirstClaim {
         pg: &pg,
         a: a.addr().port(),
@@ -595,17 +595,7 @@ async fn a_claim_ahead_of_its_look_respects_a_circuit_opened_meanwhile() {
     let courier = Courier::new(&outbox, &runtime).with_observer(&observer);
     let scenario = async {
         observer.claimed.notified().await;
-        for build in 100..105 {
-            outbox
-                .enqueue(
-                    &runtime,
-                    &config_b,
-                    Event::Started,
-                    &documents("started", build),
-                )
-                .await
-                .unwrap();
-        }
+        queue(&config_b, 100..105).await;
         let got_b = b.wait_for(5, Duration::from_secs(10)).await.len();
         // Long enough for claims that ignored A's open circuit to call it again.
         tokio::time::sleep(Duration::from_millis(1_500)).await;
