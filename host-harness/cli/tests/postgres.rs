@@ -619,3 +619,64 @@ async fn a_claim_ahead_of_its_look_respects_a_circuit_opened_meanwhile() {
         "A was called after its circuit opened"
     );
 }
+
+/// Sealed rows are stored whole, uncompressed: an event of a few kilobytes stays in its
+/// page (no TOAST write, read and delete per event), and one larger than a page goes out
+/// of line and arrives intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sealed_events_stay_in_their_page_and_larger_ones_arrive_whole() {
+    let pg = Postgres::start("storage");
+    let location = Location::parse(pg.url().as_ref()).unwrap();
+    let runtime = Runtime::load(&wasm()).unwrap();
+    let receiver = Receiver::start(0).await.unwrap();
+    let outbox = Outbox::open_with(&location, Some(common::test_keys()))
+        .await
+        .unwrap();
+    let config = json!({"serverUrl": format!("{}/hook", receiver.origin())}).to_string();
+    let toast = || {
+        pg.sql(
+            "SELECT pg_relation_size(reltoastrelid) FROM pg_class
+             WHERE oid = 'status_push_events'::regclass",
+        )
+    };
+    for build in 0..20 {
+        outbox
+            .enqueue(
+                &runtime,
+                &config,
+                Event::Started,
+                &documents("started", build),
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(toast(), "0", "2 KB events were moved out of their page");
+    assert_eq!(
+        pg.sql(
+            "SELECT string_agg(attname || '=' || attstorage::text, ',' ORDER BY attname)
+             FROM pg_attribute WHERE attrelid = 'status_push_events'::regclass
+             AND attname IN ('config', 'documents')"
+        ),
+        "config=e,documents=e"
+    );
+    let mut large: Value = serde_json::from_str(&documents("started", 99)).unwrap();
+    let marker = "x".repeat(20_000);
+    large["build"]["state_string"] = json!(marker);
+    outbox
+        .enqueue(&runtime, &config, Event::Started, &large.to_string())
+        .await
+        .unwrap();
+    assert_ne!(toast(), "0", "a 20 KB event stayed in an 8 KB page");
+    let summary = outbox
+        .deliver(&runtime, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!((summary.delivered, summary.pending), (21, 0));
+    let got = receiver.requests();
+    assert_eq!(got.len(), 21);
+    assert!(
+        got.iter()
+            .any(|r| String::from_utf8_lossy(&r.body).contains(&marker)),
+        "the large event's documents did not arrive whole"
+    );
+}
