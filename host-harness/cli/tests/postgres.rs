@@ -680,3 +680,76 @@ async fn sealed_events_stay_in_their_page_and_larger_ones_arrive_whole() {
         "the large event's documents did not arrive whole"
     );
 }
+
+/// Beside a backlog behind one destination's open circuit (most chains under one
+/// destination: the skew that made the server plan every claim anew; 38 plans for 37
+/// claims here before), the courier's claims keep the plan made when first run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_beside_a_backlog_keep_one_plan() {
+    use status_push_host::outbox::Courier;
+    const BACKLOG: usize = 20_000;
+    const DUE: usize = 200;
+
+    let pg = Postgres::start("plans");
+    pg.sql("CREATE EXTENSION pg_stat_statements");
+    let location = Location::parse(pg.url().as_ref()).unwrap();
+    let runtime = Runtime::load(&wasm()).unwrap();
+    let live = Receiver::start(0).await.unwrap();
+    let outbox = Outbox::open_with(&location, Some(common::test_keys()))
+        .await
+        .unwrap();
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let documents = documents("started", 1);
+    let queue = |origin: &str, n: usize, tag: &str| {
+        let config = json!({"serverUrl": format!("{origin}/hook")}).to_string();
+        let keys: Vec<String> = (0..n).map(|i| format!("{tag}|{i}")).collect();
+        let (outbox, origin, documents) = (&outbox, origin.to_owned(), documents.clone());
+        async move {
+            let events: Vec<Accepted<'_>> = keys
+                .iter()
+                .map(|key| Accepted {
+                    config_json: &config,
+                    destination: &origin,
+                    event: Event::Started,
+                    documents_json: &documents,
+                    build_key: key,
+                    dead_after: Duration::from_secs(3_600),
+                    retention: Duration::from_secs(3_600),
+                    max_pending: u64::MAX,
+                    report_budget: Duration::from_secs(30),
+                    webhook_id: None,
+                })
+                .collect();
+            outbox.accept_batch(&events).await.unwrap();
+        }
+    };
+    queue(&dead, BACKLOG, "backlog").await;
+    // Open for ten minutes, as after failed probes: the backlog is never due here.
+    pg.sql(
+        "UPDATE status_push_destinations SET failures = 5,
+             open_until_ms = floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint + 600000
+         WHERE pending > 0",
+    );
+    queue(&live.origin(), DUE, "due").await;
+    pg.sql("ANALYZE");
+    pg.sql("SELECT pg_stat_statements_reset()");
+
+    let wake = tokio::sync::Notify::new();
+    let arrived = async {
+        live.wait_for(DUE, Duration::from_secs(60)).await;
+    };
+    Courier::new(&outbox, &runtime)
+        .run(&wake, arrived, Duration::from_secs(1))
+        .await;
+    let got = live.requests().len();
+    assert_eq!(got, DUE);
+    let counted = pg.sql(
+        "SELECT sum(calls) || ' ' || sum(plans) FROM pg_stat_statements
+         WHERE query LIKE 'WITH taken AS%'",
+    );
+    let (claims, plans) = counted.split_once(' ').expect("claims were counted");
+    let (claims, plans): (u64, u64) = (claims.parse().unwrap(), plans.parse().unwrap());
+    assert!(claims >= 10, "only {claims} claims: nothing to compare");
+    // One plan per prepared claim statement, at most two of them.
+    assert!(plans <= 2, "{plans} plans for {claims} claims");
+}

@@ -143,6 +143,7 @@ impl Postgres {
             .local_addr()
             .unwrap()
             .port();
+        // pg_stat_statements: tests count what the server planned and ran.
         let mut start = as_server_user(&bin, "pg_ctl");
         start
             .arg("-D")
@@ -151,7 +152,9 @@ impl Postgres {
             .arg(dir.join("server.log"))
             .arg("-o")
             .arg(format!(
-                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync={} -c max_connections=200{options}",
+                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync={} -c max_connections=200 \
+                 -c shared_preload_libraries=pg_stat_statements \
+                 -c pg_stat_statements.track_planning=on{options}",
                 dir.join("socket").display(),
                 if fsync { "on" } else { "off" }
             ))
