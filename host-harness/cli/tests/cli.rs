@@ -320,11 +320,19 @@ async fn outbox_bench_ends_with_claim_p99_and_delivered_per_second() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
     let lines: Vec<&str> = stdout.lines().collect();
-    let [.., summary, p99, rate] = lines[..] else {
-        panic!("fewer than three lines:\n{stdout}");
+    let [.., summary, cpu, p99, rate] = lines[..] else {
+        panic!("fewer than four lines:\n{stdout}");
     };
     // The backlog's destination refuses: only the due events reach the receiver.
     assert!(summary.contains("receiver got 60 request(s)"), "{summary}");
+    // The machine's CPU over the timed part, per delivered event (Linux's /proc/stat).
+    let per_event = cpu
+        .strip_prefix("machine cpu: ")
+        .and_then(|rest| rest.split_once("busy, "))
+        .and_then(|(_, rest)| rest.split_once(" µs per delivered event"))
+        .unwrap_or_else(|| panic!("{cpu}"))
+        .0;
+    assert!(per_event.parse::<u64>().is_ok(), "{cpu}");
     let p99 = p99
         .strip_prefix("claim p99: ")
         .and_then(|rest| rest.strip_suffix(" ms at 30 pending"))

@@ -83,12 +83,12 @@ static RESERVE_PROBE: LazyLock<String> = LazyLock::new(|| {
 });
 /// Up to `$2` due chains of destination `$1` taken under token `$3` for `$4` ms, with
 /// their heads: a round trip per destination, not per chain. It must stay O(log n) in
-/// its one plan, made for any `$1` and `$2` ([`GENERIC_PLANS`]): the due chains are compared with
-/// [`DUE_BY_MS`], which an index can use, and the taken chains are updated by the row
-/// address of the locked ones (`ctid`, stable while this statement holds their lock), so
-/// no estimate can turn the update into a scan. Joined on the chain's key, the server
-/// once hashed every chain (480 ms a claim beside a million-chain backlog) and once
-/// walked every chain of the live destination (5–14 ms), against 0.4–0.6 ms.
+/// its one plan, made for any `$1` and `$2` ([`GENERIC_PLANS`]): the due chains are
+/// compared with [`DUE_BY_MS`], which an index can use, and the taken chains are updated
+/// by the row address of the locked ones (`ctid`, stable while this statement holds their
+/// lock), so no estimate can turn the update into a scan. Joined on the chain's key, the
+/// server once hashed every chain (480 ms a claim beside a million-chain backlog) and
+/// once walked every chain of the live destination (5–14 ms), against 0.4–0.6 ms.
 static TAKE_DUE: LazyLock<String> = LazyLock::new(|| take_due_sql(""));
 /// [`TAKE_DUE`] for a destination whose circuit is closed, nothing otherwise: sent
 /// alongside [`DUE_DESTINATIONS`] for the destination the last claim found due alone, so

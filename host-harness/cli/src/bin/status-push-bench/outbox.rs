@@ -5,7 +5,7 @@
 //! the due events are delivered. The backlog sits behind its destination's open circuit,
 //! so claims should not notice it. Ends with exactly two lines:
 //! `claim p99: X ms at N pending` and `delivered per second: Y with K workers` (Y counts
-//! the due events).
+//! the due events); before them, on Linux, the machine's CPU per delivered event.
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -110,6 +110,7 @@ pub async fn run(loader: &Loader, args: &Args) -> Result<ExitCode> {
     }
     let runtime = Arc::new(runtime);
     let wake = Arc::new(Notify::new());
+    let cpu_before = MachineCpu::now();
     let started = Instant::now();
     // Each courier a task of its own, as each worker would be a process of its own: the
     // runtime's threads run them side by side (in one task they would share one thread).
@@ -138,6 +139,7 @@ pub async fn run(loader: &Loader, args: &Args) -> Result<ExitCode> {
         joined.context("a courier panicked")?;
     }
     let elapsed = started.elapsed();
+    let cpu = MachineCpu::now().zip(cpu_before);
     let delivered = tally.delivered.load(Ordering::Relaxed);
     let mut claims = tally.claims.lock().map(|c| c.clone()).unwrap_or_default();
     claims.sort();
@@ -157,6 +159,15 @@ pub async fn run(loader: &Loader, args: &Args) -> Result<ExitCode> {
         counts.pending,
         setup.counts().await?.open_circuits,
     );
+    if let Some((after, before)) = cpu {
+        let (busy, total) = after.since(&before);
+        println!(
+            "machine cpu: {:.0}% of {} core(s) busy, {:.0} µs per delivered event (everything on the machine: couriers, receiver, a local database)",
+            100.0 * busy / total.max(f64::MIN_POSITIVE),
+            after.cores,
+            busy / delivered.max(1) as f64 * 1e6,
+        );
+    }
     println!(
         "claim p99: {:.2} ms at {} pending",
         ms(pick(0.99)),
@@ -200,6 +211,50 @@ async fn queue(outbox: &Outbox, url: &str, n: usize, tag: &str) -> Result<()> {
         outbox.accept_batch(&events).await?;
     }
     Ok(())
+}
+
+/// The whole machine's CPU time so far (Linux's `/proc/stat`): what the timed part cost,
+/// whoever spent it. With the database on the same machine, a worker's events per second
+/// are bounded by the CPU an event takes; this says how much that is.
+struct MachineCpu {
+    /// Clock ticks busy and in all, summed over the cores.
+    busy: u64,
+    total: u64,
+    cores: usize,
+}
+
+impl MachineCpu {
+    /// `None` where there is no `/proc/stat`.
+    fn now() -> Option<MachineCpu> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let mut lines = stat.lines();
+        // user nice system idle iowait irq softirq steal (guest time is within user).
+        let ticks: Vec<u64> = lines
+            .next()?
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .map(|t| t.parse().ok())
+            .collect::<Option<_>>()?;
+        let total: u64 = ticks.iter().sum();
+        let idle = ticks.get(3)? + ticks.get(4)?;
+        let cores = lines.filter(|l| l.starts_with("cpu")).count();
+        Some(MachineCpu {
+            busy: total - idle,
+            total,
+            cores,
+        })
+    }
+
+    /// Busy and total CPU seconds between `earlier` and this.
+    fn since(&self, earlier: &MachineCpu) -> (f64, f64) {
+        // SAFETY: sysconf reads a constant of the system.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        (
+            self.busy.saturating_sub(earlier.busy) as f64 / hz,
+            self.total.saturating_sub(earlier.total) as f64 / hz,
+        )
+    }
 }
 
 fn ms(d: Duration) -> f64 {
