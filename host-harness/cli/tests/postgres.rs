@@ -753,3 +753,178 @@ async fn claims_beside_a_backlog_keep_one_plan() {
     // One plan per prepared claim statement, at most two of them.
     assert!(plans <= 2, "{plans} plans for {claims} claims");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_ending_together_are_recorded_together_in_order() {
+    use status_push_host::outbox::Courier;
+    const BUILDS: i64 = 60;
+
+    let pg = Postgres::start("together");
+    pg.sql("CREATE EXTENSION pg_stat_statements");
+    let location = Location::parse(pg.url().as_ref()).unwrap();
+    let runtime = Runtime::load(&wasm()).unwrap();
+    let receivers = [
+        Receiver::start(0).await.unwrap(),
+        Receiver::start(0).await.unwrap(),
+    ];
+    let outbox = Outbox::open_with(&location, Some(common::test_keys()))
+        .await
+        .unwrap();
+    let mut queued = Vec::new();
+    for receiver in &receivers {
+        let config = json!({"serverUrl": format!("{}/hook", receiver.origin())}).to_string();
+        for buildid in 1..=BUILDS {
+            for (event, name) in [(Event::Started, "started"), (Event::Finished, "finished")] {
+                queued.push((
+                    config.clone(),
+                    receiver.origin(),
+                    event,
+                    documents(name, buildid),
+                    format!("b|{buildid}"),
+                ));
+            }
+        }
+    }
+    let events: Vec<Accepted<'_>> = queued
+        .iter()
+        .map(|(config, origin, event, documents, key)| Accepted {
+            config_json: config,
+            destination: origin,
+            event: *event,
+            documents_json: documents,
+            build_key: key,
+            dead_after: Duration::from_secs(3_600),
+            retention: Duration::from_secs(3_600),
+            max_pending: u64::MAX,
+            report_budget: Duration::from_secs(30),
+            webhook_id: None,
+        })
+        .collect();
+    outbox.accept_batch(&events).await.unwrap();
+    pg.sql("SELECT pg_stat_statements_reset()");
+
+    let each = 2 * BUILDS as usize;
+    let wake = tokio::sync::Notify::new();
+    let arrived = async {
+        for receiver in &receivers {
+            receiver.wait_for(each, Duration::from_secs(60)).await;
+        }
+    };
+    Courier::new(&outbox, &runtime)
+        .run(&wake, arrived, Duration::from_secs(5))
+        .await;
+
+    for receiver in &receivers {
+        let mut seen: HashMap<i64, Vec<bool>> = HashMap::new();
+        let requests = receiver.requests();
+        assert_eq!(requests.len(), each, "each event once");
+        for request in requests {
+            let body: Value = serde_json::from_slice(&request.body).unwrap();
+            let complete = body["complete"].as_bool().expect("a build");
+            seen.entry(body["buildid"].as_i64().unwrap())
+                .or_default()
+                .push(complete);
+        }
+        assert_eq!(seen.len(), BUILDS as usize);
+        assert!(
+            seen.values().all(|order| order == &[false, true]),
+            "started before finished in every build"
+        );
+    }
+    // Everything recorded: no event, chain or destination still counting one.
+    let left = pg.sql(
+        "SELECT (SELECT count(*) FROM status_push_events) || ' '
+             || (SELECT coalesce(sum(pending), 0) FROM status_push_chains) || ' '
+             || (SELECT coalesce(sum(pending), 0) FROM status_push_destinations) || ' '
+             || (SELECT count(*) FROM status_push_chains WHERE claim_token IS NOT NULL)",
+    );
+    assert_eq!(
+        left, "0 0 0 0",
+        "events, chain and destination counts, claims"
+    );
+    // Fewer statements than deliveries: some were recorded together.
+    let statements: u64 = pg
+        .sql(
+            "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements
+             WHERE query LIKE 'WITH settled AS%'",
+        )
+        .parse()
+        .unwrap();
+    let deliveries = 2 * each as u64;
+    assert!(
+        statements > 0 && statements < deliveries,
+        "{statements} statements recorded {deliveries} deliveries"
+    );
+}
+
+/// One thread, so both calls are queued before the group is recorded.
+#[tokio::test(flavor = "current_thread")]
+async fn a_head_delivered_twice_in_one_group_is_counted_once() {
+    let pg = Postgres::start("twice");
+    pg.sql("CREATE EXTENSION pg_stat_statements");
+    let location = Location::parse(pg.url().as_ref()).unwrap();
+    let outbox = Outbox::open_with(&location, Some(common::test_keys()))
+        .await
+        .unwrap();
+    let origin = format!("http://127.0.0.1:{}", free_port());
+    let config = json!({"serverUrl": format!("{origin}/hook")}).to_string();
+    let (started, finished) = (documents("started", 1), documents("finished", 1));
+    let events: Vec<Accepted<'_>> = [(Event::Started, &started), (Event::Finished, &finished)]
+        .into_iter()
+        .map(|(event, documents)| Accepted {
+            config_json: &config,
+            destination: &origin,
+            event,
+            documents_json: documents,
+            build_key: "b|1",
+            dead_after: Duration::from_secs(3_600),
+            retention: Duration::from_secs(3_600),
+            max_pending: u64::MAX,
+            report_budget: Duration::from_secs(30),
+            webhook_id: None,
+        })
+        .collect();
+    outbox.accept_batch(&events).await.unwrap();
+    let first = outbox.claim(4).await.unwrap();
+    assert_eq!(first.len(), 1);
+    // Its lease runs out while its call is in flight; the head is claimed again.
+    pg.sql("UPDATE status_push_chains SET next_attempt_ms = 0");
+    let second = outbox.claim(4).await.unwrap();
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].seq, first[0].seq);
+    assert!(outbox.renew(&second[0]).await.unwrap(), "the new holder");
+    pg.sql("SELECT pg_stat_statements_reset()");
+
+    // Both calls end together: both deliveries go in one group.
+    let delivered = || {
+        Ok(status_push_host::Outcome::Skipped(
+            status_push_host::bindings::SkipReason::Builder,
+        ))
+    };
+    let (one, two) = (delivered(), delivered());
+    let (a, b) = tokio::join!(
+        outbox.settle(&first[0], Some(&one)),
+        outbox.settle(&second[0], Some(&two))
+    );
+    use status_push_host::outbox::Settled;
+    assert_eq!((a.unwrap(), b.unwrap()), (Settled::Done, Settled::Done));
+    let statements = pg.sql(
+        "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements
+         WHERE query LIKE 'WITH settled AS%'",
+    );
+    assert_eq!(statements, "1", "one group");
+    // `started` removed once; `finished` still counted, by its chain and destination.
+    let left = pg.sql(
+        "SELECT (SELECT count(*) FROM status_push_events) || ' '
+             || (SELECT sum(pending) FROM status_push_chains) || ' '
+             || (SELECT sum(pending) FROM status_push_destinations) || ' '
+             || (SELECT count(*) FROM status_push_chains WHERE claim_token IS NOT NULL)",
+    );
+    assert_eq!(
+        left, "1 1 1 0",
+        "events, chain and destination counts, claims"
+    );
+    let next = outbox.claim(4).await.unwrap();
+    assert_eq!(next.len(), 1, "the chain is free");
+    assert_eq!(next[0].event, Event::Finished);
+}

@@ -443,7 +443,9 @@ pub struct Outbox {
 
 enum Store {
     Sqlite(sqlite::Sqlite),
-    Postgres(postgres::Postgres),
+    /// Boxed: its pools and pipelines are most of its size, and an outbox is one or the
+    /// other.
+    Postgres(Box<postgres::Postgres>),
 }
 
 /// Dispatches one call to the backend.
@@ -761,7 +763,7 @@ impl Outbox {
                     None => default_keys(location)?,
                 });
                 let store = postgres::Postgres::open(url, keys.clone()).await?;
-                (Store::Postgres(store), keys)
+                (Store::Postgres(Box::new(store)), keys)
             }
         };
         Ok(Outbox { store, keys })
