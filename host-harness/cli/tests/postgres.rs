@@ -681,6 +681,28 @@ async fn sealed_events_stay_in_their_page_and_larger_ones_arrive_whole() {
     );
 }
 
+/// An event for `destination` in chain `build_key`, due now, kept an hour.
+fn due<'a>(
+    config_json: &'a str,
+    destination: &'a str,
+    event: Event,
+    documents_json: &'a str,
+    build_key: &'a str,
+) -> Accepted<'a> {
+    Accepted {
+        config_json,
+        destination,
+        event,
+        documents_json,
+        build_key,
+        dead_after: Duration::from_secs(3_600),
+        retention: Duration::from_secs(3_600),
+        max_pending: u64::MAX,
+        report_budget: Duration::from_secs(30),
+        webhook_id: None,
+    }
+}
+
 /// Beside a backlog behind one destination's open circuit (most chains under one
 /// destination: the skew that made the server plan every claim anew; 38 plans for 37
 /// claims here before), the courier's claims keep the plan made when first run.
@@ -707,18 +729,7 @@ async fn claims_beside_a_backlog_keep_one_plan() {
         async move {
             let events: Vec<Accepted<'_>> = keys
                 .iter()
-                .map(|key| Accepted {
-                    config_json: &config,
-                    destination: &origin,
-                    event: Event::Started,
-                    documents_json: &documents,
-                    build_key: key,
-                    dead_after: Duration::from_secs(3_600),
-                    retention: Duration::from_secs(3_600),
-                    max_pending: u64::MAX,
-                    report_budget: Duration::from_secs(30),
-                    webhook_id: None,
-                })
+                .map(|key| due(&config, &origin, Event::Started, &documents, key))
                 .collect();
             outbox.accept_batch(&events).await.unwrap();
         }
@@ -787,18 +798,7 @@ async fn deliveries_ending_together_are_recorded_together_in_order() {
     }
     let events: Vec<Accepted<'_>> = queued
         .iter()
-        .map(|(config, origin, event, documents, key)| Accepted {
-            config_json: config,
-            destination: origin,
-            event: *event,
-            documents_json: documents,
-            build_key: key,
-            dead_after: Duration::from_secs(3_600),
-            retention: Duration::from_secs(3_600),
-            max_pending: u64::MAX,
-            report_budget: Duration::from_secs(30),
-            webhook_id: None,
-        })
+        .map(|(config, origin, event, documents, key)| due(config, origin, *event, documents, key))
         .collect();
     outbox.accept_batch(&events).await.unwrap();
     pg.sql("SELECT pg_stat_statements_reset()");
@@ -871,18 +871,7 @@ async fn a_head_delivered_twice_in_one_group_is_counted_once() {
     let (started, finished) = (documents("started", 1), documents("finished", 1));
     let events: Vec<Accepted<'_>> = [(Event::Started, &started), (Event::Finished, &finished)]
         .into_iter()
-        .map(|(event, documents)| Accepted {
-            config_json: &config,
-            destination: &origin,
-            event,
-            documents_json: documents,
-            build_key: "b|1",
-            dead_after: Duration::from_secs(3_600),
-            retention: Duration::from_secs(3_600),
-            max_pending: u64::MAX,
-            report_budget: Duration::from_secs(30),
-            webhook_id: None,
-        })
+        .map(|(event, documents)| due(&config, &origin, event, documents, "b|1"))
         .collect();
     outbox.accept_batch(&events).await.unwrap();
     let first = outbox.claim(4).await.unwrap();
