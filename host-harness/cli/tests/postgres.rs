@@ -2,7 +2,8 @@
 //! itself (`common::postgres`): three `deliver` workers through an outage, a flapping
 //! receiver and a `kill -9`; `push`, `dead-letters`, `redeliver` and `serve` on one
 //! database; what a bad URL, bad credentials or a newer schema say; a wake-up by
-//! `LISTEN`; and a claim's look-ahead against a circuit another host opened.
+//! `LISTEN`; a claim's look-ahead against a circuit another host opened; sealed rows kept
+//! out of TOAST; claims on one plan beside a backlog; and deliveries recorded in groups.
 
 mod common;
 
