@@ -3,7 +3,8 @@
 //! receiver and a `kill -9`; `push`, `dead-letters`, `redeliver` and `serve` on one
 //! database; what a bad URL, bad credentials or a newer schema say; a wake-up by
 //! `LISTEN`; a claim's look-ahead against a circuit another host opened; sealed rows kept
-//! out of TOAST; claims on one plan beside a backlog; and deliveries recorded in groups.
+//! out of TOAST; claims on one plan beside a backlog; and deliveries recorded in groups
+//! (a head counted once when twice in a group, a refused group recorded call by call).
 
 mod common;
 
@@ -917,4 +918,85 @@ async fn a_head_delivered_twice_in_one_group_is_counted_once() {
     let next = outbox.claim(4).await.unwrap();
     assert_eq!(next.len(), 1, "the chain is free");
     assert_eq!(next[0].event, Event::Finished);
+}
+
+/// A group the server refuses (here a trigger that refuses any statement removing more
+/// than one event, or `b|2`'s): each of its deliveries is recorded alone, so `b|1`'s is
+/// recorded and `b|2`'s call hears its own error, its event left pending.
+#[tokio::test(flavor = "current_thread")]
+async fn a_refused_group_records_each_delivery_alone_with_its_own_error() {
+    let pg = Postgres::start("refused");
+    pg.sql("CREATE EXTENSION pg_stat_statements");
+    let location = Location::parse(pg.url().as_ref()).unwrap();
+    let outbox = Outbox::open_with(&location, Some(common::test_keys()))
+        .await
+        .unwrap();
+    let origin = format!("http://127.0.0.1:{}", free_port());
+    let config = json!({"serverUrl": format!("{origin}/hook")}).to_string();
+    let (one, two) = (documents("started", 1), documents("started", 2));
+    outbox
+        .accept_batch(&[
+            due(&config, &origin, Event::Started, &one, "b|1"),
+            due(&config, &origin, Event::Started, &two, "b|2"),
+        ])
+        .await
+        .unwrap();
+    let claimed = outbox.claim(4).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    pg.sql(
+        "CREATE SEQUENCE refusals;
+         CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF (SELECT count(*) FROM removed) > 1
+                OR EXISTS (SELECT 1 FROM removed WHERE build_key = 'b|2') THEN
+                 PERFORM nextval('refusals');
+                 RAISE EXCEPTION 'refused by the test';
+             END IF;
+             RETURN NULL;
+         END $$;
+         CREATE TRIGGER refuse AFTER DELETE ON status_push_events
+             REFERENCING OLD TABLE AS removed FOR EACH STATEMENT EXECUTE FUNCTION refuse();
+         SELECT pg_stat_statements_reset();",
+    );
+
+    // Both calls end together: one group, which the server refuses.
+    let skipped = || {
+        Ok(status_push_host::Outcome::Skipped(
+            status_push_host::bindings::SkipReason::Builder,
+        ))
+    };
+    let (first, second) = (skipped(), skipped());
+    let (a, b) = tokio::join!(
+        outbox.settle(&claimed[0], Some(&first)),
+        outbox.settle(&claimed[1], Some(&second))
+    );
+    let by_build = |c: &status_push_host::outbox::Claimed| c.build_key.clone();
+    let (ok, refused) = if by_build(&claimed[0]) == "b|1" {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    use status_push_host::outbox::Settled;
+    assert_eq!(ok.unwrap(), Settled::Done, "b|1 recorded alone");
+    let error = refused.expect_err("b|2's own error");
+    assert!(
+        format!("{error:?}").contains("refused by the test"),
+        "{error:?}"
+    );
+    assert_eq!(
+        pg.sql("SELECT last_value FROM refusals"),
+        "2",
+        "the group, then b|2 alone"
+    );
+    let recorded = pg.sql(
+        "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements
+         WHERE query LIKE 'WITH settled AS%'",
+    );
+    assert_eq!(recorded, "1", "b|1 alone");
+    let left = pg.sql(
+        "SELECT (SELECT string_agg(build_key, ' ') FROM status_push_events) || ' '
+             || (SELECT sum(pending) FROM status_push_chains) || ' '
+             || (SELECT sum(pending) FROM status_push_destinations)",
+    );
+    assert_eq!(left, "b|2 1 1", "b|2 pending, counted once");
 }
