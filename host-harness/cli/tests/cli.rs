@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{wasm, workspace};
+use common::{temp_dir, wasm, workspace};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::Arc;
@@ -35,12 +35,6 @@ fn write_config(dir: &Path, config: &Value) -> PathBuf {
     let path = dir.join("config.json");
     std::fs::write(&path, config.to_string()).unwrap();
     path
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("status-push-cli-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -207,7 +201,7 @@ async fn serve_refuses_a_bad_config_before_it_listens() {
             "caFile".to_string(),
         ),
         (
-            serde_json::json!({"serverUrl": "https://127.0.0.1:9/", "caFile": dir}),
+            serde_json::json!({"serverUrl": "https://127.0.0.1:9/", "caFile": &*dir}),
             "caFile".to_string(),
         ),
     ];

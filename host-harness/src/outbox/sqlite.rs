@@ -1146,12 +1146,38 @@ mod tests {
         Arc::new(KeyRing::parse(KEY).unwrap())
     }
 
-    fn temp(name: &str) -> PathBuf {
+    fn temp(name: &str) -> Temp {
         let dir =
             std::env::temp_dir().join(format!("status-push-sqlite-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        dir.join("outbox.sqlite")
+        Temp(dir.join("outbox.sqlite"))
+    }
+
+    /// A test's outbox file, alone in its directory, which is removed when the test ends
+    /// unless it fails (the file is then left to look at).
+    struct Temp(PathBuf);
+
+    impl std::ops::Deref for Temp {
+        type Target = Path;
+
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl AsRef<Path> for Temp {
+        fn as_ref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Temp {
+        fn drop(&mut self) {
+            if let (false, Some(dir)) = (std::thread::panicking(), self.0.parent()) {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
     }
 
     /// The layout of versions 1 and 2, for migration tests.
