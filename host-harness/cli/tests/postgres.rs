@@ -859,10 +859,10 @@ async fn deliveries_ending_together_are_recorded_together_in_order() {
     );
 }
 
-/// One thread, so both calls are queued before the group is recorded.
-#[tokio::test(flavor = "current_thread")]
-async fn a_head_delivered_twice_in_one_group_is_counted_once() {
-    let pg = Postgres::start("twice");
+/// For tests that claim and settle by hand, no courier: a server that counts statements,
+/// an outbox on it, and the origin and configuration of a destination nothing answers at.
+async fn settled_by_hand(name: &str) -> (Postgres, Outbox, String, String) {
+    let pg = Postgres::start(name);
     pg.sql("CREATE EXTENSION pg_stat_statements");
     let location = Location::parse(pg.url().as_ref()).unwrap();
     let outbox = Outbox::open_with(&location, Some(common::test_keys()))
@@ -870,6 +870,20 @@ async fn a_head_delivered_twice_in_one_group_is_counted_once() {
         .unwrap();
     let origin = format!("http://127.0.0.1:{}", free_port());
     let config = json!({"serverUrl": format!("{origin}/hook")}).to_string();
+    (pg, outbox, origin, config)
+}
+
+/// A call that ended well, as a settle takes it.
+fn ended() -> Result<status_push_host::Outcome, status_push_host::HostError> {
+    Ok(status_push_host::Outcome::Skipped(
+        status_push_host::bindings::SkipReason::Builder,
+    ))
+}
+
+/// One thread, so both calls are queued before the group is recorded.
+#[tokio::test(flavor = "current_thread")]
+async fn a_head_delivered_twice_in_one_group_is_counted_once() {
+    let (pg, outbox, origin, config) = settled_by_hand("twice").await;
     let (started, finished) = (documents("started", 1), documents("finished", 1));
     let events: Vec<Accepted<'_>> = [(Event::Started, &started), (Event::Finished, &finished)]
         .into_iter()
@@ -887,12 +901,7 @@ async fn a_head_delivered_twice_in_one_group_is_counted_once() {
     pg.sql("SELECT pg_stat_statements_reset()");
 
     // Both calls end together: both deliveries go in one group.
-    let delivered = || {
-        Ok(status_push_host::Outcome::Skipped(
-            status_push_host::bindings::SkipReason::Builder,
-        ))
-    };
-    let (one, two) = (delivered(), delivered());
+    let (one, two) = (ended(), ended());
     let (a, b) = tokio::join!(
         outbox.settle(&first[0], Some(&one)),
         outbox.settle(&second[0], Some(&two))
@@ -925,14 +934,7 @@ async fn a_head_delivered_twice_in_one_group_is_counted_once() {
 /// recorded and `b|2`'s call hears its own error, its event left pending.
 #[tokio::test(flavor = "current_thread")]
 async fn a_refused_group_records_each_delivery_alone_with_its_own_error() {
-    let pg = Postgres::start("refused");
-    pg.sql("CREATE EXTENSION pg_stat_statements");
-    let location = Location::parse(pg.url().as_ref()).unwrap();
-    let outbox = Outbox::open_with(&location, Some(common::test_keys()))
-        .await
-        .unwrap();
-    let origin = format!("http://127.0.0.1:{}", free_port());
-    let config = json!({"serverUrl": format!("{origin}/hook")}).to_string();
+    let (pg, outbox, origin, config) = settled_by_hand("refused").await;
     let (one, two) = (documents("started", 1), documents("started", 2));
     outbox
         .accept_batch(&[
@@ -960,12 +962,7 @@ async fn a_refused_group_records_each_delivery_alone_with_its_own_error() {
     );
 
     // Both calls end together: one group, which the server refuses.
-    let skipped = || {
-        Ok(status_push_host::Outcome::Skipped(
-            status_push_host::bindings::SkipReason::Builder,
-        ))
-    };
-    let (first, second) = (skipped(), skipped());
+    let (first, second) = (ended(), ended());
     let (a, b) = tokio::join!(
         outbox.settle(&claimed[0], Some(&first)),
         outbox.settle(&claimed[1], Some(&second))
