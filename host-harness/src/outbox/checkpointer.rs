@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::hooks::Wal;
 use rusqlite::wal::CheckpointMode;
-use rusqlite::Connection;
+use rusqlite::{Connection, OpenFlags};
 
 /// WAL pages after which a commit asks for a checkpoint (SQLite's default threshold).
 const WAKE_AT_PAGES: i32 = 1_000;
@@ -78,9 +78,13 @@ fn inline(pages: i32, wake: Option<&SyncSender<()>>) -> bool {
     }
 }
 
-/// The thread: a checkpoint per wake-up, until the outbox's connection is closed.
+/// The thread: a checkpoint per wake-up, until the outbox's connection is closed. It
+/// opens the outbox only if it is there: started late, after its outbox was closed and
+/// removed, it must not leave an empty database (readable by others, at the default
+/// mode) where the outbox was.
 fn run(path: &PathBuf, woken: &Receiver<()>) {
-    let Ok(db) = Connection::open(path) else {
+    let existing = OpenFlags::default().difference(OpenFlags::SQLITE_OPEN_CREATE);
+    let Ok(db) = Connection::open_with_flags(path, existing) else {
         return;
     };
     while woken.recv().is_ok() {
@@ -107,6 +111,16 @@ mod tests {
         drop(woken);
         assert!(inline(WAKE_AT_PAGES, Some(&wake)), "the thread is gone");
         assert!(inline(WAKE_AT_PAGES, None), "no thread started");
+    }
+
+    #[test]
+    fn a_thread_started_after_its_outbox_was_removed_creates_nothing() {
+        let path = std::env::temp_dir().join(format!("sp-checkpoint-gone-{}", std::process::id()));
+        let (wake, woken) = sync_channel::<()>(1);
+        wake.try_send(()).unwrap();
+        drop(wake);
+        run(&path, &woken);
+        assert!(!path.exists(), "{} was created", path.display());
     }
 
     /// Commits without a pause leave a short log: checkpointed by the thread, and by the

@@ -71,15 +71,14 @@ impl Drop for TempDir {
 }
 
 /// An outbox key file made once per test process (mode 0600), for the outboxes given
-/// one explicitly (a PostgreSQL outbox needs one).
+/// one explicitly (a PostgreSQL outbox needs one). It outlives its process (no test owns
+/// it), so it goes under `target/tmp`, which `cargo clean` empties, not the system's.
 #[allow(dead_code)]
 pub fn key_file() -> PathBuf {
     static MADE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     MADE.get_or_init(|| {
-        let path = std::env::temp_dir().join(format!(
-            "status-push-test-outbox-{}.key",
-            std::process::id()
-        ));
+        let path = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("test-outbox-{}.key", std::process::id()));
         let _ = std::fs::remove_file(&path);
         status_push_host::outbox::KeyRing::write_new(&path).unwrap();
         path
