@@ -155,7 +155,8 @@ enum Command {
         #[arg(long, group = "which")]
         all: bool,
         /// Also a superseded dead letter: one whose build has had a later event
-        /// delivered to its destination since, so that it arrives after it.
+        /// delivered to its destination since (or being delivered), so that it arrives
+        /// after it.
         #[arg(long)]
         force: bool,
     },
@@ -475,7 +476,7 @@ async fn redeliver(
     if !done.superseded.is_empty() {
         let seqs: Vec<String> = done.superseded.iter().map(i64::to_string).collect();
         output::say(format_args!(
-            "superseded, left dead: {} (a later event of their build was delivered since; --force sends them anyway)",
+            "superseded, left dead: {} (a later event of their build was delivered since, or is being delivered; --force sends them anyway)",
             seqs.join(", ")
         ));
     }

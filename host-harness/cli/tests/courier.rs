@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use common::{documents, free_port, temp_dir, wasm};
+use common::{documents, ended, free_port, temp_dir, wasm};
 use serde_json::{json, Value};
 use status_push_cli::receiver::{Receiver, Recorded, Reply};
 use status_push_host::outbox::{
@@ -529,4 +529,88 @@ async fn kept_reporters_never_carry_one_configurations_credentials_to_another() 
             "build {buildid}"
         );
     }
+}
+
+/// A chain's lease run out under the first holder, as when it stalls: the next claim
+/// takes the same head.
+fn lease_runs_out(dir: &std::path::Path) {
+    rusqlite::Connection::open(dir.join("outbox.sqlite"))
+        .unwrap()
+        .execute("UPDATE chains SET next_attempt_ms = 0", [])
+        .unwrap();
+}
+
+/// The first holder of `started` outlives its lease and delivers it; the second holder's
+/// call of the same head then ends in a dead letter (here: expired). The event is gone:
+/// nothing is counted dead, the chain's count keeps `finished`, which goes next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_of_an_event_another_holder_delivered_counts_nothing() {
+    let dir = temp_dir("courier-dead-after-delivered");
+    let outbox = sqlite(&dir).await;
+    let url = format!("http://127.0.0.1:{}/hook", free_port());
+    for (event, name) in [(Event::Started, "started"), (Event::Finished, "finished")] {
+        outbox
+            .enqueue(runtime(), &config(&url), event, &documents(name, 1))
+            .await
+            .unwrap();
+    }
+    let first = outbox.claim(4).await.unwrap();
+    assert_eq!(first.len(), 1);
+    lease_runs_out(&dir);
+    let second = outbox.claim(4).await.unwrap();
+    assert_eq!(second[0].seq, first[0].seq, "the same head, claimed again");
+    assert_eq!(
+        outbox.settle(&first[0], Some(&ended())).await.unwrap(),
+        Settled::Done
+    );
+    assert_eq!(
+        outbox.settle(&second[0], None).await.unwrap(),
+        Settled::Lost,
+        "delivered already: not a dead letter"
+    );
+    let counts = outbox.counts().await.unwrap();
+    assert_eq!((counts.pending, counts.dead), (1, 0));
+    let next = outbox.claim(4).await.unwrap();
+    assert_eq!(next.len(), 1, "the chain goes on");
+    assert_eq!(next[0].event, Event::Finished);
+}
+
+/// `started` is a dead letter and `finished` is in flight: sent now, `started` could
+/// arrive after `finished`, so it is superseded until `finished` has gone or failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_is_superseded_while_a_later_event_of_its_build_is_in_flight() {
+    let dir = temp_dir("courier-superseded-in-flight");
+    let outbox = sqlite(&dir).await;
+    let url = format!("http://127.0.0.1:{}/hook", free_port());
+    for (event, name) in [(Event::Started, "started"), (Event::Finished, "finished")] {
+        outbox
+            .enqueue(runtime(), &config(&url), event, &documents(name, 1))
+            .await
+            .unwrap();
+    }
+    let started = outbox.claim(4).await.unwrap().remove(0);
+    assert_eq!(outbox.settle(&started, None).await.unwrap(), Settled::Dead);
+    let finished = outbox.claim(4).await.unwrap().remove(0);
+    assert_eq!(finished.event, Event::Finished, "in flight");
+    match outbox.redeliver(&Redeliver::Seq(started.seq), false).await {
+        Err(OutboxError::Superseded(seq)) => assert_eq!(seq, started.seq),
+        other => panic!("{other:?}"),
+    }
+    let all = outbox.redeliver(&Redeliver::All, false).await.unwrap();
+    assert_eq!((all.revived, all.superseded), (0, vec![started.seq]));
+    // `finished` fails and stays pending: nothing later was delivered, so `started` may
+    // go again, ahead of it.
+    let failed = Err(status_push_host::HostError::TimeBudget {
+        budget: Duration::from_secs(1),
+        doing: "a test",
+    });
+    assert_eq!(
+        outbox.settle(&finished, Some(&failed)).await.unwrap(),
+        Settled::Pending
+    );
+    let again = outbox
+        .redeliver(&Redeliver::Seq(started.seq), false)
+        .await
+        .unwrap();
+    assert_eq!(again.revived, 1);
 }

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::postgres::Postgres;
-use common::{documents, free_port, temp_dir, wasm};
+use common::{documents, ended, free_port, temp_dir, wasm};
 use serde_json::{json, Value};
 use status_push_cli::receiver::{Receiver, Recorded, Reply};
 use status_push_host::outbox::{Accepted, Location, Outbox, OutboxError};
@@ -873,13 +873,6 @@ async fn settled_by_hand(name: &str) -> (Postgres, Outbox, String, String) {
     (pg, outbox, origin, config)
 }
 
-/// A call that ended well, as a settle takes it.
-fn ended() -> Result<status_push_host::Outcome, status_push_host::HostError> {
-    Ok(status_push_host::Outcome::Skipped(
-        status_push_host::bindings::SkipReason::Builder,
-    ))
-}
-
 /// One thread, so both calls are queued before the group is recorded.
 #[tokio::test(flavor = "current_thread")]
 async fn a_head_delivered_twice_in_one_group_is_counted_once() {
@@ -996,4 +989,60 @@ async fn a_refused_group_records_each_delivery_alone_with_its_own_error() {
              || (SELECT sum(pending) FROM status_push_destinations)",
     );
     assert_eq!(left, "b|2 1 1", "b|2 pending, counted once");
+}
+
+/// The claim's fences against a head delivered under a lost lease, on PostgreSQL (the
+/// SQLite twins are in `courier.rs`): a dead letter of an event the first holder
+/// delivered counts nothing; a dead letter is superseded while a later event of its
+/// build is in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_and_redelivery_respect_what_another_holder_did() {
+    use status_push_host::outbox::{Redeliver, Settled};
+    let (pg, outbox, origin, config) = settled_by_hand("fences").await;
+    let (started, finished) = (documents("started", 1), documents("finished", 1));
+    let build = |key| {
+        [
+            due(&config, &origin, Event::Started, &started, key),
+            due(&config, &origin, Event::Finished, &finished, key),
+        ]
+    };
+
+    outbox.accept_batch(&build("b|1")).await.unwrap();
+    let first = outbox.claim(4).await.unwrap().remove(0);
+    pg.sql("UPDATE status_push_chains SET next_attempt_ms = 0");
+    let second = outbox.claim(4).await.unwrap().remove(0);
+    assert_eq!(second.seq, first.seq, "the same head, claimed again");
+    let done = outbox.settle(&first, Some(&ended())).await.unwrap();
+    assert_eq!(done, Settled::Done);
+    let dead = outbox.settle(&second, None).await.unwrap();
+    assert_eq!(dead, Settled::Lost, "delivered already: not a dead letter");
+    let counts = outbox.counts().await.unwrap();
+    assert_eq!((counts.pending, counts.dead), (1, 0));
+    let next = outbox.claim(4).await.unwrap().remove(0);
+    assert_eq!(next.event, Event::Finished, "the chain goes on");
+    let done = outbox.settle(&next, Some(&ended())).await.unwrap();
+    assert_eq!(done, Settled::Done);
+
+    outbox.accept_batch(&build("b|2")).await.unwrap();
+    let started = outbox.claim(4).await.unwrap().remove(0);
+    assert_eq!(outbox.settle(&started, None).await.unwrap(), Settled::Dead);
+    let finished = outbox.claim(4).await.unwrap().remove(0);
+    assert_eq!(finished.event, Event::Finished, "in flight");
+    match outbox.redeliver(&Redeliver::Seq(started.seq), false).await {
+        Err(OutboxError::Superseded(seq)) => assert_eq!(seq, started.seq),
+        other => panic!("{other:?}"),
+    }
+    let failed = Err(status_push_host::HostError::TimeBudget {
+        budget: Duration::from_secs(1),
+        doing: "a test",
+    });
+    let settled = outbox.settle(&finished, Some(&failed)).await.unwrap();
+    assert_eq!(settled, Settled::Pending);
+    let again = outbox
+        .redeliver(&Redeliver::Seq(started.seq), false)
+        .await
+        .unwrap();
+    assert_eq!(again.revived, 1, "nothing later delivered or in flight");
+    let counts = outbox.counts().await.unwrap();
+    assert_eq!((counts.pending, counts.dead), (2, 0));
 }

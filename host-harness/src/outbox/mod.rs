@@ -140,7 +140,7 @@ pub enum OutboxError {
     /// [`Outbox::redeliver`]: the named dead letter is superseded (see [`Redelivered`]);
     /// nothing was sent. `--force` sends it anyway.
     #[error(
-        "dead letter {0} is superseded: a later event of its build was delivered to its destination since, so it would arrive out of order; nothing was sent (--force sends it anyway)"
+        "dead letter {0} is superseded: a later event of its build was delivered to its destination since, or is being delivered now, so it would arrive out of order; nothing was sent (--force sends it anyway)"
     )]
     Superseded(i64),
     /// [`Outbox::redeliver`]: no dead letter has this sequence number or delivery id.
@@ -298,8 +298,8 @@ pub struct Redelivered {
     /// Dead letters made pending again.
     pub revived: usize,
     /// Dead letters left dead because a later event of their build was delivered to
-    /// their destination since: sent now, they would arrive after it (a finished build
-    /// shown as running again). `force` sends them anyway.
+    /// their destination since, or is being delivered now: sent now, they would arrive
+    /// after it (a finished build shown as running again). `force` sends them anyway.
     pub superseded: Vec<i64>,
 }
 
@@ -1112,8 +1112,8 @@ impl Outbox {
 
     /// Makes dead letters pending again (GitHub's "redeliver"), with a fresh
     /// `deadLetterAfterSeconds` window. One whose build has had a later event delivered
-    /// to its destination since is *superseded* and stays dead unless `force`: sent now,
-    /// it would arrive after that later event.
+    /// to its destination since, or has one being delivered now, is *superseded* and
+    /// stays dead unless `force`: sent now, it would arrive after that later event.
     pub async fn redeliver(
         &self,
         which: &Redeliver,

@@ -125,6 +125,19 @@ fn take_due_sql(condition: &str) -> String {
     )
 }
 
+/// Whether dead letter `e` (its chain `c`) is superseded: a later event of its chain
+/// was delivered since, or is being delivered now (the chain's live claim holds a head
+/// past it), so that sent now it would arrive after a later event.
+static SUPERSEDED: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "(COALESCE(c.delivered_seq, 0) > e.seq
+          OR (c.claim_token IS NOT NULL AND c.next_attempt_ms > {NOW_MS}
+              AND NOT EXISTS (SELECT 1 FROM status_push_events l
+                              WHERE l.destination_id = e.destination_id
+                                AND l.build_key = e.build_key AND NOT l.dead
+                                AND l.seq < e.seq)))"
+    )
+});
 /// A lease of chain `($1, $2)` renewed for `$4` ms if token `$3` still holds it.
 static RENEW: LazyLock<String> = LazyLock::new(|| {
     format!(
@@ -1086,24 +1099,33 @@ impl Postgres {
             if held_calls(&tx, chain, token).await?.is_none() {
                 return Ok(false);
             }
+            let marked = tx
+                .execute(
+                    &format!(
+                        "UPDATE status_push_events SET dead = true,
+                             prune_at = {NOW_S} + retention_s
+                         WHERE seq = $1 AND NOT dead"
+                    ),
+                    &[&seq],
+                )
+                .await?;
+            // Gone: delivered by the holder whose lease this claim outlasted. Nothing to
+            // count; the chain goes on.
+            let removed = i64::from(marked == 1);
             tx.execute(
                 &format!(
-                    "UPDATE status_push_chains SET pending = pending - 1, calls = 0,
+                    "UPDATE status_push_chains SET pending = pending - $3, calls = 0,
                          next_attempt_ms = {NOW_MS}, claim_token = NULL
                      WHERE destination_id = $1 AND build_key = $2"
                 ),
-                &[&chain.destination, &chain.build_key],
+                &[&chain.destination, &chain.build_key, &removed],
             )
             .await?;
+            if removed == 0 {
+                tx.commit().await?;
+                return Ok(false);
+            }
             record(&tx, seq, failure).await?;
-            tx.execute(
-                &format!(
-                    "UPDATE status_push_events SET dead = true, prune_at = {NOW_S} + retention_s
-                     WHERE seq = $1"
-                ),
-                &[&seq],
-            )
-            .await?;
             tx.execute(
                 "UPDATE status_push_destinations SET pending = pending - 1, dead = dead + 1
                  WHERE id = $1",
@@ -1156,11 +1178,13 @@ impl Postgres {
         self.run(async {
             let tx = conn.transaction().await?;
             tx.batch_execute(DURABLE).await?;
-            let select = "SELECT e.seq, e.destination_id, e.build_key,
-                                 COALESCE(c.delivered_seq, 0)
+            let select = format!(
+                "SELECT e.seq, e.destination_id, e.build_key, {}
                           FROM status_push_events e LEFT JOIN status_push_chains c
                             ON c.destination_id = e.destination_id AND c.build_key = e.build_key
-                          WHERE e.dead";
+                          WHERE e.dead",
+                *SUPERSEDED
+            );
             let rows = match &which {
                 Redeliver::All => tx.query(&format!("{select} ORDER BY e.seq"), &[]).await?,
                 Redeliver::Seq(seq) => {
@@ -1177,21 +1201,27 @@ impl Postgres {
             };
             let mut done = Redelivered::default();
             for row in rows {
-                let (seq, destination, build_key, delivered_seq): (i64, i64, String, i64) =
+                let (seq, destination, build_key, superseded): (i64, i64, String, bool) =
                     (row.get(0), row.get(1), row.get(2), row.get(3));
-                if delivered_seq > seq && !force {
+                if superseded && !force {
                     done.superseded.push(seq);
                     continue;
                 }
-                tx.execute(
-                    &format!(
-                        "UPDATE status_push_events SET dead = false, prune_at = NULL,
-                             last_error = NULL, expires_at = {NOW_S} + (expires_at - created_at)
-                         WHERE seq = $1"
-                    ),
-                    &[&seq],
-                )
-                .await?;
+                let revived = tx
+                    .execute(
+                        &format!(
+                            "UPDATE status_push_events SET dead = false, prune_at = NULL,
+                                 last_error = NULL,
+                                 expires_at = {NOW_S} + (expires_at - created_at)
+                             WHERE seq = $1 AND dead"
+                        ),
+                        &[&seq],
+                    )
+                    .await?;
+                if revived == 0 {
+                    // Pruned, or revived by another `redeliver`, since the look.
+                    continue;
+                }
                 tx.execute(
                     &format!(
                         "INSERT INTO status_push_chains AS c

@@ -518,19 +518,26 @@ impl Sqlite {
             if held_calls(tx, &chain, token)?.is_none() {
                 return Ok(false);
             }
-            exec(
+            let marked = exec(
                 tx,
-                "UPDATE chains SET pending = pending - 1, calls = 0, next_attempt_ms = ?3,
-                     claim_token = NULL
-                 WHERE destination_id = ?1 AND build_key = ?2",
-                params![chain.destination, chain.build_key, now],
-            )?;
-            record(tx, seq, &failure)?;
-            exec(
-                tx,
-                "UPDATE events SET dead = 1, prune_at = ?2 + retention_s WHERE seq = ?1",
+                "UPDATE events SET dead = 1, prune_at = ?2 + retention_s
+                 WHERE seq = ?1 AND dead = 0",
                 params![seq, now_s()],
             )?;
+            // Gone: delivered by the holder whose lease this claim outlasted. Nothing to
+            // count; the chain goes on.
+            let removed = i64::from(marked == 1);
+            exec(
+                tx,
+                "UPDATE chains SET pending = pending - ?4, calls = 0, next_attempt_ms = ?3,
+                     claim_token = NULL
+                 WHERE destination_id = ?1 AND build_key = ?2",
+                params![chain.destination, chain.build_key, now, removed],
+            )?;
+            if removed == 0 {
+                return Ok(false);
+            }
+            record(tx, seq, &failure)?;
             exec(
                 tx,
                 "UPDATE destinations SET pending = pending - 1, dead = dead + 1 WHERE id = ?1",
@@ -585,23 +592,32 @@ impl Sqlite {
                 Redeliver::Seq(seq) => ("e.seq = ?1", (*seq).into()),
                 Redeliver::DeliveryId(id) => ("e.delivery_id = ?1", id.clone().into()),
             };
+            // Superseded: a later event of its chain was delivered since, or is being
+            // delivered now (the chain's live claim holds a head past it), so that sent
+            // now it would arrive after a later event.
             let sql = format!(
-                "SELECT e.seq, e.destination_id, e.build_key, COALESCE(c.delivered_seq, 0)
+                "SELECT e.seq, e.destination_id, e.build_key,
+                        COALESCE(c.delivered_seq, 0) > e.seq
+                        OR (c.claim_token IS NOT NULL AND c.next_attempt_ms > ?2
+                            AND NOT EXISTS (SELECT 1 FROM events l
+                                            WHERE l.destination_id = e.destination_id
+                                              AND l.build_key = e.build_key AND l.dead = 0
+                                              AND l.seq < e.seq))
                  FROM events e LEFT JOIN chains c
                    ON c.destination_id = e.destination_id AND c.build_key = e.build_key
                  WHERE e.dead = 1 AND ({filter}) AND (?1 IS NULL OR 1)
                  ORDER BY e.seq"
             );
-            let rows: Vec<(i64, i64, String, i64)> = tx
+            let (now, now_ms) = (now_s(), now_ms());
+            let rows: Vec<(i64, i64, String, bool)> = tx
                 .prepare(&sql)?
-                .query_map(params![arg], |r| {
+                .query_map(params![arg, now_ms], |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
                 })?
                 .collect::<rusqlite::Result<_>>()?;
             let mut done = Redelivered::default();
-            let (now, now_ms) = (now_s(), now_ms());
-            for (seq, destination, build_key, delivered_seq) in rows {
-                if delivered_seq > seq && !force {
+            for (seq, destination, build_key, superseded) in rows {
+                if superseded && !force {
                     done.superseded.push(seq);
                     continue;
                 }
