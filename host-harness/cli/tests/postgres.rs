@@ -4,7 +4,9 @@
 //! database; what a bad URL, bad credentials or a newer schema say; a wake-up by
 //! `LISTEN`; a claim's look-ahead against a circuit another host opened; sealed rows kept
 //! out of TOAST; claims on one plan beside a backlog; and deliveries recorded in groups
-//! (a head counted once when twice in a group, a refused group recorded call by call).
+//! (a head counted once when twice in a group, a refused group recorded call by call);
+//! dead letters and redelivery against another holder's work; a call stopped when its
+//! renewals fail.
 
 mod common;
 
@@ -1045,4 +1047,70 @@ async fn dead_letters_and_redelivery_respect_what_another_holder_did() {
     assert_eq!(again.revived, 1, "nothing later delivered or in flight");
     let counts = outbox.counts().await.unwrap();
     assert_eq!((counts.pending, counts.dead), (2, 0));
+}
+
+/// Calls the courier stopped because their chain could be another's, and what else it
+/// reported.
+#[derive(Default)]
+struct Stops(Mutex<Vec<(bool, Duration)>>);
+
+impl status_push_host::outbox::Observer for Stops {
+    fn reported(&self, report: &status_push_host::outbox::Report<'_>) {
+        let lost = matches!(
+            report.reported,
+            status_push_host::outbox::Reported::LeaseLost
+        );
+        self.0.lock().unwrap().push((lost, report.took));
+    }
+}
+
+/// A call whose renewals fail (the server refuses every update of a chain, as an
+/// unreachable database would fail them) is stopped one renewal short of its lease, not
+/// left running past it while another host may take the chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_whose_renewals_fail_stops_before_its_lease_runs_out() {
+    use status_push_host::outbox::{schedule, Courier};
+    let (pg, outbox, _, _) = settled_by_hand("renewals").await;
+    // A receiver that takes the request and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let holder = held.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            holder.lock().unwrap().push(socket);
+        }
+    });
+    let config = json!({"serverUrl": format!("{origin}/hook"), "maxAttempts": 1}).to_string();
+    let started = documents("started", 1);
+    outbox
+        .accept_batch(&[due(&config, &origin, Event::Started, &started, "b|1")])
+        .await
+        .unwrap();
+    let runtime = Runtime::load(&wasm()).unwrap();
+    let stops = Stops::default();
+    let courier = Courier::new(&outbox, &runtime).with_observer(&stops);
+    let wake = tokio::sync::Notify::new();
+    let refuse_renewals = async {
+        while held.lock().unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        pg.sql(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN RAISE EXCEPTION 'refused by the test'; END $$;
+             CREATE TRIGGER refuse BEFORE UPDATE ON status_push_chains
+                 FOR EACH ROW EXECUTE FUNCTION refuse();",
+        );
+        // Long enough for the call to outlive its lease had it gone on.
+        tokio::time::sleep(schedule::LEASE + schedule::RENEW_EVERY).await;
+    };
+    courier.run(&wake, refuse_renewals, Duration::ZERO).await;
+    let stops = stops.0.lock().unwrap().clone();
+    assert_eq!(stops.len(), 1, "{stops:?}");
+    let (lost, took) = stops[0];
+    assert!(lost, "stopped as a lost lease");
+    assert!(
+        took >= schedule::LEASE - schedule::RENEW_EVERY && took < schedule::LEASE,
+        "stopped after {took:?}"
+    );
 }

@@ -31,8 +31,8 @@ pub enum Reported<'a> {
     /// Its row was not sealed by this outbox's key (altered, or written without the
     /// key): a dead letter, with nothing of it sent or opened.
     Unsealed(&'a super::Unsealed),
-    /// The claim's lease ran out before the call ended: the call was stopped, and the
-    /// chain's new holder calls it.
+    /// The claim's lease ran out before the call ended, or could have (its renewals
+    /// failing): the call was stopped, and the chain's holder calls it.
     LeaseLost,
 }
 
@@ -278,24 +278,30 @@ impl<'a> Courier<'a> {
         ));
         let mut renew = tokio::time::interval(schedule::RENEW_EVERY);
         renew.tick().await;
+        // The chain is surely this call's until one renewal before the lease last
+        // confirmed could run out (counted from before the confirmation was asked for;
+        // the claim's, from the call's start). Past that, with renewals failing or
+        // unanswered (the database unreachable), another host may hold the chain: the
+        // call stops, so that the event is never in flight twice.
+        let sure_for = schedule::LEASE - schedule::RENEW_EVERY;
+        let mut sure_until = started + sure_for;
         let result = loop {
             tokio::select! {
                 result = &mut attempt => break result,
-                _ = renew.tick() => match self.outbox.renew(&claimed).await {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        // Another holder has the chain: stop, so the event is never in
-                        // flight twice.
-                        self.observer.reported(&Report {
-                            claimed: &claimed,
-                            reported: Reported::LeaseLost,
-                            settled: Settled::Lost,
-                            took: started.elapsed(),
-                        });
-                        return (Some(Settled::Lost), None);
+                _ = renew.tick() => {
+                    let asked = Instant::now();
+                    let until = tokio::time::Instant::from_std(sure_until);
+                    match tokio::time::timeout_at(until, self.outbox.renew(&claimed)).await {
+                        Ok(Ok(true)) => sure_until = asked + sure_for,
+                        // Another holder has the chain.
+                        Ok(Ok(false)) => return self.lease_lost(&claimed, started),
+                        Ok(Err(e)) => self.observer.trouble(&e),
+                        Err(_) => {}
                     }
-                    Err(e) => self.observer.trouble(&e),
-                },
+                    if Instant::now() >= sure_until {
+                        return self.lease_lost(&claimed, started);
+                    }
+                }
             }
         };
         let result = result.unwrap_or_else(|_| {
@@ -306,6 +312,22 @@ impl<'a> Courier<'a> {
         });
         let settled = self.settle(&claimed, Some(&result), started).await;
         (settled, result.ok())
+    }
+
+    /// A call stopped because its chain may be another's now: nothing is recorded (the
+    /// chain's holder calls the event).
+    fn lease_lost(
+        &self,
+        claimed: &Claimed,
+        started: Instant,
+    ) -> (Option<Settled>, Option<Outcome>) {
+        self.observer.reported(&Report {
+            claimed,
+            reported: Reported::LeaseLost,
+            settled: Settled::Lost,
+            took: started.elapsed(),
+        });
+        (Some(Settled::Lost), None)
     }
 
     async fn settle(
