@@ -614,3 +614,32 @@ async fn a_dead_letter_is_superseded_while_a_later_event_of_its_build_is_in_flig
         .unwrap();
     assert_eq!(again.revived, 1);
 }
+
+/// A row naming an event this release does not know (a newer release's) is left for one
+/// lease; the claim goes on with the other chains instead of failing as a whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_event_name_holds_back_its_own_chain_only() {
+    let dir = temp_dir("courier-unknown-event");
+    let outbox = sqlite(&dir).await;
+    let url = format!("http://127.0.0.1:{}/hook", free_port());
+    let (unknown, _) = outbox
+        .enqueue(runtime(), &config(&url), Event::Started, &documents("started", 1))
+        .await
+        .unwrap();
+    outbox
+        .enqueue(runtime(), &config(&url), Event::Started, &documents("started", 2))
+        .await
+        .unwrap();
+    rusqlite::Connection::open(dir.join("outbox.sqlite"))
+        .unwrap()
+        .execute(
+            "UPDATE events SET event = 'a-newer-event' WHERE seq = ?1",
+            [unknown],
+        )
+        .unwrap();
+    let claimed = outbox.claim(4).await.expect("the claim goes on");
+    let seqs: Vec<i64> = claimed.iter().map(|c| c.seq).collect();
+    assert_eq!(seqs.len(), 1, "{seqs:?}");
+    assert_ne!(seqs[0], unknown);
+    assert!(outbox.claim(4).await.unwrap().is_empty(), "held for its lease");
+}

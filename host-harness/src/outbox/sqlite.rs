@@ -1062,19 +1062,24 @@ fn take(
              ORDER BY seq LIMIT 1",
         )?
         .query_row(params![chain.destination, chain.build_key, now], |r| {
-            Ok(Row {
+            // A name this build does not know (a newer release's event): not an error
+            // that would fail the whole claim, every destination's with it.
+            let Ok(event) = stored_event(r, 1) else {
+                return Ok(None);
+            };
+            Ok(Some(Row {
                 seq: r.get(0)?,
-                event: stored_event(r, 1)?,
+                event,
                 config: r.get(2)?,
                 documents: r.get(3)?,
                 expired: r.get(4)?,
                 created_at: r.get(5)?,
                 budget_ms: r.get(6)?,
                 target: r.get(7)?,
-            })
+            }))
         })
         .optional()?;
-    let Some(row) = head else {
+    let Some(head) = head else {
         // The counter ran ahead of the events (a hand-edited file): set it right.
         exec(
             tx,
@@ -1089,6 +1094,12 @@ fn take(
          WHERE destination_id = ?1 AND build_key = ?2",
         params![chain.destination, chain.build_key, token, until],
     )?;
+    // An event this build does not know is left claimed for one lease, as on
+    // PostgreSQL: a release that knows it may deliver it meanwhile, and this one comes
+    // back to it after the lease.
+    let Some(row) = head else {
+        return Ok(());
+    };
     claimed.push(Claimed {
         seq: row.seq,
         build_key: chain.build_key.clone(),
