@@ -1,7 +1,8 @@
 //! The outbox's promises when reporters, destinations and hosts share it (issue 22):
 //! a down destination delays no other, a superseded dead letter is not resent, claims
-//! are the database's and fenced, a failing destination gets one probe per backoff step,
-//! and a killed host's claims come free within one lease.
+//! are the database's and fenced, a failing destination gets one probe per backoff step
+//! (one at a time, however long it hangs), a killed host's claims come free within one
+//! lease, and a row this release cannot read holds back its own chain only.
 
 mod common;
 
@@ -623,11 +624,21 @@ async fn an_unknown_event_name_holds_back_its_own_chain_only() {
     let outbox = sqlite(&dir).await;
     let url = format!("http://127.0.0.1:{}/hook", free_port());
     let (unknown, _) = outbox
-        .enqueue(runtime(), &config(&url), Event::Started, &documents("started", 1))
+        .enqueue(
+            runtime(),
+            &config(&url),
+            Event::Started,
+            &documents("started", 1),
+        )
         .await
         .unwrap();
     outbox
-        .enqueue(runtime(), &config(&url), Event::Started, &documents("started", 2))
+        .enqueue(
+            runtime(),
+            &config(&url),
+            Event::Started,
+            &documents("started", 2),
+        )
         .await
         .unwrap();
     rusqlite::Connection::open(dir.join("outbox.sqlite"))
@@ -641,5 +652,59 @@ async fn an_unknown_event_name_holds_back_its_own_chain_only() {
     let seqs: Vec<i64> = claimed.iter().map(|c| c.seq).collect();
     assert_eq!(seqs.len(), 1, "{seqs:?}");
     assert_ne!(seqs[0], unknown);
-    assert!(outbox.claim(4).await.unwrap().is_empty(), "held for its lease");
+    assert!(
+        outbox.claim(4).await.unwrap().is_empty(),
+        "held for its lease"
+    );
+}
+
+/// A probe that hangs (the destination takes the connection and never answers) keeps its
+/// destination reserved while it runs: no second probe goes out when the first one's
+/// reservation would have run out, one lease after it was made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_probe_keeps_its_destination_to_itself() {
+    use status_push_host::outbox::schedule;
+    let dir = temp_dir("courier-hanging-probe");
+    let outbox = sqlite(&dir).await;
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/hook");
+    for build in 1..=3 {
+        outbox
+            .enqueue(
+                runtime(),
+                &config(&url),
+                Event::Started,
+                &documents("started", build),
+            )
+            .await
+            .unwrap();
+    }
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let scenario = async {
+        // Refused first, so the destination's circuit opens; then it hangs.
+        while outbox.counts().await.unwrap().open_circuits == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let counted = connections.clone();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                held.push(socket);
+            }
+        });
+        while connections.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Past the first probe's reservation, had it not been renewed.
+        tokio::time::sleep(schedule::LEASE + schedule::RENEW_EVERY).await;
+    };
+    let wake = tokio::sync::Notify::new();
+    Courier::new(&outbox, runtime())
+        .run(&wake, scenario, Duration::ZERO)
+        .await;
+    assert_eq!(connections.load(Ordering::SeqCst), 1, "one probe at a time");
 }

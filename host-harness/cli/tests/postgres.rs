@@ -1114,3 +1114,31 @@ async fn a_call_whose_renewals_fail_stops_before_its_lease_runs_out() {
         "stopped after {took:?}"
     );
 }
+
+/// A probe's renewal renews its destination's reservation too (the SQLite twin, with a
+/// hanging receiver, is in `courier.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probes_renewal_keeps_its_destination_reserved() {
+    let (pg, outbox, origin, config) = settled_by_hand("probe-renewal").await;
+    let started = documents("started", 1);
+    outbox
+        .accept_batch(&[due(&config, &origin, Event::Started, &started, "b|1")])
+        .await
+        .unwrap();
+    // The destination failed: its circuit is open and due for a probe.
+    pg.sql("UPDATE status_push_destinations SET failures = 1, open_until_ms = 0");
+    let probe = outbox.claim(4).await.unwrap().remove(0);
+    assert!(probe.probe);
+    let reserved = || {
+        pg.sql("SELECT open_until_ms FROM status_push_destinations")
+            .parse::<i64>()
+            .unwrap()
+    };
+    let before = reserved();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(outbox.renew(&probe).await.unwrap());
+    assert!(
+        reserved() > before,
+        "the reservation moved on with the lease"
+    );
+}

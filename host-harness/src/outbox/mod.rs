@@ -946,7 +946,7 @@ impl Outbox {
     /// Keeps a claim while its call runs; `false` when its lease already ran out and
     /// another holder may have the chain (the call should stop).
     pub async fn renew(&self, claimed: &Claimed) -> Result<bool, OutboxError> {
-        store!(self.renew(&claimed.chain, claimed.token))
+        store!(self.renew(&claimed.chain, claimed.token, claimed.probe))
     }
 
     /// Records a call's result for `claimed` (`None`: it expired, no call was made).

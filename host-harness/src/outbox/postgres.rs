@@ -83,6 +83,13 @@ static RESERVE_PROBE: LazyLock<String> = LazyLock::new(|| {
          WHERE id = $1 AND open_until_ms <= {NOW_MS}"
     )
 });
+/// A running probe's reservation of destination `$1` renewed for `$2` ms.
+static RENEW_PROBE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE status_push_destinations SET open_until_ms = GREATEST(open_until_ms, {NOW_MS} + $2)
+         WHERE id = $1 AND failures > 0"
+    )
+});
 /// Up to `$2` due chains of destination `$1` taken under token `$3` for `$4` ms, with
 /// their heads: a round trip per destination, not per chain. It must stay O(log n) in
 /// its one plan, made for any `$1` and `$2` ([`GENERIC_PLANS`]): the due chains are
@@ -990,7 +997,9 @@ impl Postgres {
         .await
     }
 
-    pub(super) async fn renew(&self, chain: &ChainKey, token: i64) -> Result<bool> {
+    /// Renews the chain's lease if `token` still holds it; a probe's, its destination's
+    /// reservation too, so that no second probe starts while a slow one runs.
+    pub(super) async fn renew(&self, chain: &ChainKey, token: i64, probe: bool) -> Result<bool> {
         let p = self.pipeline(Lane::Results).await?;
         let lease = schedule::ms(schedule::LEASE);
         let n = self
@@ -999,6 +1008,13 @@ impl Postgres {
                 &[&chain.destination, &chain.build_key, &token, &lease],
             ))
             .await?;
+        if n == 1 && probe {
+            self.run(
+                p.client
+                    .execute(&*RENEW_PROBE, &[&chain.destination, &lease]),
+            )
+            .await?;
+        }
         Ok(n == 1)
     }
 

@@ -379,7 +379,9 @@ impl Sqlite {
         .await
     }
 
-    pub(super) async fn renew(&self, chain: &ChainKey, token: i64) -> Result<bool> {
+    /// Renews the chain's lease if `token` still holds it; a probe's, its destination's
+    /// reservation too, so that no second probe starts while a slow one runs.
+    pub(super) async fn renew(&self, chain: &ChainKey, token: i64, probe: bool) -> Result<bool> {
         let chain = chain.clone();
         self.run(move |db| {
             let until = now_ms().saturating_add(schedule::ms(schedule::LEASE));
@@ -389,6 +391,14 @@ impl Sqlite {
                  WHERE destination_id = ?1 AND build_key = ?2 AND claim_token = ?3",
                 params![chain.destination, chain.build_key, token, until],
             )?;
+            if n == 1 && probe {
+                exec(
+                    db,
+                    "UPDATE destinations SET open_until_ms = max(open_until_ms, ?2)
+                     WHERE id = ?1 AND failures > 0",
+                    params![chain.destination, until],
+                )?;
+            }
             Ok(n == 1)
         })
         .await
