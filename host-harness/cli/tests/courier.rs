@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use common::{documents, ended, free_port, temp_dir, wasm};
+use common::{assert_superseded, documents, ended, free_port, temp_dir, timed_out, wasm};
 use serde_json::{json, Value};
 use status_push_cli::receiver::{Receiver, Recorded, Reply};
 use status_push_host::outbox::{
@@ -129,10 +129,7 @@ async fn a_superseded_dead_letter_is_not_resent_unless_forced() {
     );
     // Sent again now, `started` would arrive after `finished`: a finished build shown
     // as running.
-    match outbox.redeliver(&Redeliver::Seq(started), false).await {
-        Err(OutboxError::Superseded(seq)) => assert_eq!(seq, started),
-        other => panic!("{other:?}"),
-    }
+    assert_superseded(&outbox, started).await;
     let all = outbox.redeliver(&Redeliver::All, false).await.unwrap();
     assert_eq!((all.revived, all.superseded.clone()), (0, vec![started]));
     outbox
@@ -258,10 +255,7 @@ async fn a_claim_whose_lease_ran_out_records_nothing_but_a_delivery() {
         !one.renew(&first[0]).await.unwrap(),
         "the old holder lost it"
     );
-    let failed = Err(status_push_host::HostError::TimeBudget {
-        budget: Duration::from_secs(1),
-        doing: "a test",
-    });
+    let failed = timed_out();
     assert_eq!(
         one.settle(&first[0], Some(&failed)).await.unwrap(),
         Settled::Lost
@@ -541,13 +535,10 @@ fn lease_runs_out(dir: &std::path::Path) {
         .unwrap();
 }
 
-/// The first holder of `started` outlives its lease and delivers it; the second holder's
-/// call of the same head then ends in a dead letter (here: expired). The event is gone:
-/// nothing is counted dead, the chain's count keeps `finished`, which goes next.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_letter_of_an_event_another_holder_delivered_counts_nothing() {
-    let dir = temp_dir("courier-dead-after-delivered");
-    let outbox = sqlite(&dir).await;
+/// An outbox in `dir` holding build 1's `started` and `finished`, for a destination
+/// nothing answers at.
+async fn one_build(dir: &std::path::Path) -> Outbox {
+    let outbox = sqlite(dir).await;
     let url = format!("http://127.0.0.1:{}/hook", free_port());
     for (event, name) in [(Event::Started, "started"), (Event::Finished, "finished")] {
         outbox
@@ -555,6 +546,16 @@ async fn a_dead_letter_of_an_event_another_holder_delivered_counts_nothing() {
             .await
             .unwrap();
     }
+    outbox
+}
+
+/// The first holder of `started` outlives its lease and delivers it; the second holder's
+/// call of the same head then ends in a dead letter (here: expired). The event is gone:
+/// nothing is counted dead, the chain's count keeps `finished`, which goes next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_of_an_event_another_holder_delivered_counts_nothing() {
+    let dir = temp_dir("courier-dead-after-delivered");
+    let outbox = one_build(&dir).await;
     let first = outbox.claim(4).await.unwrap();
     assert_eq!(first.len(), 1);
     lease_runs_out(&dir);
@@ -581,30 +582,17 @@ async fn a_dead_letter_of_an_event_another_holder_delivered_counts_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_letter_is_superseded_while_a_later_event_of_its_build_is_in_flight() {
     let dir = temp_dir("courier-superseded-in-flight");
-    let outbox = sqlite(&dir).await;
-    let url = format!("http://127.0.0.1:{}/hook", free_port());
-    for (event, name) in [(Event::Started, "started"), (Event::Finished, "finished")] {
-        outbox
-            .enqueue(runtime(), &config(&url), event, &documents(name, 1))
-            .await
-            .unwrap();
-    }
+    let outbox = one_build(&dir).await;
     let started = outbox.claim(4).await.unwrap().remove(0);
     assert_eq!(outbox.settle(&started, None).await.unwrap(), Settled::Dead);
     let finished = outbox.claim(4).await.unwrap().remove(0);
     assert_eq!(finished.event, Event::Finished, "in flight");
-    match outbox.redeliver(&Redeliver::Seq(started.seq), false).await {
-        Err(OutboxError::Superseded(seq)) => assert_eq!(seq, started.seq),
-        other => panic!("{other:?}"),
-    }
+    assert_superseded(&outbox, started.seq).await;
     let all = outbox.redeliver(&Redeliver::All, false).await.unwrap();
     assert_eq!((all.revived, all.superseded), (0, vec![started.seq]));
     // `finished` fails and stays pending: nothing later was delivered, so `started` may
     // go again, ahead of it.
-    let failed = Err(status_push_host::HostError::TimeBudget {
-        budget: Duration::from_secs(1),
-        doing: "a test",
-    });
+    let failed = timed_out();
     assert_eq!(
         outbox.settle(&finished, Some(&failed)).await.unwrap(),
         Settled::Pending

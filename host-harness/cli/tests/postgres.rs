@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::postgres::Postgres;
-use common::{documents, ended, free_port, temp_dir, wasm};
+use common::{assert_superseded, documents, ended, free_port, temp_dir, timed_out, wasm};
 use serde_json::{json, Value};
 use status_push_cli::receiver::{Receiver, Recorded, Reply};
 use status_push_host::outbox::{Accepted, Location, Outbox, OutboxError};
@@ -1030,14 +1030,8 @@ async fn dead_letters_and_redelivery_respect_what_another_holder_did() {
     assert_eq!(outbox.settle(&started, None).await.unwrap(), Settled::Dead);
     let finished = outbox.claim(4).await.unwrap().remove(0);
     assert_eq!(finished.event, Event::Finished, "in flight");
-    match outbox.redeliver(&Redeliver::Seq(started.seq), false).await {
-        Err(OutboxError::Superseded(seq)) => assert_eq!(seq, started.seq),
-        other => panic!("{other:?}"),
-    }
-    let failed = Err(status_push_host::HostError::TimeBudget {
-        budget: Duration::from_secs(1),
-        doing: "a test",
-    });
+    assert_superseded(&outbox, started.seq).await;
+    let failed = timed_out();
     let settled = outbox.settle(&finished, Some(&failed)).await.unwrap();
     assert_eq!(settled, Settled::Pending);
     let again = outbox

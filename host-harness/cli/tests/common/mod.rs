@@ -101,6 +101,26 @@ pub fn ended() -> Result<status_push_host::Outcome, status_push_host::HostError>
     ))
 }
 
+/// A call that ran out of time (an environmental failure: its event stays pending), as
+/// a settle takes it.
+#[allow(dead_code)]
+pub fn timed_out() -> Result<status_push_host::Outcome, status_push_host::HostError> {
+    Err(status_push_host::HostError::TimeBudget {
+        budget: std::time::Duration::from_secs(1),
+        doing: "a test",
+    })
+}
+
+/// Asserts that `redeliver` refuses dead letter `seq` as superseded.
+#[allow(dead_code)]
+pub async fn assert_superseded(outbox: &status_push_host::outbox::Outbox, seq: i64) {
+    use status_push_host::outbox::{OutboxError, Redeliver};
+    match outbox.redeliver(&Redeliver::Seq(seq), false).await {
+        Err(OutboxError::Superseded(refused)) => assert_eq!(refused, seq),
+        other => panic!("{other:?}"),
+    }
+}
+
 /// A loopback port nothing listens on (at the time of asking).
 #[allow(dead_code)]
 pub fn free_port() -> u16 {
