@@ -2,7 +2,8 @@
 //! a down destination delays no other, a superseded dead letter is not resent, claims
 //! are the database's and fenced, a failing destination gets one probe per backoff step
 //! (one at a time, however long it hangs), a killed host's claims come free within one
-//! lease, and a row this release cannot read holds back its own chain only.
+//! lease, a row this release cannot read holds back its own chain only, and a
+//! destination that hangs leaves room for the others.
 
 mod common;
 
@@ -307,8 +308,9 @@ async fn a_dead_destination_with_ten_thousand_pending_gets_one_probe_per_backoff
     assert_eq!(summary.pending, 10_000);
     assert_eq!(summary.open_circuits, 1);
     let requests = receiver.requests().len();
-    // The first calls go out together (at most one courier's in-flight limit) before the
-    // circuit opens; after that one probe per step of 250 ms, 500 ms, 1 s, 2 s, ...
+    // The first calls go out together (at most a destination's share of one courier's
+    // places) before the circuit opens; after that one probe per step of 250 ms, 500 ms,
+    // 1 s, 2 s, ...
     let steps = {
         let (mut at, mut step, mut n) = (Duration::ZERO, Duration::from_millis(250), 0);
         while at + step <= elapsed {
@@ -318,7 +320,7 @@ async fn a_dead_destination_with_ten_thousand_pending_gets_one_probe_per_backoff
         }
         n
     };
-    let in_flight = status_push_host::outbox::schedule::MAX_IN_FLIGHT;
+    let in_flight = status_push_host::outbox::schedule::MAX_IN_FLIGHT_PER_DESTINATION;
     assert!(
         requests <= in_flight + steps + 1,
         "{requests} requests in {elapsed:?} ({steps} backoff steps)"
@@ -695,4 +697,74 @@ async fn a_hanging_probe_keeps_its_destination_to_itself() {
         .run(&wake, scenario, Duration::ZERO)
         .await;
     assert_eq!(connections.load(Ordering::SeqCst), 1, "one probe at a time");
+}
+
+/// A destination that takes its calls and hangs holds at most its share of the courier's
+/// places while its circuit is still closed: an event for another destination queued
+/// meanwhile goes out at once, not after the hanging calls' timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_destination_leaves_room_for_the_others() {
+    use status_push_host::outbox::schedule;
+    let dir = temp_dir("courier-hanging-destination");
+    let outbox = sqlite(&dir).await;
+    let hanging = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hanging_url = format!("http://{}/hook", hanging.local_addr().unwrap());
+    let taken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = taken.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = hanging.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            held.push(socket);
+        }
+    });
+    for build in 1..=schedule::MAX_IN_FLIGHT as i64 + 4 {
+        outbox
+            .enqueue(
+                runtime(),
+                &config(&hanging_url),
+                Event::Started,
+                &documents("started", build),
+            )
+            .await
+            .unwrap();
+    }
+    let receiver = Receiver::start(0).await.unwrap();
+    let wake = tokio::sync::Notify::new();
+    let arrived = Arc::new(std::sync::Mutex::new(None));
+    let scenario = async {
+        while taken.load(Ordering::SeqCst) < schedule::MAX_IN_FLIGHT_PER_DESTINATION {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let queued = Instant::now();
+        outbox
+            .enqueue(
+                runtime(),
+                &config(&format!("{}/hook", receiver.origin())),
+                Event::Started,
+                &documents("started", 100),
+            )
+            .await
+            .unwrap();
+        wake.notify_one();
+        while receiver.requests().is_empty() && queued.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if !receiver.requests().is_empty() {
+            *arrived.lock().unwrap() = Some(queued.elapsed());
+        }
+    };
+    Courier::new(&outbox, runtime())
+        .run(&wake, scenario, Duration::ZERO)
+        .await;
+    let arrived = arrived
+        .lock()
+        .unwrap()
+        .expect("the other destination's event arrived");
+    assert!(arrived < Duration::from_secs(2), "after {arrived:?}");
+    assert_eq!(
+        taken.load(Ordering::SeqCst),
+        schedule::MAX_IN_FLIGHT_PER_DESTINATION,
+        "the hanging destination's share"
+    );
 }

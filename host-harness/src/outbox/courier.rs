@@ -5,7 +5,8 @@
 //! [`super::schedule`]) are the outbox's rules wherever it runs.
 //!
 //! Calls run concurrently on the courier's own task (each is mostly a wait for its
-//! receiver), at most [`schedule::MAX_IN_FLIGHT`] chains at once, one call per chain.
+//! receiver), at most [`schedule::MAX_IN_FLIGHT`] chains at once and
+//! [`schedule::MAX_IN_FLIGHT_PER_DESTINATION`] of one destination, one call per chain.
 
 use std::future::Future;
 use std::pin::pin;
@@ -100,6 +101,44 @@ pub struct Courier<'a> {
     poll: Option<Duration>,
     /// Configured reporters between calls.
     reporters: Reporters,
+    /// Calls running per destination id, for the claims' share of each.
+    busy: Busy,
+}
+
+/// Calls running per destination id.
+#[derive(Default)]
+struct Busy(std::sync::Mutex<std::collections::BTreeMap<i64, usize>>);
+
+impl Busy {
+    fn snapshot(&self) -> Vec<(i64, usize)> {
+        super::group_commit::lock(&self.0)
+            .iter()
+            .map(|(d, n)| (*d, *n))
+            .collect()
+    }
+
+    /// Counts a call to `destination` until the returned guard is dropped (the call
+    /// ended, or was dropped with the courier).
+    fn call(&self, destination: i64) -> Calling<'_> {
+        *super::group_commit::lock(&self.0)
+            .entry(destination)
+            .or_default() += 1;
+        Calling(self, destination)
+    }
+}
+
+struct Calling<'a>(&'a Busy, i64);
+
+impl Drop for Calling<'_> {
+    fn drop(&mut self) {
+        let mut busy = super::group_commit::lock(&self.0 .0);
+        if let Some(n) = busy.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                busy.remove(&self.1);
+            }
+        }
+    }
 }
 
 impl<'a> Courier<'a> {
@@ -111,6 +150,7 @@ impl<'a> Courier<'a> {
             observer: &LogOnly,
             poll: None,
             reporters: Reporters::default(),
+            busy: Busy::default(),
         }
     }
 
@@ -198,6 +238,7 @@ impl<'a> Courier<'a> {
             observer: &Tee(self.observer, &counter),
             poll: self.poll,
             reporters: Reporters::default(),
+            busy: Busy::default(),
         };
         let mut in_flight = FuturesUnordered::new();
         loop {
@@ -252,16 +293,22 @@ impl<'a> Courier<'a> {
             return Vec::new();
         }
         let started = Instant::now();
-        let claimed = self.outbox.claim(room).await.unwrap_or_else(|e| {
-            self.observer.trouble(&e);
-            Vec::new()
-        });
+        let busy = self.busy.snapshot();
+        let claimed = self
+            .outbox
+            .claim_beside(room, busy)
+            .await
+            .unwrap_or_else(|e| {
+                self.observer.trouble(&e);
+                Vec::new()
+            });
         self.observer.claimed(started.elapsed(), claimed.len());
         claimed
     }
 
     /// One call for a claimed head, bounded by its budget, its claim renewed meanwhile.
     async fn deliver(&self, claimed: Claimed) -> (Option<Settled>, Option<Outcome>) {
+        let _calling = self.busy.call(claimed.chain.destination);
         let started = Instant::now();
         if claimed.expired() {
             let settled = self.settle(&claimed, None, started).await;

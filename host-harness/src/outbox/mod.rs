@@ -607,10 +607,26 @@ fn destination_of(server_url: &str) -> String {
 struct Claim {
     /// At most this many chains.
     limit: usize,
+    /// Calls the claimer runs per destination: each destination gets at most
+    /// [`schedule::MAX_IN_FLIGHT_PER_DESTINATION`] less its own.
+    busy: Vec<(i64, usize)>,
     /// The token the claimed chains carry.
     token: i64,
     /// Only this chain, due or not and whatever its destination's circuit (`push`).
     only: Option<ChainKey>,
+}
+
+impl Claim {
+    /// How many chains of closed destination `destination` this claim may take, `room`
+    /// left in it.
+    fn want(&self, destination: i64, room: usize) -> usize {
+        let busy = self
+            .busy
+            .iter()
+            .find(|(d, _)| *d == destination)
+            .map_or(0, |(_, n)| *n);
+        room.min(schedule::MAX_IN_FLIGHT_PER_DESTINATION.saturating_sub(busy))
+    }
 }
 
 /// Why a call failed, as recorded.
@@ -926,8 +942,18 @@ impl Outbox {
     /// Claims the heads of up to `limit` due chains for the caller to call and hand back
     /// ([`Outbox::settle`]).
     pub async fn claim(&self, limit: usize) -> Result<Vec<Claimed>, OutboxError> {
+        self.claim_beside(limit, Vec::new()).await
+    }
+
+    /// [`Outbox::claim`] for a claimer already running `busy` calls per destination id.
+    pub(crate) async fn claim_beside(
+        &self,
+        limit: usize,
+        busy: Vec<(i64, usize)>,
+    ) -> Result<Vec<Claimed>, OutboxError> {
         let claim = Claim {
             limit,
+            busy,
             token: new_token(),
             only: None,
         };
@@ -937,6 +963,7 @@ impl Outbox {
     async fn claim_chain(&self, chain: &ChainKey) -> Result<Option<Claimed>, OutboxError> {
         let claim = Claim {
             limit: 1,
+            busy: Vec::new(),
             token: new_token(),
             only: Some(chain.clone()),
         };

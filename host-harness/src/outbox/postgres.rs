@@ -923,8 +923,8 @@ impl Postgres {
             let look = p.client.query(&p.due_destinations, &[]);
             let ahead = async {
                 match &alone {
-                    Some((destination, _)) if claim.limit > 0 => {
-                        let want = claim.limit as i64;
+                    Some((destination, _)) if claim.want(*destination, claim.limit) > 0 => {
+                        let want = claim.want(*destination, claim.limit) as i64;
                         let statement = &p.take_due_if_closed;
                         take_due(&p.client, statement, *destination, want, claim.token, lease).await
                     }
@@ -971,7 +971,14 @@ impl Postgres {
                         continue;
                     }
                 }
-                let want = if probe { 1 } else { room as i64 };
+                let want = if probe {
+                    1
+                } else {
+                    claim.want(destination, room) as i64
+                };
+                if want == 0 {
+                    continue;
+                }
                 let before = taken.len();
                 let heads = take_due(
                     &p.client,

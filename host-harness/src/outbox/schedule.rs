@@ -22,8 +22,13 @@ pub const LEASE: Duration = Duration::from_secs(10);
 /// How often a running call's lease is renewed.
 pub const RENEW_EVERY: Duration = Duration::from_secs(3);
 
-/// Builds one courier delivers at once; each is one call at a time, in its order.
-pub const MAX_IN_FLIGHT: usize = 16;
+/// Builds one courier delivers at once to one destination; each is one call at a time,
+/// in its order.
+pub const MAX_IN_FLIGHT_PER_DESTINATION: usize = 16;
+/// Builds one courier delivers at once in all: a destination that takes its calls and
+/// hangs holds at most [`MAX_IN_FLIGHT_PER_DESTINATION`] of them until its circuit
+/// opens, and the others' events go out meanwhile in the rest.
+pub const MAX_IN_FLIGHT: usize = MAX_IN_FLIGHT_PER_DESTINATION + 4;
 /// How often an idle courier looks at the outbox when nothing wakes it (another process
 /// may have queued events).
 pub const POLL: Duration = Duration::from_millis(250);

@@ -341,7 +341,14 @@ impl Sqlite {
                 }
                 // A failing destination gets one probe per backoff step.
                 let probe = failures > 0;
-                let want = if probe { 1 } else { room };
+                let want = if probe {
+                    1
+                } else {
+                    claim.want(destination, room)
+                };
+                if want == 0 {
+                    continue;
+                }
                 let keys: Vec<String> = tx
                     .prepare_cached(
                         "SELECT build_key FROM chains
@@ -1402,6 +1409,7 @@ mod tests {
         let claimed = runtime
             .block_on(sqlite.claim(Claim {
                 limit: 4,
+                busy: Vec::new(),
                 token: 7,
                 only: None,
             }))
