@@ -306,9 +306,23 @@ impl<'a> Courier<'a> {
         claimed
     }
 
+    /// One call for a claimed head ([`Courier::call`]), counted against its
+    /// destination's share from its claim on, not from its first poll, so that a claim
+    /// made before then sees it.
+    fn deliver(
+        &self,
+        claimed: Claimed,
+    ) -> impl Future<Output = (Option<Settled>, Option<Outcome>)> + '_ {
+        let calling = self.busy.call(claimed.chain.destination);
+        async move {
+            let settled = self.call(claimed).await;
+            drop(calling);
+            settled
+        }
+    }
+
     /// One call for a claimed head, bounded by its budget, its claim renewed meanwhile.
-    async fn deliver(&self, claimed: Claimed) -> (Option<Settled>, Option<Outcome>) {
-        let _calling = self.busy.call(claimed.chain.destination);
+    async fn call(&self, claimed: Claimed) -> (Option<Settled>, Option<Outcome>) {
         let started = Instant::now();
         if claimed.expired() {
             let settled = self.settle(&claimed, None, started).await;

@@ -16,10 +16,9 @@ use super::group_commit::lock;
 use super::{seal, Claimed};
 use crate::{HostError, Outcome, Reporter, Runtime, Secret};
 
-/// Idle reporters kept per courier: one per call it runs at once to one destination, so
-/// a courier with one configuration never makes another, and a few configurations share
-/// the room.
-const KEPT: usize = super::schedule::MAX_IN_FLIGHT_PER_DESTINATION;
+/// Idle reporters kept per courier: one per call it runs at once, so a courier with one
+/// configuration never makes another, and a few configurations share the room.
+const KEPT: usize = super::schedule::MAX_IN_FLIGHT;
 
 /// A courier's idle reporters, oldest first.
 #[derive(Default)]
