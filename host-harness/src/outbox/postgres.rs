@@ -921,10 +921,13 @@ impl Postgres {
         self.run(async {
             let mut taken = Vec::new();
             let look = p.client.query(&p.due_destinations, &[]);
+            let want_ahead = alone
+                .as_ref()
+                .map_or(0, |(d, _)| claim.want(*d, claim.limit));
             let ahead = async {
                 match &alone {
-                    Some((destination, _)) if claim.want(*destination, claim.limit) > 0 => {
-                        let want = claim.want(*destination, claim.limit) as i64;
+                    Some((destination, _)) if want_ahead > 0 => {
+                        let want = want_ahead as i64;
                         let statement = &p.take_due_if_closed;
                         take_due(&p.client, statement, *destination, want, claim.token, lease).await
                     }
