@@ -1043,6 +1043,39 @@ async fn dead_letters_and_redelivery_respect_what_another_holder_did() {
     assert_eq!((counts.pending, counts.dead), (2, 0));
 }
 
+/// Two writers of one build at once, the first slowed after numbering its event (a
+/// trigger sleeps on `started`): the second commits only after the first, so a claim in
+/// between never sees `finished` as the chain's head while `started` is uncommitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_of_one_build_written_at_once_commit_in_their_order() {
+    let (pg, outbox, origin, config) = settled_by_hand("numbered").await;
+    pg.sql(
+        "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF NEW.event = 'started' THEN PERFORM pg_sleep(2); END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER slow BEFORE INSERT ON status_push_events
+             FOR EACH ROW EXECUTE FUNCTION slow();",
+    );
+    let (started, finished) = (documents("started", 1), documents("finished", 1));
+    // Another build's event first, so the destination's row is committed: a writer of a
+    // new destination would otherwise wait on the first writer's row anyway.
+    let other = due(&config, &origin, Event::Finished, &finished, "b|0");
+    outbox.accept(&other).await.unwrap();
+    let first = due(&config, &origin, Event::Started, &started, "b|1");
+    let second = due(&config, &origin, Event::Finished, &finished, "b|1");
+    let (written, claimed) = tokio::join!(outbox.accept(&first), async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        outbox.accept(&second).await.unwrap();
+        outbox.claim(4).await.unwrap()
+    });
+    written.unwrap();
+    let head: Vec<_> = claimed.iter().filter(|c| c.build_key == "b|1").collect();
+    assert_eq!(head.len(), 1, "{claimed:?}");
+    assert_eq!(head[0].event, Event::Started, "first event first");
+}
+
 /// Calls the courier stopped because their chain could be another's, and what else it
 /// reported.
 #[derive(Default)]

@@ -679,6 +679,22 @@ impl Postgres {
                     )
                     .await?
                     .get(0);
+                // The chain's row is locked before the event is numbered, so two writers of
+                // one build commit in the order of their numbers: a claim never sees a later
+                // event of a chain while an earlier one is still uncommitted.
+                tx.execute(
+                    &format!(
+                        "INSERT INTO status_push_chains AS c
+                         (destination_id, build_key, pending, next_attempt_ms)
+                     VALUES ($1, $2, 1, {NOW_MS})
+                     ON CONFLICT (destination_id, build_key) DO UPDATE SET
+                         pending = c.pending + 1,
+                         next_attempt_ms = CASE WHEN c.pending = 0 THEN EXCLUDED.next_attempt_ms
+                                                ELSE c.next_attempt_ms END"
+                    ),
+                    &[&destination, &event.build_key],
+                )
+                .await?;
                 let seq: i64 = tx.query_one(NEXT_SEQS, &[&1i32]).await?.get(0);
                 let (config, documents) = match event.sealed(&self.keys, seq) {
                     Ok(sealed) => sealed,
@@ -701,19 +717,6 @@ impl Postgres {
                         &event.budget_ms,
                         &event.retention_s,
                     ],
-                )
-                .await?;
-                tx.execute(
-                    &format!(
-                        "INSERT INTO status_push_chains AS c
-                         (destination_id, build_key, pending, next_attempt_ms)
-                     VALUES ($1, $2, 1, {NOW_MS})
-                     ON CONFLICT (destination_id, build_key) DO UPDATE SET
-                         pending = c.pending + 1,
-                         next_attempt_ms = CASE WHEN c.pending = 0 THEN EXCLUDED.next_attempt_ms
-                                                ELSE c.next_attempt_ms END"
-                    ),
-                    &[&destination, &event.build_key],
                 )
                 .await?;
                 tx.execute(
@@ -763,6 +766,31 @@ impl Postgres {
                 if let Some(pending) = over_cap(&tx, cap, events.len() as u64).await? {
                     return Ok(Err(Refused::Full(pending)));
                 }
+                tx.execute(
+                    "INSERT INTO status_push_destinations (target, shown)
+                 SELECT DISTINCT * FROM UNNEST($1::text[], $2::text[])
+                 ON CONFLICT (target) DO NOTHING",
+                    &[&targets, &shown],
+                )
+                .await?;
+                // Chains locked before their events are numbered (see `insert`), in one
+                // order, so two batches sharing chains wait for each other, not deadlock.
+                tx.execute(
+                    &format!(
+                        "INSERT INTO status_push_chains AS c
+                         (destination_id, build_key, pending, next_attempt_ms)
+                     SELECT d.id, u.k, count(*), {NOW_MS}
+                     FROM UNNEST($1::text[], $2::text[]) AS u(t, k)
+                     JOIN status_push_destinations d ON d.target = u.t
+                     GROUP BY d.id, u.k ORDER BY d.id, u.k
+                     ON CONFLICT (destination_id, build_key) DO UPDATE SET
+                         pending = c.pending + EXCLUDED.pending,
+                         next_attempt_ms = CASE WHEN c.pending = 0 THEN EXCLUDED.next_attempt_ms
+                                                ELSE c.next_attempt_ms END"
+                    ),
+                    &[&targets, &keys],
+                )
+                .await?;
                 let seqs: Vec<i64> = tx
                     .query(NEXT_SEQS, &[&(events.len() as i32)])
                     .await?
@@ -787,13 +815,6 @@ impl Postgres {
                     }
                 }
                 tx.execute(
-                    "INSERT INTO status_push_destinations (target, shown)
-                 SELECT DISTINCT * FROM UNNEST($1::text[], $2::text[])
-                 ON CONFLICT (target) DO NOTHING",
-                    &[&targets, &shown],
-                )
-                .await?;
-                tx.execute(
                     &format!(
                         "INSERT INTO status_push_events (seq, destination_id, build_key, event,
                          config, documents, created_at, expires_at, budget_ms, retention_s)
@@ -815,22 +836,6 @@ impl Postgres {
                         &retention,
                         &seqs,
                     ],
-                )
-                .await?;
-                tx.execute(
-                    &format!(
-                        "INSERT INTO status_push_chains AS c
-                         (destination_id, build_key, pending, next_attempt_ms)
-                     SELECT d.id, u.k, count(*), {NOW_MS}
-                     FROM UNNEST($1::text[], $2::text[]) AS u(t, k)
-                     JOIN status_push_destinations d ON d.target = u.t
-                     GROUP BY d.id, u.k
-                     ON CONFLICT (destination_id, build_key) DO UPDATE SET
-                         pending = c.pending + EXCLUDED.pending,
-                         next_attempt_ms = CASE WHEN c.pending = 0 THEN EXCLUDED.next_attempt_ms
-                                                ELSE c.next_attempt_ms END"
-                    ),
-                    &[&targets, &keys],
                 )
                 .await?;
                 tx.execute(
