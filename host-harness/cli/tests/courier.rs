@@ -579,6 +579,25 @@ async fn a_dead_letter_of_an_event_another_holder_delivered_counts_nothing() {
     assert_eq!(next[0].event, Event::Finished);
 }
 
+/// The same, the second holder's call failing in a way that would be retried: nothing is
+/// recorded, and `finished` goes next at once, not after a backoff `started` earned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_of_an_event_another_holder_delivered_holds_nothing_back() {
+    let dir = temp_dir("courier-failed-after-delivered");
+    let outbox = one_build(&dir).await;
+    let first = outbox.claim(4).await.unwrap().remove(0);
+    lease_runs_out(&dir);
+    let second = outbox.claim(4).await.unwrap().remove(0);
+    assert_eq!(second.seq, first.seq, "the same head, claimed again");
+    let done = outbox.settle(&first, Some(&ended())).await.unwrap();
+    assert_eq!(done, Settled::Done);
+    let failed = outbox.settle(&second, Some(&timed_out())).await.unwrap();
+    assert_eq!(failed, Settled::Lost, "delivered already: nothing to retry");
+    let next = outbox.claim(4).await.unwrap();
+    assert_eq!(next.len(), 1, "the chain goes on at once");
+    assert_eq!(next[0].event, Event::Finished);
+}
+
 /// `started` is a dead letter and `finished` is in flight: sent now, `started` could
 /// arrive after `finished`, so it is superseded until `finished` has gone or failed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -707,17 +726,7 @@ async fn a_hanging_destination_leaves_room_for_the_others() {
     use status_push_host::outbox::schedule;
     let dir = temp_dir("courier-hanging-destination");
     let outbox = sqlite(&dir).await;
-    let hanging = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hanging_url = format!("http://{}/hook", hanging.local_addr().unwrap());
-    let taken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counted = taken.clone();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = hanging.accept().await {
-            counted.fetch_add(1, Ordering::SeqCst);
-            held.push(socket);
-        }
-    });
+    let (hanging_url, taken) = hanging().await;
     for build in 1..=schedule::MAX_IN_FLIGHT as i64 + 4 {
         outbox
             .enqueue(
@@ -767,4 +776,86 @@ async fn a_hanging_destination_leaves_room_for_the_others() {
         schedule::MAX_IN_FLIGHT_PER_DESTINATION,
         "the hanging destination's share"
     );
+}
+
+/// A receiver that takes every connection and never answers: its URL, and the
+/// connections it took.
+async fn hanging() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let taken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = taken.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            held.push(socket);
+        }
+    });
+    (url, taken)
+}
+
+/// Several destinations that take their calls and hang hold no place that another
+/// destination needs: their calls stall, give their places back, and each fills its own
+/// share; an event for a destination that answers, queued then, goes out at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_hanging_destinations_leave_room_for_the_others() {
+    use status_push_host::outbox::schedule;
+    let dir = temp_dir("courier-hanging-destinations");
+    let outbox = sqlite(&dir).await;
+    let share = schedule::MAX_IN_FLIGHT_PER_DESTINATION;
+    let mut hangers = Vec::new();
+    for destination in 0..3 {
+        let (url, taken) = hanging().await;
+        for build in 1..=share as i64 + 4 {
+            outbox
+                .enqueue(
+                    runtime(),
+                    &config(&url),
+                    Event::Started,
+                    &documents("started", destination * 100 + build),
+                )
+                .await
+                .unwrap();
+        }
+        hangers.push(taken);
+    }
+    let taken = || -> Vec<usize> { hangers.iter().map(|t| t.load(Ordering::SeqCst)).collect() };
+    let receiver = Receiver::start(0).await.unwrap();
+    let wake = tokio::sync::Notify::new();
+    let arrived = Arc::new(std::sync::Mutex::new(None));
+    let scenario = async {
+        let started = Instant::now();
+        while taken().iter().sum::<usize>() < 3 * share
+            && started.elapsed() < Duration::from_secs(10)
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let queued = Instant::now();
+        outbox
+            .enqueue(
+                runtime(),
+                &config(&format!("{}/hook", receiver.origin())),
+                Event::Started,
+                &documents("started", 1_000),
+            )
+            .await
+            .unwrap();
+        wake.notify_one();
+        while receiver.requests().is_empty() && queued.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if !receiver.requests().is_empty() {
+            *arrived.lock().unwrap() = Some(queued.elapsed());
+        }
+    };
+    Courier::new(&outbox, runtime())
+        .run(&wake, scenario, Duration::ZERO)
+        .await;
+    assert_eq!(taken(), [share; 3], "each hanging destination's share");
+    let arrived = arrived
+        .lock()
+        .unwrap()
+        .expect("the answering destination's event arrived");
+    assert!(arrived < Duration::from_secs(2), "after {arrived:?}");
 }

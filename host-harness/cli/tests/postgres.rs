@@ -994,9 +994,9 @@ async fn a_refused_group_records_each_delivery_alone_with_its_own_error() {
 }
 
 /// The claim's fences against a head delivered under a lost lease, on PostgreSQL (the
-/// SQLite twins are in `courier.rs`): a dead letter of an event the first holder
-/// delivered counts nothing; a dead letter is superseded while a later event of its
-/// build is in flight.
+/// SQLite twins are in `courier.rs`): a dead letter, or a failure, of an event the first
+/// holder delivered counts nothing; a dead letter is superseded while a later event of
+/// its build is in flight.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_and_redelivery_respect_what_another_holder_did() {
     use status_push_host::outbox::{Redeliver, Settled};
@@ -1022,6 +1022,20 @@ async fn dead_letters_and_redelivery_respect_what_another_holder_did() {
     assert_eq!((counts.pending, counts.dead), (1, 0));
     let next = outbox.claim(4).await.unwrap().remove(0);
     assert_eq!(next.event, Event::Finished, "the chain goes on");
+    let done = outbox.settle(&next, Some(&ended())).await.unwrap();
+    assert_eq!(done, Settled::Done);
+
+    // The same, the second holder's call failing in a way that would be retried.
+    outbox.accept_batch(&build("b|3")).await.unwrap();
+    let first = outbox.claim(4).await.unwrap().remove(0);
+    pg.sql("UPDATE status_push_chains SET next_attempt_ms = 0");
+    let second = outbox.claim(4).await.unwrap().remove(0);
+    let done = outbox.settle(&first, Some(&ended())).await.unwrap();
+    assert_eq!(done, Settled::Done);
+    let failed = outbox.settle(&second, Some(&timed_out())).await.unwrap();
+    assert_eq!(failed, Settled::Lost, "delivered already: nothing to retry");
+    let next = outbox.claim(4).await.unwrap().remove(0);
+    assert_eq!(next.event, Event::Finished, "at once, no backoff");
     let done = outbox.settle(&next, Some(&ended())).await.unwrap();
     assert_eq!(done, Settled::Done);
 

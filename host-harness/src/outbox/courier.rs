@@ -6,10 +6,12 @@
 //!
 //! Calls run concurrently on the courier's own task (each is mostly a wait for its
 //! receiver), at most [`schedule::MAX_IN_FLIGHT`] chains at once and
-//! [`schedule::MAX_IN_FLIGHT_PER_DESTINATION`] of one destination, one call per chain.
+//! [`schedule::MAX_IN_FLIGHT_PER_DESTINATION`] of one destination, one call per chain;
+//! a call that has [stalled](schedule::STALLED_AFTER) gives its place back to the others.
 
 use std::future::Future;
 use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -103,6 +105,8 @@ pub struct Courier<'a> {
     reporters: Reporters,
     /// Calls running per destination id, for the claims' share of each.
     busy: Busy,
+    /// Calls past [`schedule::STALLED_AFTER`], whose places the others may take.
+    stalled: Stalled,
 }
 
 /// Calls running per destination id.
@@ -129,6 +133,38 @@ impl Busy {
 
 struct Calling<'a>(&'a Busy, i64);
 
+/// Calls running past [`schedule::STALLED_AFTER`].
+#[derive(Default)]
+struct Stalled {
+    count: AtomicUsize,
+    /// Wakes the courier: a stalled call gave its place back.
+    freed: Notify,
+}
+
+impl Stalled {
+    /// Counts a stalled call until the returned guard is dropped.
+    fn enter(&self) -> StalledCall<'_> {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        self.freed.notify_one();
+        StalledCall(self)
+    }
+
+    /// Places free beside `in_flight` calls, of which the stalled give theirs back up to
+    /// [`schedule::MAX_STALLED`].
+    fn room(&self, in_flight: usize) -> usize {
+        let stalled = self.count.load(Ordering::SeqCst).min(schedule::MAX_STALLED);
+        (schedule::MAX_IN_FLIGHT + stalled).saturating_sub(in_flight)
+    }
+}
+
+struct StalledCall<'a>(&'a Stalled);
+
+impl Drop for StalledCall<'_> {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 impl Drop for Calling<'_> {
     fn drop(&mut self) {
         let mut busy = super::group_commit::lock(&self.0 .0);
@@ -151,6 +187,7 @@ impl<'a> Courier<'a> {
             poll: None,
             reporters: Reporters::default(),
             busy: Busy::default(),
+            stalled: Stalled::default(),
         }
     }
 
@@ -206,6 +243,7 @@ impl<'a> Courier<'a> {
             tokio::select! {
                 Some(_) = in_flight.next(), if !in_flight.is_empty() => {}
                 () = wake.notified() => {}
+                () = self.stalled.freed.notified() => {}
                 woken = notified => if woken.is_none() {
                     // The listening connection is gone: poll as without one.
                     listener = None;
@@ -239,6 +277,7 @@ impl<'a> Courier<'a> {
             poll: self.poll,
             reporters: Reporters::default(),
             busy: Busy::default(),
+            stalled: Stalled::default(),
         };
         let mut in_flight = FuturesUnordered::new();
         loop {
@@ -254,7 +293,13 @@ impl<'a> Courier<'a> {
                 tokio::time::sleep(schedule::POLL).await;
             } else {
                 let left = budget.saturating_sub(started.elapsed());
-                if tokio::time::timeout(left, in_flight.next()).await.is_err() {
+                let freed = async {
+                    tokio::select! {
+                        _ = in_flight.next() => {}
+                        () = courier.stalled.freed.notified() => {}
+                    }
+                };
+                if tokio::time::timeout(left, freed).await.is_err() {
                     // Out of time with calls running: they stay pending.
                     drop(in_flight);
                     let counts = self.outbox.counts().await?;
@@ -288,7 +333,7 @@ impl<'a> Courier<'a> {
 
     /// Claims as many chains as there is room for beside `in_flight` calls.
     async fn claim_room(&self, in_flight: usize) -> Vec<Claimed> {
-        let room = schedule::MAX_IN_FLIGHT.saturating_sub(in_flight);
+        let room = self.stalled.room(in_flight);
         if room == 0 {
             return Vec::new();
         }
@@ -308,14 +353,21 @@ impl<'a> Courier<'a> {
 
     /// One call for a claimed head ([`Courier::call`]), counted against its
     /// destination's share from its claim on, not from its first poll, so that a claim
-    /// made before then sees it.
+    /// made before then sees it; once stalled, counted among the stalled.
     fn deliver(
         &self,
         claimed: Claimed,
     ) -> impl Future<Output = (Option<Settled>, Option<Outcome>)> + '_ {
         let calling = self.busy.call(claimed.chain.destination);
         async move {
-            let settled = self.call(claimed).await;
+            let mut call = pin!(self.call(claimed));
+            let settled = match tokio::time::timeout(schedule::STALLED_AFTER, &mut call).await {
+                Ok(settled) => settled,
+                Err(_) => {
+                    let _stalled = self.stalled.enter();
+                    call.await
+                }
+            };
             drop(calling);
             settled
         }

@@ -1061,6 +1061,21 @@ impl Postgres {
             let Some(calls) = held_calls(&tx, chain, token).await? else {
                 return Ok(false);
             };
+            if !record(&tx, seq, failure).await? {
+                // Gone: delivered by the holder whose lease this claim outlasted. The
+                // chain goes on at once, and nothing is counted.
+                tx.execute(
+                    &format!(
+                        "UPDATE status_push_chains SET calls = 0, next_attempt_ms = {NOW_MS},
+                             claim_token = NULL
+                         WHERE destination_id = $1 AND build_key = $2"
+                    ),
+                    &[&chain.destination, &chain.build_key],
+                )
+                .await?;
+                tx.commit().await?;
+                return Ok(false);
+            }
             // A failing destination is spaced by its circuit, and its chains are due again
             // the moment it closes; a failure of this host's own spaces this chain alone.
             let (calls, wait) = if destination_failed {
@@ -1077,7 +1092,6 @@ impl Postgres {
                 &[&chain.destination, &chain.build_key, &calls, &wait],
             )
             .await?;
-            record(&tx, seq, failure).await?;
             if destination_failed {
                 let row = tx
                     .query_one(
@@ -1623,7 +1637,7 @@ async fn record(
     tx: &impl GenericClient,
     seq: i64,
     failure: &Failure,
-) -> std::result::Result<(), tokio_postgres::Error> {
+) -> std::result::Result<bool, tokio_postgres::Error> {
     tx.execute(
         "UPDATE status_push_events SET attempts = attempts + $2,
              delivery_id = CASE WHEN $3 = '' THEN delivery_id ELSE $3 END, last_error = $4
@@ -1636,7 +1650,7 @@ async fn record(
         ],
     )
     .await
-    .map(drop)
+    .map(|n| n == 1)
 }
 
 /// A probe that told nothing of its destination: the next may go at once.

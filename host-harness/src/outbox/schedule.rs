@@ -25,10 +25,18 @@ pub const RENEW_EVERY: Duration = Duration::from_secs(3);
 /// Builds one courier delivers at once to one destination; each is one call at a time,
 /// in its order.
 pub const MAX_IN_FLIGHT_PER_DESTINATION: usize = 16;
-/// Builds one courier delivers at once in all: a destination that takes its calls and
-/// hangs holds at most [`MAX_IN_FLIGHT_PER_DESTINATION`] of them until its circuit
-/// opens, and the others' events go out meanwhile in the rest.
+/// Builds one courier delivers at once in all, not counting stalled calls (below).
 pub const MAX_IN_FLIGHT: usize = MAX_IN_FLIGHT_PER_DESTINATION + 4;
+/// A call still running after this long is stalled: its receiver took it and is slow to
+/// answer, or hangs until the call's budget runs out. It gives its place back to the
+/// courier's others (it still counts against its destination's share), so destinations
+/// that hang, however many, never hold up those that answer.
+pub const STALLED_AFTER: Duration = Duration::from_secs(1);
+/// Stalled calls one courier keeps running at once, beside its [`MAX_IN_FLIGHT`]: each
+/// holds an instance, so their number is bounded too. Four destinations that hang fill
+/// their whole share; beyond that, each one's circuit opens after its first calls time
+/// out, and it holds one probe at a time.
+pub const MAX_STALLED: usize = 4 * MAX_IN_FLIGHT_PER_DESTINATION;
 /// How often an idle courier looks at the outbox when nothing wakes it (another process
 /// may have queued events).
 pub const POLL: Duration = Duration::from_millis(250);

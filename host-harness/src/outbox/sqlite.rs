@@ -387,20 +387,23 @@ impl Sqlite {
     }
 
     /// Renews the chain's lease if `token` still holds it; a probe's, its destination's
-    /// reservation too, so that no second probe starts while a slow one runs.
+    /// reservation too, so that no second probe starts while a slow one runs. Queued with
+    /// the other writes, so it goes in the next group: the combiner holds the connection
+    /// for as long as writes keep arriving, which a renewal waiting for the connection
+    /// itself could outlast.
     pub(super) async fn renew(&self, chain: &ChainKey, token: i64, probe: bool) -> Result<bool> {
         let chain = chain.clone();
-        self.run(move |db| {
+        self.transaction(move |tx| {
             let until = now_ms().saturating_add(schedule::ms(schedule::LEASE));
             let n = exec(
-                db,
+                tx,
                 "UPDATE chains SET next_attempt_ms = ?4
                  WHERE destination_id = ?1 AND build_key = ?2 AND claim_token = ?3",
                 params![chain.destination, chain.build_key, token, until],
             )?;
             if n == 1 && probe {
                 exec(
-                    db,
+                    tx,
                     "UPDATE destinations SET open_until_ms = max(open_until_ms, ?2)
                      WHERE id = ?1 AND failures > 0",
                     params![chain.destination, until],
@@ -455,7 +458,7 @@ impl Sqlite {
 
     /// A failure to try again after a backoff; `destination_failed` counts it against the
     /// destination's circuit (once per backoff step, or always for its probe). `false`
-    /// when the claim was lost: nothing is recorded.
+    /// when the claim was lost, or its event delivered meanwhile: nothing is recorded.
     pub(super) async fn retry(
         &self,
         chain: &ChainKey,
@@ -471,6 +474,17 @@ impl Sqlite {
             let Some(calls) = held_calls(tx, &chain, token)? else {
                 return Ok(false);
             };
+            if !record(tx, seq, &failure)? {
+                // Gone: delivered by the holder whose lease this claim outlasted. The
+                // chain goes on at once, and nothing is counted.
+                exec(
+                    tx,
+                    "UPDATE chains SET calls = 0, next_attempt_ms = ?3, claim_token = NULL
+                     WHERE destination_id = ?1 AND build_key = ?2",
+                    params![chain.destination, chain.build_key, now],
+                )?;
+                return Ok(false);
+            }
             // A failing destination is spaced by its circuit, and its chains are due again
             // the moment it closes; a failure of this host's own (a CA file, a budget)
             // spaces this chain alone.
@@ -488,7 +502,6 @@ impl Sqlite {
                  WHERE destination_id = ?1 AND build_key = ?2",
                 params![chain.destination, chain.build_key, calls, next],
             )?;
-            record(tx, seq, &failure)?;
             if destination_failed {
                 let (failures, open_until): (i64, i64) = tx.query_row(
                     "SELECT failures, open_until_ms FROM destinations WHERE id = ?1",
@@ -1151,15 +1164,15 @@ fn held_calls(tx: &Transaction<'_>, chain: &ChainKey, token: i64) -> rusqlite::R
 }
 
 /// Records a failed call on its event.
-fn record(tx: &Transaction<'_>, seq: i64, failure: &Failure) -> rusqlite::Result<()> {
-    exec(
+fn record(tx: &Transaction<'_>, seq: i64, failure: &Failure) -> rusqlite::Result<bool> {
+    let n = exec(
         tx,
         "UPDATE events SET attempts = attempts + ?2,
              delivery_id = CASE WHEN ?3 = '' THEN delivery_id ELSE ?3 END, last_error = ?4
          WHERE seq = ?1",
         params![seq, failure.attempts, failure.delivery_id, failure.reason],
     )?;
-    Ok(())
+    Ok(n == 1)
 }
 
 /// A probe that told nothing of its destination: the next may go at once.
