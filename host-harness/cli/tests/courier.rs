@@ -738,11 +738,26 @@ async fn a_hanging_destination_leaves_room_for_the_others() {
             .await
             .unwrap();
     }
+    let share = schedule::MAX_IN_FLIGHT_PER_DESTINATION;
+    let arrived = arrival_beside(&outbox, || taken.load(Ordering::SeqCst) >= share).await;
+    let arrived = arrived.expect("the other destination's event arrived");
+    assert!(arrived < Duration::from_secs(2), "after {arrived:?}");
+    assert_eq!(
+        taken.load(Ordering::SeqCst),
+        share,
+        "the hanging destination's share"
+    );
+}
+
+/// Runs a courier on `outbox` until `ready` (or for 10 s), then queues an event for a
+/// receiver that answers at once: how long it took to arrive, if it did within 5 s.
+async fn arrival_beside(outbox: &Outbox, ready: impl Fn() -> bool) -> Option<Duration> {
     let receiver = Receiver::start(0).await.unwrap();
     let wake = tokio::sync::Notify::new();
-    let arrived = Arc::new(std::sync::Mutex::new(None));
+    let mut arrived = None;
     let scenario = async {
-        while taken.load(Ordering::SeqCst) < schedule::MAX_IN_FLIGHT_PER_DESTINATION {
+        let started = Instant::now();
+        while !ready() && started.elapsed() < Duration::from_secs(10) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let queued = Instant::now();
@@ -751,31 +766,22 @@ async fn a_hanging_destination_leaves_room_for_the_others() {
                 runtime(),
                 &config(&format!("{}/hook", receiver.origin())),
                 Event::Started,
-                &documents("started", 100),
+                &documents("started", 1_000),
             )
             .await
             .unwrap();
         wake.notify_one();
-        while receiver.requests().is_empty() && queued.elapsed() < Duration::from_secs(10) {
+        while receiver.requests().is_empty() && queued.elapsed() < Duration::from_secs(5) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         if !receiver.requests().is_empty() {
-            *arrived.lock().unwrap() = Some(queued.elapsed());
+            arrived = Some(queued.elapsed());
         }
     };
-    Courier::new(&outbox, runtime())
+    Courier::new(outbox, runtime())
         .run(&wake, scenario, Duration::ZERO)
         .await;
-    let arrived = arrived
-        .lock()
-        .unwrap()
-        .expect("the other destination's event arrived");
-    assert!(arrived < Duration::from_secs(2), "after {arrived:?}");
-    assert_eq!(
-        taken.load(Ordering::SeqCst),
-        schedule::MAX_IN_FLIGHT_PER_DESTINATION,
-        "the hanging destination's share"
-    );
+    arrived
 }
 
 /// A receiver that takes every connection and never answers: its URL, and the
@@ -821,41 +827,8 @@ async fn several_hanging_destinations_leave_room_for_the_others() {
         hangers.push(taken);
     }
     let taken = || -> Vec<usize> { hangers.iter().map(|t| t.load(Ordering::SeqCst)).collect() };
-    let receiver = Receiver::start(0).await.unwrap();
-    let wake = tokio::sync::Notify::new();
-    let arrived = Arc::new(std::sync::Mutex::new(None));
-    let scenario = async {
-        let started = Instant::now();
-        while taken().iter().sum::<usize>() < 3 * share
-            && started.elapsed() < Duration::from_secs(10)
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let queued = Instant::now();
-        outbox
-            .enqueue(
-                runtime(),
-                &config(&format!("{}/hook", receiver.origin())),
-                Event::Started,
-                &documents("started", 1_000),
-            )
-            .await
-            .unwrap();
-        wake.notify_one();
-        while receiver.requests().is_empty() && queued.elapsed() < Duration::from_secs(5) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        if !receiver.requests().is_empty() {
-            *arrived.lock().unwrap() = Some(queued.elapsed());
-        }
-    };
-    Courier::new(&outbox, runtime())
-        .run(&wake, scenario, Duration::ZERO)
-        .await;
+    let arrived = arrival_beside(&outbox, || taken().iter().sum::<usize>() >= 3 * share).await;
     assert_eq!(taken(), [share; 3], "each hanging destination's share");
-    let arrived = arrived
-        .lock()
-        .unwrap()
-        .expect("the answering destination's event arrived");
+    let arrived = arrived.expect("the answering destination's event arrived");
     assert!(arrived < Duration::from_secs(2), "after {arrived:?}");
 }

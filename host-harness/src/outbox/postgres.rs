@@ -83,6 +83,17 @@ static RESERVE_PROBE: LazyLock<String> = LazyLock::new(|| {
          WHERE id = $1 AND open_until_ms <= {NOW_MS}"
     )
 });
+/// One more pending event in chain `($1, $2)`: due now if it was empty, or as it was.
+static ONE_MORE_PENDING: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO status_push_chains AS c (destination_id, build_key, pending, next_attempt_ms)
+         VALUES ($1, $2, 1, {NOW_MS})
+         ON CONFLICT (destination_id, build_key) DO UPDATE SET
+             pending = c.pending + 1,
+             next_attempt_ms = CASE WHEN c.pending = 0 THEN EXCLUDED.next_attempt_ms
+                                    ELSE c.next_attempt_ms END"
+    )
+});
 /// A running probe's reservation of destination `$1` renewed for `$2` ms.
 static RENEW_PROBE: LazyLock<String> = LazyLock::new(|| {
     format!(
@@ -682,19 +693,8 @@ impl Postgres {
                 // The chain's row is locked before the event is numbered, so two writers of
                 // one build commit in the order of their numbers: a claim never sees a later
                 // event of a chain while an earlier one is still uncommitted.
-                tx.execute(
-                    &format!(
-                        "INSERT INTO status_push_chains AS c
-                         (destination_id, build_key, pending, next_attempt_ms)
-                     VALUES ($1, $2, 1, {NOW_MS})
-                     ON CONFLICT (destination_id, build_key) DO UPDATE SET
-                         pending = c.pending + 1,
-                         next_attempt_ms = CASE WHEN c.pending = 0 THEN EXCLUDED.next_attempt_ms
-                                                ELSE c.next_attempt_ms END"
-                    ),
-                    &[&destination, &event.build_key],
-                )
-                .await?;
+                tx.execute(&*ONE_MORE_PENDING, &[&destination, &event.build_key])
+                    .await?;
                 let seq: i64 = tx.query_one(NEXT_SEQS, &[&1i32]).await?.get(0);
                 let (config, documents) = match event.sealed(&self.keys, seq) {
                     Ok(sealed) => sealed,
@@ -1267,19 +1267,8 @@ impl Postgres {
                     // Pruned, or revived by another `redeliver`, since the look.
                     continue;
                 }
-                tx.execute(
-                    &format!(
-                        "INSERT INTO status_push_chains AS c
-                             (destination_id, build_key, pending, next_attempt_ms)
-                         VALUES ($1, $2, 1, {NOW_MS})
-                         ON CONFLICT (destination_id, build_key) DO UPDATE SET
-                             pending = c.pending + 1,
-                             next_attempt_ms = CASE WHEN c.pending = 0
-                                 THEN EXCLUDED.next_attempt_ms ELSE c.next_attempt_ms END"
-                    ),
-                    &[&destination, &build_key],
-                )
-                .await?;
+                tx.execute(&*ONE_MORE_PENDING, &[&destination, &build_key])
+                    .await?;
                 tx.execute(
                     "UPDATE status_push_destinations SET pending = pending + 1, dead = dead - 1
                      WHERE id = $1",
