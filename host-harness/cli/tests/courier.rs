@@ -552,50 +552,28 @@ async fn one_build(dir: &std::path::Path) -> Outbox {
 }
 
 /// The first holder of `started` outlives its lease and delivers it; the second holder's
-/// call of the same head then ends in a dead letter (here: expired). The event is gone:
-/// nothing is counted dead, the chain's count keeps `finished`, which goes next.
+/// call of the same head then ends in a dead letter (here: expired), or fails in a way
+/// that would be retried. The event is gone: nothing is counted or recorded, and the
+/// chain goes on at once with `finished` (not after a backoff `started` earned).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_letter_of_an_event_another_holder_delivered_counts_nothing() {
-    let dir = temp_dir("courier-dead-after-delivered");
-    let outbox = one_build(&dir).await;
-    let first = outbox.claim(4).await.unwrap();
-    assert_eq!(first.len(), 1);
-    lease_runs_out(&dir);
-    let second = outbox.claim(4).await.unwrap();
-    assert_eq!(second[0].seq, first[0].seq, "the same head, claimed again");
-    assert_eq!(
-        outbox.settle(&first[0], Some(&ended())).await.unwrap(),
-        Settled::Done
-    );
-    assert_eq!(
-        outbox.settle(&second[0], None).await.unwrap(),
-        Settled::Lost,
-        "delivered already: not a dead letter"
-    );
-    let counts = outbox.counts().await.unwrap();
-    assert_eq!((counts.pending, counts.dead), (1, 0));
-    let next = outbox.claim(4).await.unwrap();
-    assert_eq!(next.len(), 1, "the chain goes on");
-    assert_eq!(next[0].event, Event::Finished);
-}
-
-/// The same, the second holder's call failing in a way that would be retried: nothing is
-/// recorded, and `finished` goes next at once, not after a backoff `started` earned.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failure_of_an_event_another_holder_delivered_holds_nothing_back() {
-    let dir = temp_dir("courier-failed-after-delivered");
-    let outbox = one_build(&dir).await;
-    let first = outbox.claim(4).await.unwrap().remove(0);
-    lease_runs_out(&dir);
-    let second = outbox.claim(4).await.unwrap().remove(0);
-    assert_eq!(second.seq, first.seq, "the same head, claimed again");
-    let done = outbox.settle(&first, Some(&ended())).await.unwrap();
-    assert_eq!(done, Settled::Done);
-    let failed = outbox.settle(&second, Some(&timed_out())).await.unwrap();
-    assert_eq!(failed, Settled::Lost, "delivered already: nothing to retry");
-    let next = outbox.claim(4).await.unwrap();
-    assert_eq!(next.len(), 1, "the chain goes on at once");
-    assert_eq!(next[0].event, Event::Finished);
+async fn a_dead_letter_or_failure_of_an_event_another_holder_delivered_counts_nothing() {
+    for (case, ending) in [("dead", None), ("failed", Some(timed_out()))] {
+        let dir = temp_dir(&format!("courier-{case}-after-delivered"));
+        let outbox = one_build(&dir).await;
+        let first = outbox.claim(4).await.unwrap().remove(0);
+        lease_runs_out(&dir);
+        let second = outbox.claim(4).await.unwrap().remove(0);
+        assert_eq!(second.seq, first.seq, "the same head, claimed again");
+        let done = outbox.settle(&first, Some(&ended())).await.unwrap();
+        assert_eq!(done, Settled::Done);
+        let settled = outbox.settle(&second, ending.as_ref()).await.unwrap();
+        assert_eq!(settled, Settled::Lost, "{case}: delivered already");
+        let counts = outbox.counts().await.unwrap();
+        assert_eq!((counts.pending, counts.dead), (1, 0), "{case}");
+        let next = outbox.claim(4).await.unwrap();
+        assert_eq!(next.len(), 1, "{case}: the chain goes on at once");
+        assert_eq!(next[0].event, Event::Finished);
+    }
 }
 
 /// `started` is a dead letter and `finished` is in flight: sent now, `started` could
