@@ -22,11 +22,14 @@ use super::{
 /// An outbox file.
 pub(super) struct Sqlite {
     path: PathBuf,
-    db: Arc<Mutex<Connection>>,
     /// A connection of its own for what only reads (counts, circuits, an event's state,
     /// listings): in WAL mode it waits for no writer, nor for the group committer, which
-    /// holds `db` for as long as writes keep arriving.
+    /// holds `db` for as long as writes keep arriving. Declared before `db`, so closed
+    /// before it: the last connection to close checkpoints the WAL and removes it, which
+    /// a read-only one cannot do, and the frames it holds may be rows since rewritten (a
+    /// secret sealed when an outbox of an earlier release was opened).
     reader: Arc<Mutex<Connection>>,
+    db: Arc<Mutex<Connection>>,
     keys: Arc<KeyRing>,
     /// Writes committed together when they arrive together.
     group: GroupCommit,
