@@ -133,6 +133,18 @@ impl Busy {
 
 struct Calling<'a>(&'a Busy, i64);
 
+impl Drop for Calling<'_> {
+    fn drop(&mut self) {
+        let mut busy = super::group_commit::lock(&self.0 .0);
+        if let Some(n) = busy.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                busy.remove(&self.1);
+            }
+        }
+    }
+}
+
 /// Calls running past [`schedule::STALLED_AFTER`].
 #[derive(Default)]
 struct Stalled {
@@ -162,18 +174,6 @@ struct StalledCall<'a>(&'a Stalled);
 impl Drop for StalledCall<'_> {
     fn drop(&mut self) {
         self.0.count.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-impl Drop for Calling<'_> {
-    fn drop(&mut self) {
-        let mut busy = super::group_commit::lock(&self.0 .0);
-        if let Some(n) = busy.get_mut(&self.1) {
-            *n -= 1;
-            if *n == 0 {
-                busy.remove(&self.1);
-            }
-        }
     }
 }
 
@@ -563,5 +563,25 @@ impl Observer for Tee<'_> {
 
     fn trouble(&self, error: &OutboxError) {
         self.0.trouble(error);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::schedule::{MAX_IN_FLIGHT, MAX_STALLED};
+    use super::Stalled;
+
+    #[test]
+    fn stalled_calls_give_their_places_back_up_to_their_own_bound() {
+        let stalled = Stalled::default();
+        assert_eq!(stalled.room(0), MAX_IN_FLIGHT);
+        assert_eq!(stalled.room(MAX_IN_FLIGHT), 0);
+        let three: Vec<_> = (0..3).map(|_| stalled.enter()).collect();
+        assert_eq!(stalled.room(MAX_IN_FLIGHT), 3);
+        drop(three);
+        assert_eq!(stalled.room(MAX_IN_FLIGHT), 0);
+        // Past their bound, stalled calls take places of the others.
+        let over: Vec<_> = (0..MAX_STALLED + 5).map(|_| stalled.enter()).collect();
+        assert_eq!(stalled.room(over.len()), MAX_IN_FLIGHT - 5);
     }
 }
