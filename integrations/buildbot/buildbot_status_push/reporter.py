@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
+import json
 import logging
 import os
 import re
@@ -367,6 +369,7 @@ class WasmStatusPush(ReporterBase):
         # opened by the retry loop as soon as it answers.
         self._opening: Optional[tuple[str, Optional[str]]] = None
         self._said_closed = 0.0  # when the log last said it still cannot be opened
+        self._took_kept = False  # whether the events kept at the last stop were taken up
         self._health: Optional[task.LoopingCall] = None
         self._full: Optional[OutboxFull] = None  # the last refusal at maxPendingEvents
         super().__init__(*args, **kwargs)
@@ -452,12 +455,18 @@ class WasmStatusPush(ReporterBase):
         if opts.outbox is None:
             return None
         if opts.outbox == "default":
-            safe = re.sub(r"[^A-Za-z0-9_.-]", "_", self.name or "WasmStatusPush")
-            return str(Path(self.master.basedir) / f"status-push-{safe}.sqlite")
+            return str(Path(self.master.basedir) / f"status-push-{self._safe_name()}.sqlite")
         text = os.fspath(opts.outbox)
         if text.startswith(("postgresql://", "postgres://")):
             return text
         return str(Path(self.master.basedir) / text)
+
+    def _safe_name(self) -> str:
+        return re.sub(r"[^A-Za-z0-9_.-]", "_", self.name or "WasmStatusPush")
+
+    def _kept_path(self) -> Path:
+        """Where the events still waiting in memory at a stop are kept for the next start."""
+        return Path(self.master.basedir) / f"status-push-{self._safe_name()}.unwritten.jsonl"
 
     def _threads(self) -> ThreadPool:
         if self._pool is None:
@@ -547,8 +556,31 @@ class WasmStatusPush(ReporterBase):
                         f"event(s) and dead letter(s)"
                         + (f"; {unopened} not sealed by this outbox's key" if unopened else "")
                     )
+        if location is not None and not self._took_kept:
+            self._took_kept = True
+            yield self._take_kept()
         self._start_delivery()
         yield super().reconfigService(generators=self._generators(opts))
+
+    @defer.inlineCallbacks
+    def _take_kept(self) -> Generator[Any, Any, None]:
+        """The events that waited in memory at the last stop go to the outbox first, in
+        order, ahead of any queued since; their file goes once all are written."""
+        path = self._kept_path()
+        try:
+            kept, unreadable = yield self._in_thread(_read_kept, path)
+        except OSError as e:
+            log.msg(f"{self.name}: the events kept at the last stop in {path} cannot be read: {e}")
+            return
+        if not kept and not unreadable:
+            return
+        self._unwritten.extendleft(reversed(kept))
+        log.msg(
+            f"{self.name}: {len(kept)} event(s) kept in {path} at the last stop are written "
+            "to the outbox first"
+            + (f"; {unreadable} unreadable line(s) skipped" if unreadable else "")
+        )
+        self._retry_soon()
 
     def _start_delivery(self) -> None:
         """The courier and the health checks of an open outbox, once."""
@@ -715,10 +747,15 @@ class WasmStatusPush(ReporterBase):
                 )
                 if self._courier is not None:
                     self._courier.wake()
-            if not self._unwritten and self._outbox is not None and self._retry_writes is not None:
-                if self._retry_writes.running:
-                    self._retry_writes.stop()
-                self._retry_writes = None
+            if not self._unwritten and self._outbox is not None:
+                if self._took_kept:
+                    # Every event kept at the last stop is in the outbox now.
+                    with contextlib.suppress(FileNotFoundError):
+                        self._kept_path().unlink()
+                if self._retry_writes is not None:
+                    if self._retry_writes.running:
+                        self._retry_writes.stop()
+                    self._retry_writes = None
 
     def _write(self, event: str, documents: str) -> tuple[int, str]:
         assert self._outbox is not None and self._config is not None
@@ -854,8 +891,45 @@ class WasmStatusPush(ReporterBase):
             except (OutboxError, ComponentError) as e:
                 left = f"; the outbox cannot be read: {e}"
         if self._unwritten:
-            left += f"; {len(self._unwritten)} event(s) never written to it are lost"
+            path, waiting = self._kept_path(), list(self._unwritten)
+            try:
+                yield self._in_thread(_keep, path, waiting)
+                left += (
+                    f"; {len(waiting)} event(s) never written to it are kept in {path}, "
+                    "written to it first at the next start"
+                )
+            except OSError as e:
+                left += f"; {len(waiting)} event(s) never written to it are lost ({path}: {e})"
         log.msg(f"{self.name}: stopped in {self.master.reactor.seconds() - began:.1f}s{left}")
         if self._pool is not None:
             pool, self._pool = self._pool, None
             pool.stop()
+
+
+def _keep(path: Path, events: list[tuple[str, str]]) -> None:
+    """Writes `events` to `path` whole or not at all (owner only: builds' documents)."""
+    partial = path.with_name(path.name + ".partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        for event, documents in events:
+            f.write(json.dumps({"event": event, "documents": documents}) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(partial, path)
+
+
+def _read_kept(path: Path) -> tuple[list[tuple[str, str]], int]:
+    """The events `_keep` wrote to `path`, in order, and how many lines it could not read."""
+    kept: list[tuple[str, str]] = []
+    unreadable = 0
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return kept, 0
+    for line in lines:
+        try:
+            record = json.loads(line)
+            kept.append((str(record["event"]), str(record["documents"])))
+        except (ValueError, KeyError, TypeError):
+            unreadable += 1
+    return kept, unreadable

@@ -4,6 +4,8 @@
   once each (the one the outbox refused waited in memory);
 - the master starts while that server is down: it runs, keeps events in memory, and opens
   the outbox when the server returns;
+- the master stops and starts again while that server is down: the events waiting in
+  memory are kept in a file at the stop and written first once the server returns;
 - it holds its `maxPendingEvents`: further events wait in memory, the log says so with the
   counts (not a line per event), and every event arrives once the receiver is back;
 - a reconfig that moves `outbox=` says how many events the old one still holds;
@@ -216,6 +218,45 @@ def test_master_starts_while_its_outbox_database_is_down(setup: Setup) -> None:
     report(
         "master started with its outbox's PostgreSQL server down: it ran a build, kept both "
         "events in memory, and delivered them once, in order, when the server returned"
+    )
+
+
+def test_a_stop_while_the_database_is_down_keeps_what_waits_in_memory(setup: Setup) -> None:
+    m, pg, receiver = setup.master, setup.pg, setup.pg_receiver
+    kept = m.dir / "status-push-wasm-pg.unwritten.jsonl"
+    pg.pause()
+    try:
+        build = setup.finished_build(m.force("slow"))
+        buildid = build["buildid"]
+        wait_for(
+            "`started` kept in memory",
+            lambda: f"(buildid {buildid}) kept in memory, outbox unavailable" in m.log(),
+            30,
+        )
+        time.sleep(2)  # `finished` is reported just after the build ends
+        m.restart()
+        stopped = re.search(
+            r"wasm-pg: stopped in [\d.]+s;.* (\d+) event\(s\) never written to it are kept "
+            rf"in {re.escape(str(kept))}, written to it first at the next start",
+            m.log(),
+        )
+        assert stopped and stopped.group(1) == "2", stopped
+        assert kept.stat().st_mode & 0o777 == 0o600
+        wait_for(
+            "the kept events taken up at the start",
+            lambda: f"wasm-pg: 2 event(s) kept in {kept} at the last stop are written to the "
+            "outbox first" in m.log(),
+            30,
+        )
+        assert not receiver.for_build(buildid)["started"]
+    finally:
+        pg.resume()
+    wait_for("finished at the receiver", lambda: receiver.for_build(buildid)["finished"], 60)
+    wait_for("the kept file to go once all is written", lambda: not kept.exists(), 30)
+    in_order_once(list(receiver.requests), [buildid])
+    report(
+        "master stopped and started while its outbox's PostgreSQL server was down: the two "
+        "events waiting in memory were kept in a file, taken up first, delivered once, in order"
     )
 
 
