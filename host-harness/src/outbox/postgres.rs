@@ -83,15 +83,18 @@ static RESERVE_PROBE: LazyLock<String> = LazyLock::new(|| {
          WHERE id = $1 AND open_until_ms <= {NOW_MS}"
     )
 });
-/// One more pending event in chain `($1, $2)`: due now if it was empty, or as it was.
+/// Ends an insert of `(destination_id, build_key, pending, next_attempt_ms)` rows into
+/// `status_push_chains AS c`: a chain's new events are added to its count, and it is due
+/// now if it had none, or stays as it was (in backoff, or claimed).
+const ADD_TO_CHAIN: &str = "ON CONFLICT (destination_id, build_key) DO UPDATE SET
+    pending = c.pending + EXCLUDED.pending,
+    next_attempt_ms = CASE WHEN c.pending = 0 THEN EXCLUDED.next_attempt_ms
+                           ELSE c.next_attempt_ms END";
+/// One more pending event in chain `($1, $2)` ([`ADD_TO_CHAIN`]).
 static ONE_MORE_PENDING: LazyLock<String> = LazyLock::new(|| {
     format!(
         "INSERT INTO status_push_chains AS c (destination_id, build_key, pending, next_attempt_ms)
-         VALUES ($1, $2, 1, {NOW_MS})
-         ON CONFLICT (destination_id, build_key) DO UPDATE SET
-             pending = c.pending + 1,
-             next_attempt_ms = CASE WHEN c.pending = 0 THEN EXCLUDED.next_attempt_ms
-                                    ELSE c.next_attempt_ms END"
+         VALUES ($1, $2, 1, {NOW_MS}) {ADD_TO_CHAIN}"
     )
 });
 /// A running probe's reservation of destination `$1` renewed for `$2` ms.
@@ -782,11 +785,7 @@ impl Postgres {
                      SELECT d.id, u.k, count(*), {NOW_MS}
                      FROM UNNEST($1::text[], $2::text[]) AS u(t, k)
                      JOIN status_push_destinations d ON d.target = u.t
-                     GROUP BY d.id, u.k ORDER BY d.id, u.k
-                     ON CONFLICT (destination_id, build_key) DO UPDATE SET
-                         pending = c.pending + EXCLUDED.pending,
-                         next_attempt_ms = CASE WHEN c.pending = 0 THEN EXCLUDED.next_attempt_ms
-                                                ELSE c.next_attempt_ms END"
+                     GROUP BY d.id, u.k ORDER BY d.id, u.k {ADD_TO_CHAIN}"
                     ),
                     &[&targets, &keys],
                 )

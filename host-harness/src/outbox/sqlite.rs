@@ -1503,7 +1503,7 @@ mod tests {
     /// runs while the next is queued and the committer seldom lets go of the connection),
     /// a lease renewal goes in the next group (here about 30 ms), and the counts are read
     /// on a connection of their own, not whenever the committer next finds nothing
-    /// queued (0.9–2.8 s when they waited for its connection).
+    /// queued (0.9–2.8 s for a renewal that waited for its connection).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_renewal_or_a_count_is_answered_while_writes_keep_arriving() {
         let path = temp("renewal-under-load");
