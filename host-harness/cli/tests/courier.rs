@@ -2,8 +2,9 @@
 //! a down destination delays no other, a superseded dead letter is not resent, claims
 //! are the database's and fenced, a failing destination gets one probe per backoff step
 //! (one at a time, however long it hangs), a killed host's claims come free within one
-//! lease, a row this release cannot read holds back its own chain only, and a
-//! destination that hangs leaves room for the others.
+//! lease, a row this release cannot read holds back its own chain only, a
+//! destination that hangs leaves room for the others, and pruning removes the chains
+//! delivered builds leave.
 
 mod common;
 
@@ -809,4 +810,36 @@ async fn several_hanging_destinations_leave_room_for_the_others() {
     assert_eq!(taken(), [share; 3], "each hanging destination's share");
     let arrived = arrived.expect("the answering destination's event arrived");
     assert!(arrived < Duration::from_secs(2), "after {arrived:?}");
+}
+
+/// More than a batch of delivered builds: one prune removes every chain they left and
+/// keeps the chains with a dead letter or a pending event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pruning_removes_every_empty_chain_and_keeps_the_others() {
+    let dir = temp_dir("courier-prune");
+    let outbox = sqlite(&dir).await;
+    let origin = format!("http://127.0.0.1:{}", free_port());
+    let config = config(&format!("{origin}/hook"));
+    let batch = status_push_host::outbox::schedule::PRUNE_BATCH as usize;
+    common::delivered_dead_and_pending(&outbox, &config, &origin, 2 * batch + 100).await;
+    assert_eq!(
+        outbox.prune().await.unwrap(),
+        0,
+        "no dead letter is old enough"
+    );
+    let db = rusqlite::Connection::open(dir.join("outbox.sqlite")).unwrap();
+    let chains: String = db
+        .query_row(
+            "SELECT (SELECT count(*) FROM chains WHERE build_key LIKE 'delivered|%') || ' '
+                 || (SELECT group_concat(build_key, ' ') FROM (
+                         SELECT build_key FROM chains WHERE build_key NOT LIKE 'delivered|%'
+                         ORDER BY 1))",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        chains, "0 dead|1 pending|1",
+        "delivered builds' chains, others"
+    );
 }

@@ -6,7 +6,8 @@
 //! out of TOAST; claims on one plan beside a backlog; and deliveries recorded in groups
 //! (a head counted once when twice in a group, a refused group recorded call by call);
 //! dead letters and redelivery against another holder's work; a call stopped when its
-//! renewals fail.
+//! renewals fail; pruning of the chains delivered builds leave; a chain's count set
+//! right without counting out an event written meanwhile.
 
 mod common;
 
@@ -1057,6 +1058,38 @@ async fn dead_letters_and_redelivery_respect_what_another_holder_did() {
     assert_eq!((counts.pending, counts.dead), (2, 0));
 }
 
+/// More than a batch of delivered builds: one prune removes every chain they left, through
+/// the indexes it needs (made at open), and keeps the chains with a dead letter or a
+/// pending event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pruning_removes_every_empty_chain_and_keeps_the_others() {
+    let (pg, outbox, origin, config) = settled_by_hand("prune").await;
+    let indexes = pg.sql(
+        "SELECT string_agg(indexname, ' ' ORDER BY indexname) FROM pg_indexes
+         WHERE indexname IN ('status_push_chains_settled', 'status_push_events_dead_chain')",
+    );
+    assert_eq!(
+        indexes,
+        "status_push_chains_settled status_push_events_dead_chain"
+    );
+    let batch = status_push_host::outbox::schedule::PRUNE_BATCH as usize;
+    common::delivered_dead_and_pending(&outbox, &config, &origin, 2 * batch + 100).await;
+    assert_eq!(
+        outbox.prune().await.unwrap(),
+        0,
+        "no dead letter is old enough"
+    );
+    let chains = pg.sql(
+        "SELECT (SELECT count(*) FROM status_push_chains WHERE build_key LIKE 'delivered|%')
+             || ' ' || (SELECT string_agg(build_key, ' ' ORDER BY build_key)
+                        FROM status_push_chains WHERE build_key NOT LIKE 'delivered|%')",
+    );
+    assert_eq!(
+        chains, "0 dead|1 pending|1",
+        "delivered builds' chains, others"
+    );
+}
+
 /// Two writers of one build at once, the first slowed after numbering its event (a
 /// trigger sleeps on `started`): the second commits only after the first, so a claim in
 /// between never sees `finished` as the chain's head while `started` is uncommitted.
@@ -1088,6 +1121,49 @@ async fn events_of_one_build_written_at_once_commit_in_their_order() {
     let head: Vec<_> = claimed.iter().filter(|c| c.build_key == "b|1").collect();
     assert_eq!(head.len(), 1, "{claimed:?}");
     assert_eq!(head[0].event, Event::Started, "first event first");
+}
+
+/// A chain whose count ran ahead of its events (its only event deleted by hand) is set
+/// right by the claim that finds no head, but not over an event written meanwhile: here
+/// the claim is slowed (a trigger sleeps once it has taken the chain) and the event is
+/// written while it runs, so the claim's correction comes after the write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_set_right_by_a_claim_keeps_an_event_written_meanwhile() {
+    let (pg, outbox, origin, config) = settled_by_hand("ran-ahead").await;
+    let started = documents("started", 1);
+    outbox
+        .accept(&due(&config, &origin, Event::Started, &started, "b|1"))
+        .await
+        .unwrap();
+    pg.sql("DELETE FROM status_push_events");
+    pg.sql(
+        "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF OLD.claim_token IS NULL AND NEW.claim_token IS NOT NULL THEN
+                 PERFORM pg_sleep(1);
+             END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER slow AFTER UPDATE ON status_push_chains
+             FOR EACH ROW EXECUTE FUNCTION slow();",
+    );
+    let finished = documents("finished", 1);
+    let (claimed, written) = tokio::join!(outbox.claim(4), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let finished = due(&config, &origin, Event::Finished, &finished, "b|1");
+        outbox.accept(&finished).await
+    });
+    assert!(claimed.unwrap().is_empty(), "no head to claim");
+    written.unwrap();
+    // Past the lease of that claim, the event written meanwhile is claimed.
+    pg.sql("DROP TRIGGER slow ON status_push_chains; UPDATE status_push_chains SET next_attempt_ms = 0");
+    let next = outbox.claim(4).await.unwrap();
+    assert_eq!(
+        next.len(),
+        1,
+        "the event written meanwhile is still counted"
+    );
+    assert_eq!(next[0].event, Event::Finished);
 }
 
 /// Calls the courier stopped because their chain could be another's, and what else it

@@ -373,6 +373,22 @@ pub struct Counts {
     pub open_circuits: u64,
 }
 
+/// What one batch of pruning found: dead letters past their retention, and chains left
+/// with no event at all (their build delivered; nothing to keep in order any more).
+#[derive(Debug, Clone, Copy)]
+struct Pruned {
+    dead_letters: usize,
+    chains: usize,
+}
+
+impl Pruned {
+    /// Whether the batch was full, so that more may be left.
+    fn full(&self, batch: i64) -> bool {
+        let batch = usize::try_from(batch).unwrap_or(usize::MAX);
+        self.dead_letters >= batch || self.chains >= batch
+    }
+}
+
 /// A destination whose circuit is open.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Circuit {
@@ -1179,16 +1195,18 @@ impl Outbox {
         store!(self.circuits())
     }
 
-    /// Deletes dead letters whose `deadLetterRetentionDays` ran out, in small batches;
-    /// returns how many.
+    /// Deletes dead letters whose `deadLetterRetentionDays` ran out and the chains left
+    /// with no event at all (delivered builds), in small batches, until none is left;
+    /// returns how many dead letters. Each batch finds its rows through an index, so a
+    /// backlog of pending events costs it nothing.
     pub async fn prune(&self) -> Result<usize, OutboxError> {
         let now = now_s();
-        let mut pruned = 0;
+        let mut dead_letters = 0;
         loop {
-            let n = store!(self.prune(now, schedule::PRUNE_BATCH))?;
-            pruned += n;
-            if n < schedule::PRUNE_BATCH as usize {
-                return Ok(pruned);
+            let pruned = store!(self.prune(now, schedule::PRUNE_BATCH))?;
+            dead_letters += pruned.dead_letters;
+            if !pruned.full(schedule::PRUNE_BATCH) {
+                return Ok(dead_letters);
             }
         }
     }

@@ -43,9 +43,10 @@ pub const POLL: Duration = Duration::from_millis(250);
 /// How often a courier that `LISTEN`s (PostgreSQL) looks at an outbox nothing woke it
 /// for: only what comes due with time (a backoff, a probe, a dead host's lease).
 pub const POLL_LISTENING: Duration = Duration::from_secs(1);
-/// How often the courier prunes old dead letters.
+/// How often the courier prunes old dead letters and empty chains.
 pub const HOUSEKEEPING: Duration = Duration::from_secs(60);
-/// Dead letters pruned per statement, so pruning never holds the database for long.
+/// Dead letters, and empty chains, pruned per transaction, so pruning never holds the
+/// database for long.
 pub const PRUNE_BATCH: i64 = 1_000;
 
 /// Puts a different one of the due destinations first on each poll (`now_ms` on the

@@ -16,7 +16,7 @@ use super::group_commit::{lock, GroupCommit};
 use super::seal::{self, KeyRing};
 use super::{
     now_ms, now_s, schedule, ChainKey, Circuit, Claim, Claimed, Counts, Entry, Failure, NewEvent,
-    OutboxError, Redeliver, Redelivered, Row, SealedRow, SCHEMA_VERSION,
+    OutboxError, Pruned, Redeliver, Redelivered, Row, SealedRow, SCHEMA_VERSION,
 };
 
 /// An outbox file.
@@ -111,6 +111,31 @@ const V3_COUNTERS: &str = "
 /// Version 4: the key check (one value sealed under the outbox key, opened at every open).
 const V4: &str = "CREATE TABLE IF NOT EXISTS key_check (sealed TEXT NOT NULL);";
 
+/// The indexes pruning finds its rows by ([`Sqlite::prune`]): chains left with nothing
+/// pending, and dead letters by chain. Without them each prune walked every chain and,
+/// for each settled one, every event: hours, holding the write lock, beside a backlog of
+/// a million. Indexes, not a layout (older builds read the tables as before), so they
+/// need no schema version: created at open where missing, once.
+const PRUNE_INDEXES: &str = "
+    CREATE INDEX IF NOT EXISTS chains_settled ON chains (destination_id, build_key)
+        WHERE pending = 0;
+    CREATE INDEX IF NOT EXISTS events_dead_chain ON events (destination_id, build_key)
+        WHERE dead = 1;";
+
+/// Up to `?1` chains left with no event: their build was delivered (a chain with dead
+/// letters stays, for `redeliver` to tell whether one is superseded). Each `NOT EXISTS`
+/// names its partial index's condition, so that the index answers it. They are then
+/// deleted one by one, by key: a `DELETE … WHERE (destination_id, build_key) IN (…)`
+/// searched the chains by destination alone, all of a backlog's.
+const EMPTY_CHAINS: &str = "
+    SELECT c.destination_id, c.build_key FROM chains c
+    WHERE c.pending = 0
+      AND NOT EXISTS (SELECT 1 FROM events e WHERE e.dead = 0
+                      AND e.destination_id = c.destination_id AND e.build_key = c.build_key)
+      AND NOT EXISTS (SELECT 1 FROM events e WHERE e.dead = 1
+                      AND e.destination_id = c.destination_id AND e.build_key = c.build_key)
+    LIMIT ?1";
+
 type Result<T> = std::result::Result<T, OutboxError>;
 
 impl Sqlite {
@@ -173,6 +198,7 @@ impl Sqlite {
             tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
                 .map_err(store)?;
         }
+        tx.execute_batch(PRUNE_INDEXES).map_err(store)?;
         let check: Option<String> = tx
             .query_row("SELECT sealed FROM key_check LIMIT 1", [], |r| r.get(0))
             .optional()
@@ -757,9 +783,10 @@ impl Sqlite {
         .await
     }
 
-    /// Deletes up to `batch` dead letters whose retention ran out by `now_s`, and chains
-    /// left with neither pending events nor dead letters.
-    pub(super) async fn prune(&self, now_s: i64, batch: i64) -> Result<usize> {
+    /// Deletes up to `batch` dead letters whose retention ran out by `now_s`, and up to
+    /// `batch` chains left with neither pending events nor dead letters, each found
+    /// through its index ([`PRUNE_INDEXES`]).
+    pub(super) async fn prune(&self, now_s: i64, batch: i64) -> Result<Pruned> {
         self.transaction(move |tx| {
             let gone: Vec<i64> = tx
                 .prepare(
@@ -777,17 +804,21 @@ impl Sqlite {
                     params![destination],
                 )?;
             }
-            exec(
-                tx,
-                "DELETE FROM chains WHERE (destination_id, build_key) IN (
-                     SELECT c.destination_id, c.build_key FROM chains c
-                     WHERE c.pending = 0 AND NOT EXISTS (
-                         SELECT 1 FROM events e WHERE e.destination_id = c.destination_id
-                                                  AND e.build_key = c.build_key)
-                     LIMIT ?1)",
-                params![batch],
-            )?;
-            Ok(gone.len())
+            let empty: Vec<(i64, String)> = tx
+                .prepare_cached(EMPTY_CHAINS)?
+                .query_map(params![batch], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            for (destination, build_key) in &empty {
+                exec(
+                    tx,
+                    "DELETE FROM chains WHERE destination_id = ?1 AND build_key = ?2",
+                    params![destination, build_key],
+                )?;
+            }
+            Ok(Pruned {
+                dead_letters: gone.len(),
+                chains: empty.len(),
+            })
         })
         .await
     }
@@ -1290,6 +1321,35 @@ mod tests {
         );
         CREATE INDEX events_pending ON events (dead, seq);
         CREATE INDEX events_build ON events (dead, build_key, seq);";
+
+    /// Pruning finds empty chains through indexes, whatever the backlog: before them it
+    /// scanned every chain and, for each settled one, every event.
+    #[test]
+    fn pruning_reads_only_through_indexes() {
+        let path = temp("prune-plan");
+        drop(Sqlite::open(&path, keys()).unwrap());
+        let db = Connection::open(&path).unwrap();
+        let plan: Vec<String> = db
+            .prepare(&format!("EXPLAIN QUERY PLAN {EMPTY_CHAINS}"))
+            .unwrap()
+            .query_map([1000], |r| r.get(3))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        // The chains walked are only those in `chains_settled`; each one's events are
+        // looked up by key, once in each partial index.
+        let whole_tables: Vec<&String> = plan
+            .iter()
+            .filter(|step| step.starts_with("SCAN") && !step.contains("INDEX chains_settled"))
+            .collect();
+        assert!(whole_tables.is_empty(), "{plan:?}");
+        for index in ["INDEX events_chain (", "INDEX events_dead_chain ("] {
+            let found = plan
+                .iter()
+                .any(|step| step.starts_with("SEARCH e") && step.contains(index));
+            assert!(found, "{index}: {plan:?}");
+        }
+    }
 
     #[test]
     fn an_outbox_of_an_earlier_layout_is_migrated_with_its_events() {

@@ -111,6 +111,57 @@ pub fn timed_out() -> Result<status_push_host::Outcome, status_push_host::HostEr
     })
 }
 
+/// What pruning tests start from, settled by hand (no courier) for the destination of
+/// `config_json`: `delivered` builds delivered, each leaving a chain with no event;
+/// build `dead|1` whose event is a dead letter; build `pending|1` whose event waits.
+#[allow(dead_code)]
+pub async fn delivered_dead_and_pending(
+    outbox: &status_push_host::outbox::Outbox,
+    config_json: &str,
+    destination: &str,
+    delivered: usize,
+) {
+    use status_push_host::outbox::Accepted;
+    let started = documents("started", 1);
+    let keys: Vec<String> = (0..delivered)
+        .map(|i| format!("delivered|{i}"))
+        .chain(["dead|1".into(), "pending|1".into()])
+        .collect();
+    let accepted = |build_key| Accepted {
+        config_json,
+        destination,
+        event: status_push_host::Event::Started,
+        documents_json: &started,
+        build_key,
+        dead_after: std::time::Duration::from_secs(3_600),
+        retention: std::time::Duration::from_secs(3_600),
+        max_pending: u64::MAX,
+        report_budget: std::time::Duration::from_secs(30),
+        webhook_id: None,
+    };
+    let (delivered_keys, last) = keys.split_at(delivered);
+    for chunk in delivered_keys.chunks(500) {
+        let events: Vec<Accepted<'_>> = chunk.iter().map(|k| accepted(k)).collect();
+        outbox.accept_batch(&events).await.unwrap();
+    }
+    let mut settled = 0;
+    while settled < delivered {
+        let claimed = outbox.claim(500).await.unwrap();
+        assert!(!claimed.is_empty(), "{settled} of {delivered} claimed");
+        let ok = ended();
+        for head in &claimed {
+            outbox.settle(head, Some(&ok)).await.unwrap();
+        }
+        settled += claimed.len();
+    }
+    outbox.accept_batch(&[accepted(&last[0])]).await.unwrap();
+    let dead = outbox.claim(1).await.unwrap().remove(0);
+    outbox.settle(&dead, None).await.unwrap();
+    outbox.accept_batch(&[accepted(&last[1])]).await.unwrap();
+    let counts = outbox.counts().await.unwrap();
+    assert_eq!((counts.pending, counts.dead), (1, 1));
+}
+
 /// Asserts that `redeliver` refuses dead letter `seq` as superseded.
 #[allow(dead_code)]
 pub async fn assert_superseded(outbox: &status_push_host::outbox::Outbox, seq: i64) {
