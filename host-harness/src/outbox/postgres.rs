@@ -1781,39 +1781,8 @@ async fn migrate(
             return Ok(Err(e.into()));
         }
     }
-    let stored: bool = tx.query_one(STORAGE_SET, &[]).await?.get(0);
-    if !stored {
-        // It needs the table to itself for a moment. Behind other hosts' work for more
-        // than a second, it is left to the next host that opens the outbox rather than
-        // holding their statements behind it.
-        let storage = tx.savepoint("storage").await?;
-        let set = storage
-            .batch_execute(&format!(
-                "SET LOCAL lock_timeout = 1000; {STORAGE}; SET LOCAL lock_timeout = {}",
-                LOCK_TIMEOUT.as_millis()
-            ))
-            .await;
-        match set {
-            Ok(()) => storage.commit().await?,
-            Err(_) => storage.rollback().await?,
-        }
-    }
-    let indexed: bool = tx.query_one(PRUNE_INDEXES_SET, &[]).await?.get(0);
-    if !indexed {
-        // As for the storage setting: building them holds the tables' writes, so behind
-        // other hosts' work for more than a second they are left to the next host.
-        let indexes = tx.savepoint("prune_indexes").await?;
-        let made = indexes
-            .batch_execute(&format!(
-                "SET LOCAL lock_timeout = 1000; {PRUNE_INDEXES}; SET LOCAL lock_timeout = {}",
-                LOCK_TIMEOUT.as_millis()
-            ))
-            .await;
-        match made {
-            Ok(()) => indexes.commit().await?,
-            Err(_) => indexes.rollback().await?,
-        }
-    }
+    set_once(&mut tx, STORAGE_SET, STORAGE).await?;
+    set_once(&mut tx, PRUNE_INDEXES_SET, PRUNE_INDEXES).await?;
     let check: Option<String> = tx
         .query_opt("SELECT sealed FROM status_push_key_check LIMIT 1", &[])
         .await?
@@ -1842,6 +1811,32 @@ async fn migrate(
     }
     tx.commit().await?;
     Ok(Ok(Schema::Current))
+}
+
+/// Applies `statements` (a storage setting, indexes: what is not a layout) unless
+/// `check` says they are in place. They need the tables to themselves for a moment:
+/// behind other hosts' work for more than a second, they are left to the next host that
+/// opens the outbox rather than holding those hosts' statements behind them.
+async fn set_once(
+    tx: &mut Transaction<'_>,
+    check: &str,
+    statements: &str,
+) -> std::result::Result<(), tokio_postgres::Error> {
+    let set: bool = tx.query_one(check, &[]).await?.get(0);
+    if set {
+        return Ok(());
+    }
+    let savepoint = tx.savepoint("set_once").await?;
+    let applied = savepoint
+        .batch_execute(&format!(
+            "SET LOCAL lock_timeout = 1000; {statements}; SET LOCAL lock_timeout = {}",
+            LOCK_TIMEOUT.as_millis()
+        ))
+        .await;
+    match applied {
+        Ok(()) => savepoint.commit().await,
+        Err(_) => savepoint.rollback().await,
+    }
 }
 
 /// Seals the configuration and documents of every row still in plaintext (written by a
