@@ -676,14 +676,7 @@ async fn a_hanging_probe_keeps_its_destination_to_itself() {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
             .unwrap();
-        let counted = connections.clone();
-        tokio::spawn(async move {
-            let mut held = Vec::new();
-            while let Ok((socket, _)) = listener.accept().await {
-                counted.fetch_add(1, Ordering::SeqCst);
-                held.push(socket);
-            }
-        });
+        hold_every_connection(listener, connections.clone());
         while connections.load(Ordering::SeqCst) == 0 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -769,15 +762,23 @@ async fn hanging() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     let taken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counted = taken.clone();
+    hold_every_connection(listener, taken.clone());
+    (url, taken)
+}
+
+/// Takes every connection `listener` gets, counting it in `taken`, and never answers or
+/// closes one.
+fn hold_every_connection(
+    listener: tokio::net::TcpListener,
+    taken: Arc<std::sync::atomic::AtomicUsize>,
+) {
     tokio::spawn(async move {
         let mut held = Vec::new();
         while let Ok((socket, _)) = listener.accept().await {
-            counted.fetch_add(1, Ordering::SeqCst);
+            taken.fetch_add(1, Ordering::SeqCst);
             held.push(socket);
         }
     });
-    (url, taken)
 }
 
 /// Several destinations that take their calls and hang hold no place that another
