@@ -844,3 +844,45 @@ async fn pruning_removes_every_empty_chain_and_keeps_the_others() {
         "delivered builds' chains, others"
     );
 }
+
+/// A chain kept for its dead letter is looked at again only once the letter may go, then
+/// deleted with it; a chain whose count missed its pending event (set to 0 by hand) is
+/// counted again by pruning, so that its event is claimed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settled_chains_are_looked_at_when_due_and_counted_again_when_behind() {
+    let dir = temp_dir("courier-settled");
+    let outbox = sqlite(&dir).await;
+    let origin = format!("http://127.0.0.1:{}", free_port());
+    let config = config(&format!("{origin}/hook"));
+    common::delivered_dead_and_pending(&outbox, &config, &origin, 10).await;
+    let db = rusqlite::Connection::open(dir.join("outbox.sqlite")).unwrap();
+    let query = |sql: &str| -> String { db.query_row(sql, [], |r| r.get(0)).unwrap() };
+    db.execute_batch("UPDATE chains SET pending = 0 WHERE build_key = 'pending|1'")
+        .unwrap();
+    assert!(outbox.claim(4).await.unwrap().is_empty(), "a count of 0");
+
+    outbox.prune().await.unwrap();
+    let kept = "SELECT ((SELECT c.next_attempt_ms FROM chains c WHERE build_key = 'dead|1')
+                      - (SELECT (e.prune_at + 1) * 1000 FROM events e WHERE e.dead = 1))
+                     || ' ' || (SELECT count(*) FROM chains)";
+    assert_eq!(
+        query(kept),
+        "0 2",
+        "looked at again once its dead letter may go"
+    );
+    let claimed = outbox.claim(4).await.unwrap();
+    assert_eq!(claimed.len(), 1, "counted again: {claimed:?}");
+    assert_eq!(claimed[0].build_key, "pending|1");
+    outbox.release(&claimed[0]).await.unwrap();
+
+    // The dead letter's retention runs out (as if time passed): both go.
+    db.execute_batch(
+        "UPDATE events SET prune_at = unixepoch() - 10 WHERE dead = 1;
+         UPDATE chains SET next_attempt_ms = (unixepoch() - 9) * 1000
+             WHERE build_key = 'dead|1';",
+    )
+    .unwrap();
+    assert_eq!(outbox.prune().await.unwrap(), 1);
+    let left = "SELECT group_concat(build_key, ' ') FROM chains";
+    assert_eq!(query(left), "pending|1");
+}

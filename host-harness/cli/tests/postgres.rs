@@ -1066,11 +1066,12 @@ async fn pruning_removes_every_empty_chain_and_keeps_the_others() {
     let (pg, outbox, origin, config) = settled_by_hand("prune").await;
     let indexes = pg.sql(
         "SELECT string_agg(indexname, ' ' ORDER BY indexname) FROM pg_indexes
-         WHERE indexname IN ('status_push_chains_settled', 'status_push_events_dead_chain')",
+         WHERE indexname LIKE 'status_push_chains_settled%'
+            OR indexname = 'status_push_events_dead_chain'",
     );
     assert_eq!(
         indexes,
-        "status_push_chains_settled status_push_events_dead_chain"
+        "status_push_chains_settled_at status_push_events_dead_chain"
     );
     let batch = status_push_host::outbox::schedule::PRUNE_BATCH as usize;
     common::delivered_dead_and_pending(&outbox, &config, &origin, 2 * batch + 100).await;
@@ -1088,6 +1089,45 @@ async fn pruning_removes_every_empty_chain_and_keeps_the_others() {
         chains, "0 dead|1 pending|1",
         "delivered builds' chains, others"
     );
+}
+
+/// The SQLite twin is in `courier.rs`: a chain kept for its dead letter is looked at again
+/// only once the letter may go, then deleted with it; a chain whose count missed its
+/// pending event is counted again, so that its event is claimed; a delivered build's
+/// chain with a token left from a lease run out goes like the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settled_chains_are_looked_at_when_due_and_counted_again_when_behind() {
+    let (pg, outbox, origin, config) = settled_by_hand("settled").await;
+    common::delivered_dead_and_pending(&outbox, &config, &origin, 10).await;
+    pg.sql(
+        "UPDATE status_push_chains SET pending = 0 WHERE build_key = 'pending|1';
+         UPDATE status_push_chains SET claim_token = 7 WHERE build_key = 'delivered|0';",
+    );
+    assert!(outbox.claim(4).await.unwrap().is_empty(), "a count of 0");
+
+    outbox.prune().await.unwrap();
+    let kept = pg.sql(
+        "SELECT ((SELECT c.next_attempt_ms FROM status_push_chains c WHERE build_key = 'dead|1')
+              - (SELECT (e.prune_at + 1) * 1000 FROM status_push_events e WHERE e.dead))
+             || ' ' || (SELECT count(*) FROM status_push_chains)",
+    );
+    assert_eq!(kept, "0 2", "looked at again once its dead letter may go");
+    let claimed = outbox.claim(4).await.unwrap();
+    assert_eq!(claimed.len(), 1, "counted again: {claimed:?}");
+    assert_eq!(claimed[0].build_key, "pending|1");
+    outbox.release(&claimed[0]).await.unwrap();
+
+    // The dead letter's retention runs out (as if time passed): both go.
+    pg.sql(
+        "UPDATE status_push_events SET prune_at = extract(epoch FROM now())::bigint - 10
+             WHERE dead;
+         UPDATE status_push_chains
+             SET next_attempt_ms = (extract(epoch FROM now())::bigint - 9) * 1000
+             WHERE build_key = 'dead|1';",
+    );
+    assert_eq!(outbox.prune().await.unwrap(), 1);
+    let left = pg.sql("SELECT string_agg(build_key, ' ') FROM status_push_chains");
+    assert_eq!(left, "pending|1");
 }
 
 /// Two writers of one build at once, the first slowed after numbering its event (a

@@ -303,34 +303,64 @@ const STORAGE: &str = "ALTER TABLE status_push_events SET (toast_tuple_target = 
 /// 4 GB read, beside a backlog of a million; once a minute per host). Like [`STORAGE`],
 /// not a layout: made once, by the first host that finds them missing
 /// ([`PRUNE_INDEXES_SET`]).
+/// `status_push_chains_settled`, the earlier index of settled chains by key, made pruning
+/// walk every chain kept for its dead letters at every pass, so it goes.
 const PRUNE_INDEXES: &str = "
-    CREATE INDEX IF NOT EXISTS status_push_chains_settled
-        ON status_push_chains (destination_id, build_key) WHERE pending = 0;
+    DROP INDEX IF EXISTS status_push_chains_settled;
+    CREATE INDEX IF NOT EXISTS status_push_chains_settled_at
+        ON status_push_chains (next_attempt_ms) WHERE pending = 0;
     CREATE INDEX IF NOT EXISTS status_push_events_dead_chain
         ON status_push_events (destination_id, build_key) WHERE dead";
 /// Whether [`PRUNE_INDEXES`] are in place.
-const PRUNE_INDEXES_SET: &str = "SELECT to_regclass('status_push_chains_settled') IS NOT NULL
-    AND to_regclass('status_push_events_dead_chain') IS NOT NULL";
-/// Up to `$1` chains that may have no event left (their build delivered), locked; each is
-/// deleted by [`PRUNE_CHAINS`] if it still has none. A chain with dead letters stays, for
-/// `redeliver` to tell whether one is superseded.
-const EMPTY_CHAINS: &str = "
-    SELECT destination_id, build_key FROM status_push_chains c
-    WHERE pending = 0 AND claim_token IS NULL
-      AND NOT EXISTS (SELECT 1 FROM status_push_events e WHERE e.dead
-                      AND e.destination_id = c.destination_id AND e.build_key = c.build_key)
-    LIMIT $1 FOR UPDATE SKIP LOCKED";
-/// Chains `($1[i], $2[i])`, locked by [`EMPTY_CHAINS`], deleted if they have no event.
-/// A statement of its own: its snapshot, taken under their locks, sees every event
-/// written to them (a writer locks the chain before its event), which the locking
-/// statement's, taken before, may not.
-const PRUNE_CHAINS: &str = "
+const PRUNE_INDEXES_SET: &str = "SELECT to_regclass('status_push_chains_settled_at') IS NOT NULL
+    AND to_regclass('status_push_events_dead_chain') IS NOT NULL
+    AND to_regclass('status_push_chains_settled') IS NULL";
+/// Up to `$2` settled chains due for a look by `$1` (ms), locked; what is done with each
+/// is [`super::Settling`]'s answer to [`LOOK_AT_CHAINS`]. A claim's token left on one is
+/// not a holder: its lease (`next_attempt_ms`) has run out, and its holder's call with it.
+const SETTLED_CHAINS: &str = "
+    SELECT destination_id, build_key FROM status_push_chains
+    WHERE pending = 0 AND next_attempt_ms <= $1
+    ORDER BY next_attempt_ms LIMIT $2 FOR UPDATE SKIP LOCKED";
+/// Chains `($1[i], $2[i])`, locked by [`SETTLED_CHAINS`], with their pending events, dead
+/// letters and first dead letter's `prune_at`. A statement of its own: its snapshot,
+/// taken under their locks, sees every event written to them (a writer locks the chain
+/// before its event), which the locking statement's, taken before, may not; and while
+/// the locks are held, no event is added to them.
+const LOOK_AT_CHAINS: &str = "
+    SELECT c.destination_id, c.build_key,
+           (SELECT count(*) FROM status_push_events e WHERE NOT e.dead
+            AND e.destination_id = c.destination_id AND e.build_key = c.build_key),
+           (SELECT count(*) FROM status_push_events e WHERE e.dead
+            AND e.destination_id = c.destination_id AND e.build_key = c.build_key),
+           (SELECT min(e.prune_at) FROM status_push_events e WHERE e.dead
+            AND e.destination_id = c.destination_id AND e.build_key = c.build_key)
+    FROM status_push_chains c JOIN unnest($1::bigint[], $2::text[]) AS k(d, b)
+      ON c.destination_id = k.d AND c.build_key = k.b";
+/// Deletes the locked chains `($1[i], $2[i])` that [`LOOK_AT_CHAINS`] found empty.
+const DELETE_CHAINS: &str = "
     DELETE FROM status_push_chains c USING unnest($1::bigint[], $2::text[]) AS k(d, b)
-    WHERE c.destination_id = k.d AND c.build_key = k.b AND c.pending = 0
-      AND NOT EXISTS (SELECT 1 FROM status_push_events e WHERE NOT e.dead
-                      AND e.destination_id = c.destination_id AND e.build_key = c.build_key)
-      AND NOT EXISTS (SELECT 1 FROM status_push_events e WHERE e.dead
-                      AND e.destination_id = c.destination_id AND e.build_key = c.build_key)";
+    WHERE c.destination_id = k.d AND c.build_key = k.b AND c.pending = 0";
+/// Sets the locked chains `($1[i], $2[i])` to `$3[i]` pending, next looked at (or due)
+/// at `$4[i]` ms.
+const SET_CHAINS: &str = "
+    UPDATE status_push_chains c SET pending = k.p, next_attempt_ms = k.n
+    FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[]) AS k(d, b, p, n)
+    WHERE c.destination_id = k.d AND c.build_key = k.b AND c.pending = 0";
+/// Chains' keys as two arrays, for `unnest`.
+#[derive(Default)]
+struct Keys<'a> {
+    destinations: Vec<i64>,
+    build_keys: Vec<&'a str>,
+}
+
+impl<'a> Keys<'a> {
+    fn push(&mut self, (destination, build_key): (i64, &'a str)) {
+        self.destinations.push(destination);
+        self.build_keys.push(build_key);
+    }
+}
+
 /// Whether [`STORAGE`] is in place.
 const STORAGE_SET: &str = "SELECT coalesce('toast_tuple_target=8160' = ANY(reloptions), false)
     FROM pg_class WHERE oid = 'status_push_events'::regclass";
@@ -1363,10 +1393,9 @@ impl Postgres {
             .collect())
     }
 
-    /// Deletes up to `batch` dead letters whose retention ran out by `now_s`, and up to
-    /// `batch` chains left with no event, each found through its index
-    /// ([`PRUNE_INDEXES`]).
-    pub(super) async fn prune(&self, now_s: i64, batch: i64) -> Result<Pruned> {
+    /// Deletes up to `batch` dead letters whose retention ran out by `now_ms`, and looks at
+    /// up to `batch` settled chains due for it ([`SETTLED_CHAINS`], [`super::Settling`]).
+    pub(super) async fn prune(&self, now_ms: i64, batch: i64) -> Result<Pruned> {
         let mut conn = self.conn().await?;
         self.run(async {
             let tx = conn.transaction().await?;
@@ -1376,7 +1405,7 @@ impl Postgres {
                          SELECT seq FROM status_push_events WHERE dead AND prune_at < $1
                          ORDER BY prune_at LIMIT $2 FOR UPDATE SKIP LOCKED)
                      RETURNING destination_id",
-                    &[&now_s, &batch],
+                    &[&(now_ms / 1000), &batch],
                 )
                 .await?;
             for row in &gone {
@@ -1387,18 +1416,44 @@ impl Postgres {
                 )
                 .await?;
             }
-            let empty = tx.query(EMPTY_CHAINS, &[&batch]).await?;
-            let destinations: Vec<i64> = empty.iter().map(|r| r.get(0)).collect();
-            let build_keys: Vec<&str> = empty.iter().map(|r| r.get(1)).collect();
-            // Counted as deleted, not as found: a chain found again and again but never
-            // deleted (its count behind its events) must not keep pruning going.
-            let deleted = tx
-                .execute(PRUNE_CHAINS, &[&destinations, &build_keys])
+            let locked = tx.query(SETTLED_CHAINS, &[&now_ms, &batch]).await?;
+            let destinations: Vec<i64> = locked.iter().map(|r| r.get(0)).collect();
+            let build_keys: Vec<&str> = locked.iter().map(|r| r.get(1)).collect();
+            let looked = tx
+                .query(LOOK_AT_CHAINS, &[&destinations, &build_keys])
                 .await?;
+            let (mut empty, mut set) = (Keys::default(), Keys::default());
+            let (mut pending, mut next) = (Vec::new(), Vec::new());
+            let mut recounted = 0;
+            for row in &looked {
+                let key = (row.get::<_, i64>(0), row.get::<_, &str>(1));
+                match super::Settling::of(row.get(2), row.get(3), row.get(4), now_ms) {
+                    super::Settling::Empty => empty.push(key),
+                    super::Settling::Behind => {
+                        recounted += 1;
+                        set.push(key);
+                        pending.push(row.get::<_, i64>(2));
+                        next.push(now_ms);
+                    }
+                    super::Settling::KeptUntil(at) => {
+                        set.push(key);
+                        pending.push(0);
+                        next.push(at);
+                    }
+                }
+            }
+            tx.execute(DELETE_CHAINS, &[&empty.destinations, &empty.build_keys])
+                .await?;
+            tx.execute(
+                SET_CHAINS,
+                &[&set.destinations, &set.build_keys, &pending, &next],
+            )
+            .await?;
             tx.commit().await?;
             Ok(Pruned {
                 dead_letters: gone.len(),
-                chains: usize::try_from(deleted).unwrap_or(usize::MAX),
+                chains: locked.len(),
+                recounted,
             })
         })
         .await
