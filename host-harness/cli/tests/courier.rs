@@ -4,7 +4,8 @@
 //! (one at a time, however long it hangs), a killed host's claims come free within one
 //! lease, a row this release cannot read holds back its own chain only, a
 //! destination that hangs leaves room for the others, and pruning removes the chains
-//! delivered builds leave.
+//! delivered builds leave, looks at a chain kept for its dead letters only once they
+//! may go, and counts again a chain whose count fell behind its events.
 
 mod common;
 

@@ -298,8 +298,8 @@ const V4: &str = "CREATE TABLE IF NOT EXISTS status_push_key_check (sealed TEXT 
 /// on.
 const STORAGE: &str = "ALTER TABLE status_push_events SET (toast_tuple_target = 8160),
     ALTER COLUMN config SET STORAGE EXTERNAL, ALTER COLUMN documents SET STORAGE EXTERNAL";
-/// The indexes pruning finds its rows by ([`Postgres::prune`]): chains left with nothing
-/// pending, and dead letters by chain. Without them each prune read every event (3.4 s,
+/// The indexes pruning finds its rows by ([`Postgres::prune`]): settled chains (nothing
+/// pending) by when to look at them next, and dead letters by chain. Without them each prune read every event (3.4 s,
 /// 4 GB read, beside a backlog of a million; once a minute per host). Like [`STORAGE`],
 /// not a layout: made once, by the first host that finds them missing
 /// ([`PRUNE_INDEXES_SET`]).
