@@ -847,8 +847,9 @@ async fn pruning_removes_every_empty_chain_and_keeps_the_others() {
 }
 
 /// A chain kept for its dead letter is looked at again only once the letter may go, then
-/// deleted with it; a chain whose count missed its pending event (set to 0 by hand) is
-/// counted again by pruning, so that its event is claimed.
+/// deleted with it; a chain whose count missed its pending event (set to 0 by hand, its
+/// destination's count lowered with it) is counted again by pruning, destination and
+/// all, so that its event is claimed and counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settled_chains_are_looked_at_when_due_and_counted_again_when_behind() {
     let dir = temp_dir("courier-settled");
@@ -858,11 +859,21 @@ async fn settled_chains_are_looked_at_when_due_and_counted_again_when_behind() {
     common::delivered_dead_and_pending(&outbox, &config, &origin, 10).await;
     let db = rusqlite::Connection::open(dir.join("outbox.sqlite")).unwrap();
     let query = |sql: &str| -> String { db.query_row(sql, [], |r| r.get(0)).unwrap() };
-    db.execute_batch("UPDATE chains SET pending = 0 WHERE build_key = 'pending|1'")
-        .unwrap();
+    // Both counts miss the pending event, as a lost decrement of both would.
+    db.execute_batch(
+        "UPDATE chains SET pending = 0 WHERE build_key = 'pending|1';
+         UPDATE destinations SET pending = pending - 1;",
+    )
+    .unwrap();
     assert!(outbox.claim(4).await.unwrap().is_empty(), "a count of 0");
+    assert_eq!(outbox.counts().await.unwrap().pending, 0);
 
     outbox.prune().await.unwrap();
+    let counts = outbox.counts().await.unwrap();
+    assert_eq!(
+        counts.pending, 1,
+        "the destination counted again: {counts:?}"
+    );
     let kept = "SELECT ((SELECT c.next_attempt_ms FROM chains c WHERE build_key = 'dead|1')
                       - (SELECT (e.prune_at + 1) * 1000 FROM events e WHERE e.dead = 1))
                      || ' ' || (SELECT count(*) FROM chains)";

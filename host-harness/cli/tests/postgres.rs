@@ -1093,19 +1093,33 @@ async fn pruning_removes_every_empty_chain_and_keeps_the_others() {
 
 /// The SQLite twin is in `courier.rs`: a chain kept for its dead letter is looked at again
 /// only once the letter may go, then deleted with it; a chain whose count missed its
-/// pending event is counted again, so that its event is claimed; a delivered build's
-/// chain with a token left from a lease run out goes like the others.
+/// pending event is counted again, so that its event is claimed, and its destination
+/// too (here its count ran ahead), but only once no other transaction holds the
+/// destination; a delivered build's chain with a token left from a lease run out goes
+/// like the others.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settled_chains_are_looked_at_when_due_and_counted_again_when_behind() {
     let (pg, outbox, origin, config) = settled_by_hand("settled").await;
     common::delivered_dead_and_pending(&outbox, &config, &origin, 10).await;
     pg.sql(
         "UPDATE status_push_chains SET pending = 0 WHERE build_key = 'pending|1';
+         UPDATE status_push_destinations SET pending = pending + 5;
          UPDATE status_push_chains SET claim_token = 7 WHERE build_key = 'delivered|0';",
     );
     assert!(outbox.claim(4).await.unwrap().is_empty(), "a count of 0");
 
+    // Another transaction holds the destination: the chain waits for a later pass.
+    let holder = pg.hold("SELECT 1 FROM status_push_destinations FOR UPDATE");
     outbox.prune().await.unwrap();
+    let behind = "SELECT pending FROM status_push_chains WHERE build_key = 'pending|1'";
+    assert_eq!(pg.sql(behind), "0", "left for a later pass");
+    drop(holder);
+    outbox.prune().await.unwrap();
+    let counts = outbox.counts().await.unwrap();
+    assert_eq!(
+        counts.pending, 1,
+        "the destination counted again: {counts:?}"
+    );
     let kept = pg.sql(
         "SELECT ((SELECT c.next_attempt_ms FROM status_push_chains c WHERE build_key = 'dead|1')
               - (SELECT (e.prune_at + 1) * 1000 FROM status_push_events e WHERE e.dead))

@@ -401,7 +401,8 @@ enum Settling {
     /// No event left (its build delivered): deleted.
     Empty,
     /// Events pending that its count missed (only a hand edit or a bug puts a chain
-    /// there): counted again and due now, rather than never claimed.
+    /// there): counted again and due now, rather than never claimed; its destination's
+    /// count is counted again from its events with it.
     Behind,
     /// Only dead letters, kept for `redeliver` to tell whether one is superseded: looked
     /// at again at this time (ms), once the first of them may have gone.

@@ -347,6 +347,20 @@ const SET_CHAINS: &str = "
     UPDATE status_push_chains c SET pending = k.p, next_attempt_ms = k.n
     FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[]) AS k(d, b, p, n)
     WHERE c.destination_id = k.d AND c.build_key = k.b AND c.pending = 0";
+/// Destinations `$1` locked, but for those another transaction holds: those whose
+/// counts [`RECOUNT_DESTINATIONS`] may set. Not waited for: a `redeliver` of several dead
+/// letters holds a destination while it waits for the next letter's chain, which pruning
+/// may hold, so waiting here could close a cycle.
+const LOCK_DESTINATIONS: &str = "SELECT id FROM status_push_destinations
+    WHERE id = ANY($1) ORDER BY id FOR UPDATE SKIP LOCKED";
+/// Destinations `$1`'s pending events counted again, from their events. A statement after
+/// [`LOCK_DESTINATIONS`]: its snapshot, taken under their locks, sees every event whose
+/// writer counted it (a writer's count and its event commit together, under the lock);
+/// an event written but not yet counted is counted by its writer, after this commits.
+const RECOUNT_DESTINATIONS: &str = "UPDATE status_push_destinations d
+    SET pending = (SELECT count(*) FROM status_push_events e
+                   WHERE NOT e.dead AND e.destination_id = d.id)
+    WHERE d.id = ANY($1)";
 /// Chains' keys as two arrays, for `unnest`.
 #[derive(Default)]
 struct Keys<'a> {
@@ -1422,13 +1436,33 @@ impl Postgres {
             let looked = tx
                 .query(LOOK_AT_CHAINS, &[&destinations, &build_keys])
                 .await?;
+            let settling: Vec<_> = looked
+                .iter()
+                .map(|row| super::Settling::of(row.get(2), row.get(3), row.get(4), now_ms))
+                .collect();
+            let mut behind: Vec<i64> = looked
+                .iter()
+                .zip(&settling)
+                .filter(|(_, s)| **s == super::Settling::Behind)
+                .map(|(row, _)| row.get(0))
+                .collect();
+            behind.sort_unstable();
+            behind.dedup();
+            // Their destinations are counted again too, under their locks; a chain whose
+            // destination another transaction holds is left as it is, for a later pass.
+            let mut recounting: Vec<i64> = Vec::new();
+            if !behind.is_empty() {
+                let locked = tx.query(LOCK_DESTINATIONS, &[&behind]).await?;
+                recounting = locked.iter().map(|r| r.get(0)).collect();
+            }
             let (mut empty, mut set) = (Keys::default(), Keys::default());
             let (mut pending, mut next) = (Vec::new(), Vec::new());
             let mut recounted = 0;
-            for row in &looked {
+            for (row, settling) in looked.iter().zip(settling) {
                 let key = (row.get::<_, i64>(0), row.get::<_, &str>(1));
-                match super::Settling::of(row.get(2), row.get(3), row.get(4), now_ms) {
+                match settling {
                     super::Settling::Empty => empty.push(key),
+                    super::Settling::Behind if !recounting.contains(&key.0) => {}
                     super::Settling::Behind => {
                         recounted += 1;
                         set.push(key);
@@ -1449,6 +1483,9 @@ impl Postgres {
                 &[&set.destinations, &set.build_keys, &pending, &next],
             )
             .await?;
+            if !recounting.is_empty() {
+                tx.execute(RECOUNT_DESTINATIONS, &[&recounting]).await?;
+            }
             tx.commit().await?;
             Ok(Pruned {
                 dead_letters: gone.len(),

@@ -139,6 +139,11 @@ const SETTLED_CHAINS: &str = "
             AND e.destination_id = c.destination_id AND e.build_key = c.build_key)
     FROM chains c WHERE c.pending = 0 AND c.next_attempt_ms <= ?1
     ORDER BY c.next_attempt_ms LIMIT ?2";
+/// Destination `?1`'s pending events counted again, from its events (through
+/// `events_chain`), for pruning's chains that were behind ([`super::Settling::Behind`]).
+const RECOUNT_DESTINATION: &str = "UPDATE destinations
+    SET pending = (SELECT count(*) FROM events WHERE destination_id = ?1 AND dead = 0)
+    WHERE id = ?1";
 
 type Result<T> = std::result::Result<T, OutboxError>;
 
@@ -814,6 +819,7 @@ impl Sqlite {
                 })?
                 .collect::<rusqlite::Result<_>>()?;
             let mut recounted = 0;
+            let mut behind = std::collections::BTreeSet::new();
             for (destination, build_key, pending, dead, first_prune_at) in &settled {
                 let key = params![destination, build_key];
                 match super::Settling::of(*pending, *dead, *first_prune_at, now_ms) {
@@ -824,6 +830,7 @@ impl Sqlite {
                     )?,
                     super::Settling::Behind => {
                         recounted += 1;
+                        behind.insert(*destination);
                         exec(
                             tx,
                             "UPDATE chains SET pending = ?3, next_attempt_ms = ?4
@@ -838,6 +845,11 @@ impl Sqlite {
                         params![destination, build_key, at],
                     )?,
                 };
+            }
+            // The destination's count missed them too, or did not: counted from its
+            // events, whichever it was (the write lock is this transaction's).
+            for destination in &behind {
+                exec(tx, RECOUNT_DESTINATION, params![destination])?;
             }
             Ok(Pruned {
                 dead_letters: gone.len(),
@@ -1380,6 +1392,23 @@ mod tests {
                 .any(|step| step.starts_with("SEARCH e") && step.contains(index));
             assert!(found, "{index}: {plan:?}");
         }
+        // A destination counted again reads only its own pending events' index entries.
+        let recount: Vec<String> = db
+            .prepare(&format!("EXPLAIN QUERY PLAN {RECOUNT_DESTINATION}"))
+            .unwrap()
+            .query_map([1], |r| r.get(3))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert!(
+            recount.iter().any(|step| step.starts_with("SEARCH events")
+                && step.contains("COVERING INDEX events_chain (destination_id=?)")),
+            "{recount:?}"
+        );
+        assert!(
+            !recount.iter().any(|s| s.starts_with("SCAN")),
+            "{recount:?}"
+        );
     }
 
     #[test]

@@ -176,24 +176,72 @@ impl Postgres {
         )
     }
 
-    /// Runs SQL through `psql` (over the private socket) and returns its unaligned output.
-    pub fn sql(&self, sql: &str) -> String {
-        let output = Command::new(self.bin.join("psql"))
-            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-U", "postgres"])
+    /// `psql` running `sql` over the private socket, unaligned.
+    fn psql(&self, sql: &str) -> Command {
+        let mut psql = Command::new(self.bin.join("psql"));
+        psql.args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-U", "postgres"])
             .arg("-h")
             .arg(self.dir.join("socket"))
             .arg("-p")
             .arg(self.port.to_string())
             .args(["-d", "postgres", "-c", sql])
-            .stdin(Stdio::null())
-            .output()
-            .expect("psql runs");
+            .stdin(Stdio::null());
+        psql
+    }
+
+    /// Runs SQL through `psql` and returns its unaligned output.
+    pub fn sql(&self, sql: &str) -> String {
+        let output = self.psql(sql).output().expect("psql runs");
         assert!(
             output.status.success(),
             "psql {sql}: {}",
             String::from_utf8_lossy(&output.stderr)
         );
         String::from_utf8_lossy(&output.stdout).trim().to_string()
+    }
+}
+
+/// A transaction holding the row locks a statement took, until dropped.
+pub struct Held<'a> {
+    pg: &'a Postgres,
+    psql: std::process::Child,
+}
+
+impl Postgres {
+    /// Runs `statement` (one that takes row locks) in a transaction that stays open,
+    /// holding them, until the returned [`Held`] is dropped.
+    pub fn hold(&self, statement: &str) -> Held<'_> {
+        let psql = self
+            .psql(&format!("BEGIN; {statement}; SELECT pg_sleep(600);"))
+            .env("PGAPPNAME", HOLDER)
+            .stdout(Stdio::null())
+            // Its end, by `Held`'s drop, is no error to show.
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("psql runs");
+        // Its first row lock gives the transaction an id, which it then holds as a lock.
+        let locked = format!(
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+             WHERE a.application_name = '{HOLDER}' AND l.locktype = 'transactionid'"
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while self.sql(&locked) == "0" {
+            assert!(std::time::Instant::now() < deadline, "{statement}: no lock");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Held { pg: self, psql }
+    }
+}
+
+const HOLDER: &str = "status-push-test-holder";
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.pg.sql(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE application_name = '{HOLDER}'"
+        ));
+        let _ = self.psql.wait();
     }
 }
 
