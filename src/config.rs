@@ -220,6 +220,12 @@ impl Settings {
                 "needs wantSteps: true, since logs belong to steps",
             ));
         }
+        if config.verify && config.trust_system_roots == Some(false) && config.ca_file.is_none() {
+            return Err(error(
+                "trustSystemRoots",
+                "false trusts caFile's certificates alone: it needs caFile",
+            ));
+        }
         if config.client_key_file.is_some() && config.client_cert_file.is_none() {
             return Err(error(
                 "clientKeyFile",
@@ -538,6 +544,7 @@ pub(crate) mod tests {
             retry_deadline_ms: None,
             signing: None,
             ca_file: None,
+            trust_system_roots: None,
             client_cert_file: None,
             client_key_file: None,
             dead_letter_after_ms: None,
@@ -626,6 +633,12 @@ pub(crate) mod tests {
         let mut c = config("http://h/");
         c.format_fn = Some("{{ build.number ".into());
         assert_eq!(key_of(c), "format_fn");
+
+        let mut c = config("https://h/");
+        c.trust_system_roots = Some(false);
+        assert_eq!(key_of(c.clone()), "trustSystemRoots", "no root at all");
+        c.ca_file = Some("/etc/ssl/private-ca.pem".into());
+        assert!(Settings::from_config(c).is_ok(), "caFile's alone");
 
         let mut c = config("http://h/");
         c.timeout_ms = Some(0);

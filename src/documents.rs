@@ -246,7 +246,7 @@ fn expect_string(value: &Value, key: &str) -> Result<String> {
 /// The configuration keys `parse_config` accepts, in docs/options.md's order: the one list of
 /// them. The WIT's `config` record names each in its field's documentation, and the
 /// Buildbot plugin's options are held to it (`tests/config_keys.rs`, the plugin's tests).
-pub const CONFIG_KEYS: [&str; 34] = [
+pub const CONFIG_KEYS: [&str; 35] = [
     "serverUrl",
     "buildbotURL",
     "user",
@@ -273,6 +273,7 @@ pub const CONFIG_KEYS: [&str; 34] = [
     "signingScheme",
     "signingSecret",
     "caFile",
+    "trustSystemRoots",
     "clientCertFile",
     "clientKeyFile",
     "deadLetterAfterSeconds",
@@ -355,6 +356,7 @@ pub fn config_from_json(value: &Value) -> Result<Config> {
         retry_deadline_ms: seconds(&o, "retryDeadlineSeconds")?,
         signing: signing(&o)?,
         ca_file: o.opt_string("caFile")?,
+        trust_system_roots: o.opt_bool("trustSystemRoots")?,
         client_cert_file: o.opt_string("clientCertFile")?,
         client_key_file: o.opt_string("clientKeyFile")?,
         dead_letter_after_ms: match o.get("deadLetterAfterSeconds").map(Value::as_u64) {

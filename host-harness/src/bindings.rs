@@ -122,6 +122,9 @@ pub struct Config {
     pub signing: Option<Signing>,
     /// PEM file of extra CA certificates to trust (`caFile`); enforced by the host.
     pub ca_file: Option<String>,
+    /// Whether the system's CA certificates are trusted beside `ca_file`'s
+    /// (`trustSystemRoots`; `None`: yes); enforced by the host.
+    pub trust_system_roots: Option<bool>,
     /// PEM file of the client certificate for mutual TLS, with its key unless
     /// `client_key_file` names one (`clientCertFile`); enforced by the host.
     pub client_cert_file: Option<String>,
@@ -201,6 +204,7 @@ impl Config {
             retry_deadline_ms: None,
             signing: None,
             ca_file: None,
+            trust_system_roots: None,
             client_cert_file: None,
             client_key_file: None,
             dead_letter_after_ms: None,
@@ -245,6 +249,7 @@ impl fmt::Debug for Config {
             retry_deadline_ms,
             signing,
             ca_file,
+            trust_system_roots,
             client_cert_file,
             client_key_file,
             dead_letter_after_ms,
@@ -284,6 +289,7 @@ impl fmt::Debug for Config {
             .field("retry_deadline_ms", retry_deadline_ms)
             .field("signing", signing)
             .field("ca_file", ca_file)
+            .field("trust_system_roots", trust_system_roots)
             .field("client_cert_file", client_cert_file)
             .field("client_key_file", client_key_file)
             .field("dead_letter_after_ms", dead_letter_after_ms)
@@ -324,6 +330,7 @@ impl From<WitConfig> for Config {
             retry_deadline_ms,
             signing,
             ca_file,
+            trust_system_roots,
             client_cert_file,
             client_key_file,
             dead_letter_after_ms,
@@ -359,6 +366,7 @@ impl From<WitConfig> for Config {
             retry_deadline_ms,
             signing: signing.map(Signing::from),
             ca_file,
+            trust_system_roots,
             client_cert_file,
             client_key_file,
             dead_letter_after_ms,
@@ -399,6 +407,7 @@ impl From<Config> for WitConfig {
             retry_deadline_ms,
             signing,
             ca_file,
+            trust_system_roots,
             client_cert_file,
             client_key_file,
             dead_letter_after_ms,
@@ -434,6 +443,7 @@ impl From<Config> for WitConfig {
             retry_deadline_ms,
             signing: signing.map(WitSigning::from),
             ca_file,
+            trust_system_roots,
             client_cert_file,
             client_key_file,
             dead_letter_after_ms,

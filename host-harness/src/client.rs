@@ -42,7 +42,10 @@ impl TlsPolicy {
     /// The system's roots plus `ca_file`'s, and no client certificate.
     pub(crate) fn verified(ca_file: Option<PathBuf>) -> TlsPolicy {
         TlsPolicy {
-            server: ServerCheck::Verify { ca_file },
+            server: ServerCheck::Verify {
+                ca_file,
+                system_roots: true,
+            },
             client_cert: None,
         }
     }
@@ -51,10 +54,12 @@ impl TlsPolicy {
 /// How a destination's TLS certificate is checked.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) enum ServerCheck {
-    /// The system's roots, plus those of an optional PEM file.
+    /// The system's roots (unless left out), plus those of an optional PEM file.
     Verify {
         /// Extra CA certificates (`caFile`).
         ca_file: Option<PathBuf>,
+        /// Whether the system's roots are trusted too (`trustSystemRoots`).
+        system_roots: bool,
     },
     /// No verification at all (`verify: false`); only ever by explicit configuration.
     Insecure,
@@ -62,7 +67,10 @@ pub(crate) enum ServerCheck {
 
 impl Default for ServerCheck {
     fn default() -> ServerCheck {
-        ServerCheck::Verify { ca_file: None }
+        ServerCheck::Verify {
+            ca_file: None,
+            system_roots: true,
+        }
     }
 }
 
@@ -167,9 +175,14 @@ impl Client {
         let builder = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()?;
         let builder = match &policy.server {
-            ServerCheck::Verify { ca_file } => {
+            ServerCheck::Verify {
+                ca_file,
+                system_roots: with_system_roots,
+            } => {
                 let mut roots = rustls::RootCertStore::empty();
-                roots.add_parsable_certificates(system_roots().iter().cloned());
+                if *with_system_roots {
+                    roots.add_parsable_certificates(system_roots().iter().cloned());
+                }
                 if let Some(path) = ca_file {
                     for cert in read_pem_certificates(path)? {
                         roots.add(cert).map_err(|e| TlsSetupError::CaFile {

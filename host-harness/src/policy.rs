@@ -102,6 +102,7 @@ impl Policy {
         let server = if config.verify {
             ServerCheck::Verify {
                 ca_file: config.ca_file.as_ref().map(PathBuf::from),
+                system_roots: config.trust_system_roots.unwrap_or(true),
             }
         } else {
             ServerCheck::Insecure

@@ -7,6 +7,8 @@ use std::sync::OnceLock;
 
 use status_push_host::{Reporter, Runtime};
 
+pub mod tls;
+
 /// The release component `cargo xtask wasm` builds.
 pub fn wasm_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("target/status-push.wasm")

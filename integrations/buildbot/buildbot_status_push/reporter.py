@@ -66,7 +66,7 @@ HEALTH_SECONDS = 60.0
 
 # Buildbot 4.3's HttpStatusPush spellings with no configuration key of their own: the
 # plugin turns them into the component's (`cert` into clientCertFile/clientKeyFile,
-# `skip_encoding` into skipEncoding; `verify` as a path into caFile).
+# `skip_encoding` into skipEncoding; `verify` as a path into caFile, trusted alone).
 BUILDBOT_SPELLINGS = ("cert", "skip_encoding")
 # The options the plugin keeps for itself; every other option is the component's.
 PLUGIN_OPTIONS = ("wasm_path", "outbox", "outboxKey", "generators", *BUILDBOT_SPELLINGS)
@@ -108,6 +108,9 @@ class Options:
     signingScheme: Optional[str] = None
     signingSecret: Any = None
     caFile: Optional[str] = None
+    # None: the system's roots are trusted beside caFile's, unless `verify` names a CA
+    # bundle, which requests trusts alone.
+    trustSystemRoots: Optional[bool] = None
     clientCertFile: Optional[str] = None
     clientKeyFile: Optional[str] = None
     deadLetterAfterSeconds: Optional[int] = None
@@ -138,6 +141,8 @@ class Options:
         out = {key: opts[key] for key in COMPONENT_OPTIONS}
         if isinstance(self.verify, (str, os.PathLike)):
             out["verify"], out["caFile"] = True, os.fspath(self.verify)
+            if self.trustSystemRoots is None:
+                out["trustSystemRoots"] = False
         if isinstance(self.cert, (str, os.PathLike)):
             out["clientCertFile"] = os.fspath(self.cert)
         elif isinstance(self.cert, (tuple, list)) and len(self.cert) == 2:

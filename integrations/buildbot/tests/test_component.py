@@ -375,8 +375,9 @@ def test_the_plugin_runs_from_its_wheel(monkeypatch: pytest.MonkeyPatch) -> None
 def test_buildbot_43_spellings_are_taken_and_nonsense_is_named(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """HttpStatusPush 4.3's verify (a CA bundle path), cert (one file or a pair) and
-    skip_encoding, taken with requests' meaning; a bad one is a checkconfig error."""
+    """HttpStatusPush 4.3's verify (a CA bundle path, trusted alone), cert (one file or a
+    pair) and skip_encoding, taken with requests' meaning; a bad one is a checkconfig
+    error."""
     from buildbot_status_push.reporter import Options
 
     monkeypatch.setenv("STATUS_PUSH_WASM", str(WASM))
@@ -392,6 +393,11 @@ def test_buildbot_43_spellings_are_taken_and_nonsense_is_named(
         url, verify=pki.ca, cert=(pki.client_cert, str(pki.client_key)), skip_encoding=True
     ).component_options()
     assert (opts["verify"], opts["caFile"]) == (True, str(pki.ca))
+    # requests trusts a `verify` bundle alone, without its default roots.
+    assert opts["trustSystemRoots"] is False
+    beside = Options(url, verify=pki.ca, trustSystemRoots=True).component_options()
+    assert beside["trustSystemRoots"] is True
+    assert Options(url, caFile=str(pki.ca)).component_options()["trustSystemRoots"] is None
     assert (opts["clientCertFile"], opts["clientKeyFile"]) == (
         str(pki.client_cert),
         str(pki.client_key),
@@ -408,6 +414,7 @@ def test_buildbot_43_spellings_are_taken_and_nonsense_is_named(
     refused(
         "verify names a CA bundle and caFile names another", verify=str(pki.ca), caFile=str(pki.ca)
     )
+    refused("trustSystemRoots: false trusts caFile's certificates alone", trustSystemRoots=False)
     refused("cert must be the path of a PEM file", cert=(str(pki.client),))
     refused("cert must be the path of a PEM file", cert=3)
     refused(r"cert \(clientCertFile\): .*missing.pem", cert=str(tmp_path / "missing.pem"))
