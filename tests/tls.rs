@@ -231,6 +231,36 @@ async fn a_client_certificate_of_another_ca_is_refused_by_the_receiver() {
     assert!(nothing_received(&mut bodies).await);
 }
 
+/// A client certificate renewed in place (the same path, new contents) is presented from
+/// the next connection on, without a restart: the host's TLS configurations are built
+/// again when their files change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_renewed_in_place_is_presented_without_a_restart() {
+    let (origin, files, mut bodies) = mtls_receiver("renewed").await;
+    let renewed = files.dir.join("renewed.pem");
+    std::fs::copy(&files.stranger, &renewed).unwrap();
+    let config = json!({
+        "serverUrl": origin,
+        "caFile": files.ca,
+        "clientCertFile": renewed,
+        "maxAttempts": 1,
+    });
+    let result = push(config.clone()).await;
+    assert!(
+        matches!(&result, Err(HostError::Push(f)) if matches!(f.error, PushError::Tls(_))),
+        "the old certificate, from another CA: {result:?}"
+    );
+    assert!(nothing_received(&mut bodies).await);
+
+    std::fs::copy(&files.combined, &renewed).unwrap();
+    let result = push(config).await;
+    assert!(
+        matches!(&result, Ok(Outcome::Delivered(d)) if d.status == 200),
+        "the renewed one: {result:?}"
+    );
+    assert!(bodies.recv().await.is_some());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unusable_client_certificate_files_are_config_errors_naming_their_key() {
     let (origin, files, _bodies) = mtls_receiver("bad").await;

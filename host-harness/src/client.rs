@@ -138,10 +138,43 @@ struct PoolKey {
 #[derive(Default)]
 pub(crate) struct Client {
     idle: Mutex<HashMap<PoolKey, Vec<SendRequest<WasiBody>>>>,
-    tls: Mutex<HashMap<TlsPolicy, Arc<rustls::ClientConfig>>>,
+    /// Each policy's configuration, and the version of its files it was built from.
+    tls: Mutex<HashMap<TlsPolicy, (FilesSeen, Arc<rustls::ClientConfig>)>>,
     /// Benchmarks only: read each request's body and answer `200 {}` without a socket.
     #[cfg(feature = "bench")]
     canned: bool,
+}
+
+/// A TLS policy's files as their metadata shows them, without reading them: a file
+/// rewritten or replaced (a renewed client certificate, a rotated CA bundle, a mounted
+/// secret's new version behind its symlink) shows another, and its configuration is
+/// built again, so a long-running host takes it without a restart.
+#[derive(Clone, PartialEq, Eq)]
+struct FilesSeen(Vec<Option<(std::time::SystemTime, u64)>>);
+
+impl TlsPolicy {
+    fn files_seen(&self) -> FilesSeen {
+        let ca_file = match &self.server {
+            ServerCheck::Verify { ca_file, .. } => ca_file.as_deref(),
+            ServerCheck::Insecure => None,
+        };
+        let client = self.client_cert.as_ref();
+        let files = [
+            ca_file,
+            client.map(|c| c.cert_file.as_path()),
+            client.and_then(|c| c.key_file.as_deref()),
+        ];
+        FilesSeen(
+            files
+                .into_iter()
+                .flatten()
+                .map(|path| {
+                    let meta = std::fs::metadata(path).ok()?;
+                    Some((meta.modified().ok()?, meta.len()))
+                })
+                .collect(),
+        )
+    }
 }
 
 fn system_roots() -> &'static [CertificateDer<'static>] {
@@ -164,12 +197,19 @@ impl Client {
         }
     }
 
-    /// The rustls configuration for `policy`, built once and shared.
+    /// The rustls configuration for `policy`, built once per version of its files
+    /// ([`FilesSeen`]) and shared.
     pub(crate) fn tls_config(
         &self,
         policy: &TlsPolicy,
     ) -> Result<Arc<rustls::ClientConfig>, TlsSetupError> {
-        if let Some(config) = self.tls.lock().ok().and_then(|m| m.get(policy).cloned()) {
+        let seen = policy.files_seen();
+        let cached = self.tls.lock().ok().and_then(|m| {
+            m.get(policy)
+                .filter(|(built_from, _)| *built_from == seen)
+                .map(|(_, config)| config.clone())
+        });
+        if let Some(config) = cached {
             return Ok(config);
         }
         let builder = rustls::ClientConfig::builder_with_provider(provider())
@@ -206,7 +246,7 @@ impl Client {
         };
         let config = Arc::new(config);
         if let Ok(mut map) = self.tls.lock() {
-            map.insert(policy.clone(), config.clone());
+            map.insert(policy.clone(), (seen, config.clone()));
         }
         Ok(config)
     }
