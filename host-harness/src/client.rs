@@ -39,6 +39,17 @@ pub(crate) struct TlsPolicy {
 }
 
 impl TlsPolicy {
+    /// `ca_file`'s certificates alone, and no client certificate.
+    pub(crate) fn rooted_in(ca_file: PathBuf) -> TlsPolicy {
+        TlsPolicy {
+            server: ServerCheck::Verify {
+                ca_file: Some(ca_file),
+                system_roots: false,
+            },
+            client_cert: None,
+        }
+    }
+
     /// The system's roots plus `ca_file`'s, and no client certificate.
     pub(crate) fn verified(ca_file: Option<PathBuf>) -> TlsPolicy {
         TlsPolicy {

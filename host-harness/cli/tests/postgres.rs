@@ -399,7 +399,7 @@ async fn a_bad_database_url_credentials_or_schema_is_one_line_and_queues_nothing
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sslmode_require_is_tls_verified_against_sslrootcert() {
+async fn sslmode_require_is_tls_verified_against_sslrootcert_alone() {
     let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
     let pg = Postgres::start_tls("tls", &cert.cert.pem(), &cert.signing_key.serialize_pem());
     let dir = temp_dir("pg-tls");
@@ -453,6 +453,32 @@ async fn sslmode_require_is_tls_verified_against_sslrootcert() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("UnknownIssuer"), "{err}");
     assert!(!err.contains(common::postgres::PASSWORD), "{err}");
+
+    // An sslrootcert is trusted alone, as libpq trusts it: here the system's roots (the
+    // host's, from SSL_CERT_FILE) vouch for the server, and another CA's certificate is
+    // the sslrootcert.
+    let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let other_ca = dir.join("other.pem");
+    std::fs::write(&other_ca, other.cert.pem()).unwrap();
+    let system = |url: &str| {
+        let mut cli = cli();
+        cli.args(["dead-letters", "--outbox", url])
+            .env("SSL_CERT_FILE", &ca);
+        cli
+    };
+    let out = system(&unverified).output().await.unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the system's roots vouch for it"
+    );
+    let elsewhere = format!("{unverified}&sslrootcert={}", other_ca.display());
+    let out = system(&elsewhere).output().await.unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    // (Both certificates carry rcgen's default name, so the other one is tried as the
+    // issuer and its signature does not match.)
+    assert!(err.contains("invalid peer certificate"), "{err}");
 
     // An sslrootcert that is not a certificate file.
     let bad = format!("{}?sslmode=require&sslrootcert={}", pg.url(), dir.display());

@@ -439,7 +439,11 @@ impl PostgresUrl {
             crate::policy::check_ca_file(path)
                 .map_err(|why| unusable(format!("sslrootcert: {why}")))?;
         }
-        let policy = crate::client::TlsPolicy::verified(self.root_cert.clone());
+        // As libpq does: a root certificate file is trusted alone.
+        let policy = match &self.root_cert {
+            Some(path) => crate::client::TlsPolicy::rooted_in(path.clone()),
+            None => crate::client::TlsPolicy::verified(None),
+        };
         let config = crate::client::Client::default()
             .tls_config(&policy)
             .map_err(|e| unusable(format!("sslrootcert: {e}")))?;
