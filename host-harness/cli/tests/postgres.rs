@@ -1020,6 +1020,61 @@ async fn a_refused_group_records_each_delivery_alone_with_its_own_error() {
     assert_eq!(left, "b|2 1 1", "b|2 pending, counted once");
 }
 
+/// A group that outlasts the statement timeout (here a trigger sleeps on any statement
+/// removing more than one event): the server cancels it, and each of its deliveries is
+/// recorded alone, after it, so neither is lost nor counted twice. Takes the 30 s timeout.
+#[tokio::test(flavor = "current_thread")]
+async fn a_group_that_times_out_records_each_delivery_alone() {
+    use status_push_host::outbox::Settled;
+    let (pg, outbox, origin, config) = settled_by_hand("timed-out").await;
+    let documents: Vec<String> = (0..3).map(|i| documents("started", i)).collect();
+    let keys = ["b|0", "b|1", "b|2"];
+    let events: Vec<Accepted<'_>> = keys
+        .iter()
+        .zip(&documents)
+        .map(|(key, d)| due(&config, &origin, Event::Started, d, key))
+        .collect();
+    outbox.accept_batch(&events).await.unwrap();
+    let mut claimed = outbox.claim(4).await.unwrap();
+    assert_eq!(claimed.len(), 3);
+    claimed.sort_by(|a, b| a.build_key.cmp(&b.build_key));
+    pg.sql(
+        "CREATE FUNCTION stall() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF (SELECT count(*) FROM removed) > 1 THEN PERFORM pg_sleep(60); END IF;
+             RETURN NULL;
+         END $$;
+         CREATE TRIGGER stall AFTER DELETE ON status_push_events
+             REFERENCING OLD TABLE AS removed FOR EACH STATEMENT EXECUTE FUNCTION stall();",
+    );
+    // The first alone: its recording connection is then open, so the next two calls
+    // queue their deliveries at once, before the group is recorded (one thread).
+    let ok = ended();
+    assert_eq!(
+        outbox.settle(&claimed[0], Some(&ok)).await.unwrap(),
+        Settled::Done
+    );
+
+    // Both calls end together: one group, which stalls.
+    let started = Instant::now();
+    let (a, b) = tokio::join!(
+        outbox.settle(&claimed[1], Some(&ok)),
+        outbox.settle(&claimed[2], Some(&ok))
+    );
+    assert_eq!((a.unwrap(), b.unwrap()), (Settled::Done, Settled::Done));
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(29) && took < Duration::from_secs(60),
+        "the stalled group was cut off at the statement timeout: {took:?}"
+    );
+    let left = pg.sql(
+        "SELECT (SELECT count(*) FROM status_push_events) || ' '
+             || (SELECT sum(pending) FROM status_push_chains) || ' '
+             || (SELECT sum(pending) FROM status_push_destinations)",
+    );
+    assert_eq!(left, "0 0 0", "all delivered, each counted once");
+}
+
 /// The claim's fences against a head delivered under a lost lease, on PostgreSQL (the
 /// SQLite twins are in `courier.rs`): a dead letter, or a failure, of an event the first
 /// holder delivered counts nothing; a dead letter is superseded while a later event of
