@@ -386,9 +386,10 @@ const NEXT_SEQS: &str =
 
 /// A PostgreSQL connection URL (`postgresql://` or `postgres://`). Prints with its
 /// password (in the authority or the query) redacted. `sslmode=require` connects over
-/// TLS and verifies the server's certificate against the system's roots and, if given,
-/// `sslrootcert=PATH` (stricter than libpq's `require`, which checks nothing); otherwise
-/// the connection is plain.
+/// TLS and verifies the server's certificate against `sslrootcert=PATH`'s certificates
+/// alone if given (as libpq does), or else the system's roots (stricter than libpq's
+/// `require` without a root file, which checks nothing); otherwise the connection is
+/// plain.
 #[derive(Clone)]
 pub struct PostgresUrl {
     /// The URL as tokio-postgres reads it (without `sslrootcert`, which it does not know).
