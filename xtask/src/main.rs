@@ -111,6 +111,7 @@ fn build_component(
         .validate(true)
         .encode()
         .context("encoding the component")?;
+    let component = without_component_names(&component)?;
     let out = target_dir.join(output);
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -118,6 +119,51 @@ fn build_component(
     std::fs::write(&out, &component).with_context(|| format!("writing {}", out.display()))?;
     println!("{} ({} bytes)", out.display(), component.len());
     Ok(())
+}
+
+/// `component` without its top-level `component-name` section. wit-component always
+/// writes one (names of the component's instances, functions and types, 8.9 KB in the
+/// relay), which only a disassembler reads: wasmtime (48 embedded, 49's `serve`) and jco
+/// run the component the same without it, and the release build's core module is
+/// stripped of its names already. Every other section is copied byte for byte, and the
+/// result validated again.
+fn without_component_names(component: &[u8]) -> Result<Vec<u8>> {
+    use wasmparser::{Chunk, Parser, Payload};
+    let mut parser = Parser::new(0);
+    let mut kept = Vec::with_capacity(component.len());
+    let mut at = 0;
+    loop {
+        let Chunk::Parsed { consumed, payload } = parser.parse(&component[at..], true)? else {
+            bail!("the encoded component ends early");
+        };
+        let section = &component[at..at + consumed];
+        at += consumed;
+        match payload {
+            Payload::CustomSection(names) if names.name() == "component-name" => {}
+            // A nested module or component: `consumed` is its header, and the parser has
+            // stepped over its body, which is copied as it is.
+            Payload::ModuleSection {
+                unchecked_range, ..
+            }
+            | Payload::ComponentSection {
+                unchecked_range, ..
+            } => {
+                let end = usize::try_from(unchecked_range.end)?;
+                kept.extend_from_slice(section);
+                kept.extend_from_slice(&component[at..end]);
+                at = end;
+            }
+            Payload::End(_) => {
+                kept.extend_from_slice(section);
+                break;
+            }
+            _ => kept.extend_from_slice(section),
+        }
+    }
+    wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all())
+        .validate_all(&kept)
+        .context("validating the component without its names")?;
+    Ok(kept)
 }
 
 /// Builds the component with symbol names kept and prints its code size per crate (from
