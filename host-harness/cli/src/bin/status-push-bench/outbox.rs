@@ -2,8 +2,9 @@
 //! queues `--pending` events for a destination that refuses connections and `--due` for
 //! a loopback receiver that answers at once, checkpoints the store (none of it timed),
 //! then runs `--workers` couriers, each a task of its own with its own connection, until
-//! the due events are delivered. The backlog sits behind its destination's open circuit,
-//! so claims should not notice it. Ends with exactly two lines:
+//! the due events are delivered. The backlog's destination has never been tried when
+//! the clock starts: its circuit opens at its first failures, in the timed part, and
+//! from then on claims should not notice the backlog. Ends with exactly two lines:
 //! `claim p99: X ms at N pending` and `delivered per second: Y with K workers` (Y counts
 //! the due events); before them, on Linux, the machine's CPU per delivered event.
 
