@@ -3,6 +3,10 @@
 //! and the p50/p99 time to the answer. A benchmark, not a timed test: ignored by default.
 //!
 //! cargo test --release -p status-push-cli --test serve_bench -- --ignored --nocapture
+//!
+//! `--outbox` is a fresh SQLite file unless `STATUS_PUSH_SERVE_BENCH_OUTBOX` names another
+//! outbox, such as an empty PostgreSQL database (its key from
+//! `STATUS_PUSH_OUTBOX_KEY_FILE`, which `serve` inherits).
 
 mod common;
 
@@ -110,16 +114,23 @@ async fn serve_throughput_with_and_without_an_outbox() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let config = json!({"serverUrl": format!("{}/hook", receiver.origin()), "inboundToken": TOKEN});
-    let outbox = dir.join("outbox.sqlite");
+    let outbox = std::env::var("STATUS_PUSH_SERVE_BENCH_OUTBOX")
+        .unwrap_or_else(|_| dir.join("outbox.sqlite").display().to_string());
     println!(
-        "{} build: {CLIENTS} keep-alive clients for {RUN:?}, POST /started, bearer token",
+        "{} build: {CLIENTS} keep-alive clients for {RUN:?}, POST /started, bearer token, {} outbox",
         if cfg!(debug_assertions) {
             "debug"
         } else {
             "release"
+        },
+        // The kind only: a database URL may carry a password.
+        if outbox.starts_with("postgres") {
+            "PostgreSQL"
+        } else {
+            "SQLite"
         }
     );
-    let (child, addr) = serve(&dir, &config, &["--outbox", outbox.to_str().unwrap()]).await;
+    let (child, addr) = serve(&dir, &config, &["--outbox", &outbox]).await;
     let (rate, p50, p99) = measure(&addr, 202).await;
     println!(
         "serve --outbox (202 once queued):   {rate:7.0} requests/s  p50 {:7.2} ms  p99 {:7.2} ms",

@@ -31,6 +31,9 @@ use super::{
 use crate::{Event, Secret};
 
 mod delivered;
+mod session;
+
+use session::{Session, Tx};
 
 /// The longest a statement may run on the server (`statement_timeout`), and a host
 /// waits for one (or for a connection).
@@ -95,6 +98,13 @@ static ONE_MORE_PENDING: LazyLock<String> = LazyLock::new(|| {
     format!(
         "INSERT INTO status_push_chains AS c (destination_id, build_key, pending, next_attempt_ms)
          VALUES ($1, $2, 1, {NOW_MS}) {ADD_TO_CHAIN}"
+    )
+});
+/// A probe that told nothing of destination `$1`: the next may go at once.
+static REOPEN: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE status_push_destinations SET open_until_ms = {NOW_MS}
+         WHERE id = $1 AND failures > 0"
     )
 });
 /// A running probe's reservation of destination `$1` renewed for `$2` ms.
@@ -515,7 +525,7 @@ pub(super) struct Postgres {
     keys: std::sync::Arc<KeyRing>,
     /// Connections, each opened when first needed and again when the server closed it
     /// (a restart, a failover). One transaction at a time on each.
-    slots: Vec<Mutex<Option<Client>>>,
+    slots: Vec<Mutex<Option<Session>>>,
     next: AtomicUsize,
     /// Two [`Pipeline`]s, each opened when first needed and again when the server closed
     /// it: [`Lane::Claims`] and [`Lane::Results`].
@@ -531,7 +541,7 @@ type Result<T> = std::result::Result<T, OutboxError>;
 /// A chain taken by a claim: the chain, whether it probes, its destination as shown, its
 /// head.
 type Taken = (ChainKey, bool, String, Row);
-type Connected<'a> = tokio::sync::MappedMutexGuard<'a, Client>;
+type Connected<'a> = tokio::sync::MappedMutexGuard<'a, Session>;
 
 /// Which [`Pipeline`] a statement goes on. A courier claims one batch at a time while up
 /// to 16 results arrive; on one connection a claim would wait behind every result sent
@@ -582,7 +592,7 @@ impl Postgres {
                 })
             }
         }
-        *postgres.slots[0].lock().await = Some(client);
+        *postgres.slots[0].lock().await = Some(Session::new(client));
         Ok(postgres)
     }
 
@@ -693,8 +703,8 @@ impl Postgres {
                 self.bounded(self.slots[i].lock()).await?
             }
         };
-        if slot.as_ref().is_none_or(Client::is_closed) {
-            *slot = Some(self.connect().await?);
+        if slot.as_ref().is_none_or(|session| session.is_closed()) {
+            *slot = Some(Session::new(self.connect().await?));
         }
         MutexGuard::try_map(slot, Option::as_mut)
             .map_err(|_| OutboxError::Stopped("no connection to the outbox database".into()))
@@ -762,23 +772,25 @@ impl Postgres {
                         return Ok(Ok(None));
                     }
                 }
-                tx.execute(
-                    "INSERT INTO status_push_destinations (target, shown) VALUES ($1, $2)
-                 ON CONFLICT (target) DO NOTHING",
-                    &[&event.destination, &event.shown],
-                )
-                .await?;
-                let destination: i64 = tx
-                    .query_one(
-                        "SELECT id FROM status_push_destinations WHERE target = $1",
-                        &[&event.destination],
-                    )
-                    .await?
-                    .get(0);
+                // Looked up first: an insert that finds the row waits for whichever
+                // writer holds it (its counter, below) and draws an id for nothing.
+                let id = "SELECT id FROM status_push_destinations WHERE target = $1";
+                let destination: i64 = match tx.query_opt(id, &[&event.destination]).await? {
+                    Some(known) => known.get(0),
+                    None => {
+                        tx.execute(
+                            "INSERT INTO status_push_destinations (target, shown) VALUES ($1, $2)
+                             ON CONFLICT (target) DO NOTHING",
+                            &[&event.destination, &event.shown],
+                        )
+                        .await?;
+                        tx.query_one(id, &[&event.destination]).await?.get(0)
+                    }
+                };
                 // The chain's row is locked before the event is numbered, so two writers of
                 // one build commit in the order of their numbers: a claim never sees a later
                 // event of a chain while an earlier one is still uncommitted.
-                tx.execute(&*ONE_MORE_PENDING, &[&destination, &event.build_key])
+                tx.execute(&ONE_MORE_PENDING, &[&destination, &event.build_key])
                     .await?;
                 let seq: i64 = tx.query_one(NEXT_SEQS, &[&1i32]).await?.get(0);
                 let (config, documents) = match event.sealed(&self.keys, seq) {
@@ -1085,7 +1097,7 @@ impl Postgres {
                     taken.push((chain, probe, shown.clone(), row));
                 }
                 if probe && taken.len() == before {
-                    reopen(&p.client, destination).await?;
+                    p.client.execute(&*REOPEN, &[&destination]).await?;
                 }
             }
             Ok(taken)
@@ -1202,7 +1214,7 @@ impl Postgres {
                     .await?;
                 }
             } else if probe {
-                reopen(&tx, chain.destination).await?;
+                tx.execute(&REOPEN, &[&chain.destination]).await?;
             }
             tx.commit().await?;
             Ok(true)
@@ -1267,7 +1279,7 @@ impl Postgres {
                 )
                 .await?;
             } else if probe {
-                reopen(&tx, chain.destination).await?;
+                tx.execute(&REOPEN, &[&chain.destination]).await?;
             }
             tx.commit().await?;
             Ok(true)
@@ -1348,7 +1360,7 @@ impl Postgres {
                     // Pruned, or revived by another `redeliver`, since the look.
                     continue;
                 }
-                tx.execute(&*ONE_MORE_PENDING, &[&destination, &build_key])
+                tx.execute(&ONE_MORE_PENDING, &[&destination, &build_key])
                     .await?;
                 tx.execute(
                     "UPDATE status_push_destinations SET pending = pending + 1, dead = dead - 1
@@ -1676,7 +1688,7 @@ async fn take_due(
 
 /// Takes `chain` under `token` for one lease; its head, if it has one.
 async fn take(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     chain: &ChainKey,
     token: i64,
     lease: i64,
@@ -1728,7 +1740,7 @@ async fn take(
 
 /// `Some(pending)` when adding `adding` events would take the outbox past `cap`.
 async fn over_cap(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     cap: u64,
     adding: u64,
 ) -> std::result::Result<Option<u64>, tokio_postgres::Error> {
@@ -1745,7 +1757,7 @@ async fn over_cap(
 
 /// The chain's failed calls if `token` still holds it (locking its row).
 async fn held_calls(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     chain: &ChainKey,
     token: i64,
 ) -> std::result::Result<Option<i64>, tokio_postgres::Error> {
@@ -1761,7 +1773,7 @@ async fn held_calls(
 
 /// Records a failed call on its event.
 async fn record(
-    tx: &impl GenericClient,
+    tx: &Tx<'_>,
     seq: i64,
     failure: &Failure,
 ) -> std::result::Result<bool, tokio_postgres::Error> {
@@ -1778,22 +1790,6 @@ async fn record(
     )
     .await
     .map(|n| n == 1)
-}
-
-/// A probe that told nothing of its destination: the next may go at once.
-async fn reopen(
-    db: &impl GenericClient,
-    destination: i64,
-) -> std::result::Result<(), tokio_postgres::Error> {
-    db.execute(
-        &format!(
-            "UPDATE status_push_destinations SET open_until_ms = {NOW_MS}
-             WHERE id = $1 AND failures > 0"
-        ),
-        &[&destination],
-    )
-    .await
-    .map(drop)
 }
 
 /// Runs a connection until it closes (the client is dropped, or the server goes away).
