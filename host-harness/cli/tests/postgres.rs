@@ -1202,6 +1202,53 @@ async fn dead_letters_and_redelivery_respect_what_another_holder_did() {
     assert_eq!((counts.pending, counts.dead), (2, 0));
 }
 
+/// A statement a connection prepared is prepared again once the server refuses it: here
+/// another host's migration changed two columns' types under `redeliver`'s query and the
+/// courier's claim, which the server then refuses as prepared ("cached plan must not
+/// change result type"). The call that meets it fails; the next one works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_the_server_refuses_is_prepared_again() {
+    use status_push_host::outbox::{Redeliver, Settled};
+    let (pg, outbox, origin, config) = settled_by_hand("reprepare").await;
+    let started = documents("started", 1);
+    let events: Vec<Accepted<'_>> = ["b|1", "b|2"]
+        .into_iter()
+        .map(|key| due(&config, &origin, Event::Started, &started, key))
+        .collect();
+    outbox.accept_batch(&events).await.unwrap();
+    let claimed = outbox.claim(4).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    for one in &claimed {
+        assert_eq!(outbox.settle(one, None).await.unwrap(), Settled::Dead);
+    }
+    let (first, second) = (
+        Redeliver::Seq(claimed[0].seq),
+        Redeliver::Seq(claimed[1].seq),
+    );
+    assert_eq!(outbox.redeliver(&first, false).await.unwrap().revived, 1);
+
+    pg.sql(
+        "ALTER TABLE status_push_events ALTER COLUMN build_key TYPE varchar,
+             ALTER COLUMN event TYPE varchar",
+    );
+    let again = match outbox.redeliver(&second, false).await {
+        Ok(again) => again,
+        Err(refused) => {
+            println!("refused once: {refused}");
+            outbox.redeliver(&second, false).await.unwrap()
+        }
+    };
+    assert_eq!(again.revived, 1);
+    let claimed = match outbox.claim(4).await {
+        Ok(claimed) => claimed,
+        Err(refused) => {
+            println!("claim refused once: {refused}");
+            outbox.claim(4).await.unwrap()
+        }
+    };
+    assert_eq!(claimed.len(), 2, "both redelivered heads");
+}
+
 /// More than a batch of delivered builds: one prune removes every chain they left, through
 /// the indexes it needs (made at open), and keeps the chains with a dead letter or a
 /// pending event.

@@ -597,6 +597,17 @@ impl Postgres {
     }
 
     fn error(&self, error: tokio_postgres::Error) -> OutboxError {
+        // The courier's statements are prepared once per pipeline; one the server refuses
+        // as prepared (a column's type changed under it by another host's migration:
+        // "cached plan must not change result type") would fail until the connection
+        // closed. The pipelines are opened again instead, their statements prepared anew.
+        if error.code() == Some(&tokio_postgres::error::SqlState::FEATURE_NOT_SUPPORTED) {
+            for pipeline in &self.pipelines {
+                if let Ok(mut pipeline) = pipeline.try_lock() {
+                    pipeline.take();
+                }
+            }
+        }
         OutboxError::Postgres {
             location: self.url.shown.clone(),
             error,

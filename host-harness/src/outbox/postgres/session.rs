@@ -6,7 +6,8 @@
 //! planning an event beside 140 µs of work). A [`Session`] keeps what it prepared, keyed
 //! by the statement's text, for as long as its connection lives: each statement after
 //! the first is one round trip, and the server may keep one plan for it. A connection
-//! opened again starts with none, as the server does.
+//! opened again starts with none, as the server does, and a statement the server refuses
+//! is prepared again at its next call.
 //!
 //! [`Tx`] has the methods of tokio-postgres's `Transaction` that the outbox uses, under
 //! the same names, so a transaction's code reads the same either way.
@@ -14,6 +15,7 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Error, Row, Statement, Transaction};
 
@@ -87,7 +89,8 @@ impl Tx<'_> {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<u64, Error> {
         let statement = self.statement(sql).await?;
-        self.tx.execute(&statement, params).await
+        let ran = self.tx.execute(&statement, params).await;
+        self.forget_if_refused(sql, ran)
     }
 
     pub(super) async fn query(
@@ -96,7 +99,8 @@ impl Tx<'_> {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, Error> {
         let statement = self.statement(sql).await?;
-        self.tx.query(&statement, params).await
+        let ran = self.tx.query(&statement, params).await;
+        self.forget_if_refused(sql, ran)
     }
 
     pub(super) async fn query_one(
@@ -105,7 +109,8 @@ impl Tx<'_> {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Row, Error> {
         let statement = self.statement(sql).await?;
-        self.tx.query_one(&statement, params).await
+        let ran = self.tx.query_one(&statement, params).await;
+        self.forget_if_refused(sql, ran)
     }
 
     pub(super) async fn query_opt(
@@ -114,7 +119,26 @@ impl Tx<'_> {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>, Error> {
         let statement = self.statement(sql).await?;
-        self.tx.query_opt(&statement, params).await
+        let ran = self.tx.query_opt(&statement, params).await;
+        self.forget_if_refused(sql, ran)
+    }
+
+    /// `ran`, having forgotten `sql`'s statement if the server refused it: prepared
+    /// again at its next call, a statement the schema has changed under does not fail
+    /// for the rest of the connection's life. Any refusal will do (a lock timeout too):
+    /// preparing again costs one round trip. One refused as prepared ("cached plan must
+    /// not change result type": another host's migration changed a column's type) says
+    /// the others may be stale too, so all are forgotten.
+    fn forget_if_refused<T>(&self, sql: &str, ran: Result<T, Error>) -> Result<T, Error> {
+        if let Some(refused) = ran.as_ref().err().and_then(Error::as_db_error) {
+            let mut prepared = self.prepared.lock().unwrap_or_else(PoisonError::into_inner);
+            if *refused.code() == SqlState::FEATURE_NOT_SUPPORTED {
+                prepared.clear();
+            } else {
+                prepared.remove(sql);
+            }
+        }
+        ran
     }
 
     /// Statements without parameters (`SET LOCAL`, `NOTIFY`), sent as they are.
