@@ -2,7 +2,7 @@
 //!
 //! Given text, tokio-postgres prepares an unnamed statement at every call: a round trip
 //! to parse and describe it, then one to run it, and the server plans it anew each time.
-//! Queueing one event runs eight such statements (`pg_stat_statements`: 120 µs of
+//! Queueing one event ran seven such statements (`pg_stat_statements`: 120 µs of
 //! planning an event beside 140 µs of work). A [`Session`] keeps what it prepared, keyed
 //! by the statement's text, for as long as its connection lives: each statement after
 //! the first is one round trip, and the server may keep one plan for it. A connection
