@@ -898,3 +898,34 @@ async fn settled_chains_are_looked_at_when_due_and_counted_again_when_behind() {
     let left = "SELECT group_concat(build_key, ' ') FROM chains";
     assert_eq!(query(left), "pending|1");
 }
+
+/// A chain whose count ran ahead of its events (its event deleted by hand) is set right
+/// by the claim that finds no head, and its destination's count with it, so that
+/// `counts`, `/metrics` and `maxPendingEvents` read the events there are.
+#[tokio::test]
+async fn a_chain_ahead_of_its_events_is_set_right_with_its_destination() {
+    let dir = temp_dir("courier-ahead");
+    let outbox = sqlite(&dir).await;
+    let origin = format!("http://127.0.0.1:{}", free_port());
+    let config = config(&format!("{origin}/hook"));
+    common::delivered_dead_and_pending(&outbox, &config, &origin, 0).await;
+    let db = rusqlite::Connection::open(dir.join("outbox.sqlite")).unwrap();
+    db.execute_batch("DELETE FROM events WHERE build_key = 'pending|1'")
+        .unwrap();
+    assert_eq!(outbox.counts().await.unwrap().pending, 1, "ahead by one");
+
+    assert!(
+        outbox.claim(4).await.unwrap().is_empty(),
+        "no head to claim"
+    );
+    let counts = outbox.counts().await.unwrap();
+    assert_eq!(counts.pending, 0, "the destination set right: {counts:?}");
+    let chain: i64 = db
+        .query_row(
+            "SELECT pending FROM chains WHERE build_key = 'pending|1'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(chain, 0);
+}

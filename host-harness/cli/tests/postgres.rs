@@ -1368,6 +1368,38 @@ async fn events_of_one_build_written_at_once_commit_in_their_order() {
     assert_eq!(head[0].event, Event::Started, "first event first");
 }
 
+/// The PostgreSQL twin of `courier.rs`'s: a chain whose count ran ahead of its events
+/// (its event deleted by hand) is set right by the claim that finds no head, and its
+/// destination's count with it, but only once no other transaction holds the
+/// destination (a wait could close a cycle with a writer); until then the chain stays
+/// the claim's, and a claim after its lease sets it right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_ahead_of_its_events_is_set_right_with_its_destination() {
+    let (pg, outbox, origin, config) = settled_by_hand("ahead").await;
+    common::delivered_dead_and_pending(&outbox, &config, &origin, 0).await;
+    pg.sql("DELETE FROM status_push_events WHERE build_key = 'pending|1'");
+    assert_eq!(outbox.counts().await.unwrap().pending, 1, "ahead by one");
+    let chain = "SELECT pending FROM status_push_chains WHERE build_key = 'pending|1'";
+
+    let holder = pg.hold("SELECT 1 FROM status_push_destinations FOR UPDATE");
+    assert!(
+        outbox.claim(4).await.unwrap().is_empty(),
+        "no head to claim"
+    );
+    assert_eq!(pg.sql(chain), "1", "left while the destination is held");
+    assert_eq!(outbox.counts().await.unwrap().pending, 1);
+    drop(holder);
+
+    pg.sql("UPDATE status_push_chains SET next_attempt_ms = 0");
+    assert!(
+        outbox.claim(4).await.unwrap().is_empty(),
+        "no head to claim"
+    );
+    assert_eq!(pg.sql(chain), "0");
+    let counts = outbox.counts().await.unwrap();
+    assert_eq!(counts.pending, 0, "the destination set right: {counts:?}");
+}
+
 /// A chain whose count ran ahead of its events (its only event deleted by hand) is set
 /// right by the claim that finds no head, but not over an event written meanwhile: here
 /// the claim is slowed (a trigger sleeps once it has taken the chain) and the event is

@@ -1027,91 +1027,152 @@ impl Postgres {
     async fn claim_due(&self, claim: &Claim, lease: i64) -> Result<Vec<Taken>> {
         let p = self.pipeline(Lane::Claims).await?;
         let alone = lock(&self.due_alone).clone();
-        self.run(async {
-            let mut taken = Vec::new();
-            let look = p.client.query(&p.due_destinations, &[]);
-            let want_ahead = alone
-                .as_ref()
-                .map_or(0, |(d, _)| claim.want(*d, claim.limit));
-            let ahead = async {
-                match &alone {
-                    Some((destination, _)) if want_ahead > 0 => {
-                        let want = want_ahead as i64;
-                        let statement = &p.take_due_if_closed;
-                        take_due(&p.client, statement, *destination, want, claim.token, lease).await
+        // Chains taken without a head, their counts ahead of their events.
+        let mut ran_ahead = Vec::new();
+        let taken = self
+            .run(async {
+                let mut taken = Vec::new();
+                let look = p.client.query(&p.due_destinations, &[]);
+                let want_ahead = alone
+                    .as_ref()
+                    .map_or(0, |(d, _)| claim.want(*d, claim.limit));
+                let ahead = async {
+                    match &alone {
+                        Some((destination, _)) if want_ahead > 0 => {
+                            let want = want_ahead as i64;
+                            let statement = &p.take_due_if_closed;
+                            let (client, token) = (&p.client, claim.token);
+                            let out = &mut ran_ahead;
+                            take_due(client, statement, *destination, want, token, lease, out).await
+                        }
+                        _ => Ok(Vec::new()),
                     }
-                    _ => Ok(Vec::new()),
+                };
+                // Polled together, both are sent before either answer is awaited.
+                let (destinations, ahead) = futures::future::try_join(look, ahead).await?;
+                let mut destinations: Vec<(i64, i64, String)> = destinations
+                    .iter()
+                    .map(|r| (r.get(0), r.get(1), r.get(2)))
+                    .collect();
+                *lock(&self.due_alone) = match &destinations[..] {
+                    [(id, 0, shown)] => Some((*id, shown.clone())),
+                    _ => None,
+                };
+                if let Some((destination, shown)) = &alone {
+                    for (build_key, row) in ahead {
+                        let chain = ChainKey {
+                            destination: *destination,
+                            build_key,
+                        };
+                        taken.push((chain, false, shown.clone(), row));
+                    }
                 }
-            };
-            // Polled together, both are sent before either answer is awaited.
-            let (destinations, ahead) = futures::future::try_join(look, ahead).await?;
-            let mut destinations: Vec<(i64, i64, String)> = destinations
-                .iter()
-                .map(|r| (r.get(0), r.get(1), r.get(2)))
-                .collect();
-            *lock(&self.due_alone) = match &destinations[..] {
-                [(id, 0, shown)] => Some((*id, shown.clone())),
-                _ => None,
-            };
-            if let Some((destination, shown)) = &alone {
-                for (build_key, row) in ahead {
-                    let chain = ChainKey {
-                        destination: *destination,
-                        build_key,
-                    };
-                    taken.push((chain, false, shown.clone(), row));
-                }
-            }
-            schedule::take_turns(&mut destinations, super::now_ms());
-            for (destination, failures, shown) in destinations {
-                let room = claim.limit.saturating_sub(taken.len());
-                if room == 0 {
-                    break;
-                }
-                let probe = failures > 0;
-                // Already taken above, unless its circuit is now open and it probes.
-                if !probe && alone.as_ref().is_some_and(|(id, _)| *id == destination) {
-                    continue;
-                }
-                if probe {
-                    // Only one host probes: the one whose update finds it still due.
-                    let mine = p
-                        .client
-                        .execute(&*RESERVE_PROBE, &[&destination, &lease])
-                        .await?;
-                    if mine == 0 {
+                schedule::take_turns(&mut destinations, super::now_ms());
+                for (destination, failures, shown) in destinations {
+                    let room = claim.limit.saturating_sub(taken.len());
+                    if room == 0 {
+                        break;
+                    }
+                    let probe = failures > 0;
+                    // Already taken above, unless its circuit is now open and it probes.
+                    if !probe && alone.as_ref().is_some_and(|(id, _)| *id == destination) {
                         continue;
                     }
+                    if probe {
+                        // Only one host probes: the one whose update finds it still due.
+                        let mine = p
+                            .client
+                            .execute(&*RESERVE_PROBE, &[&destination, &lease])
+                            .await?;
+                        if mine == 0 {
+                            continue;
+                        }
+                    }
+                    let want = if probe {
+                        1
+                    } else {
+                        claim.want(destination, room) as i64
+                    };
+                    if want == 0 {
+                        continue;
+                    }
+                    let before = taken.len();
+                    let heads = take_due(
+                        &p.client,
+                        &p.take_due,
+                        destination,
+                        want,
+                        claim.token,
+                        lease,
+                        &mut ran_ahead,
+                    );
+                    for (build_key, row) in heads.await? {
+                        let chain = ChainKey {
+                            destination,
+                            build_key,
+                        };
+                        taken.push((chain, probe, shown.clone(), row));
+                    }
+                    if probe && taken.len() == before {
+                        p.client.execute(&*REOPEN, &[&destination]).await?;
+                    }
                 }
-                let want = if probe {
-                    1
-                } else {
-                    claim.want(destination, room) as i64
-                };
-                if want == 0 {
+                Ok(taken)
+            })
+            .await?;
+        self.set_right(claim.token, ran_ahead).await?;
+        Ok(taken)
+    }
+
+    /// Chains a claim took under `token` and found no head for, their counts having run
+    /// ahead of their events, set right with their destinations' counts (which counted
+    /// the same events), each only at the count the claim saw: an event written since
+    /// was counted by its writer and must not be counted out. Nothing here waits for a
+    /// lock (a writer takes a chain, then its destination; `redeliver` the other way): a
+    /// destination or chain another transaction holds is left as it is, the chain
+    /// staying this claim's until its lease runs out, for a later claim to set right.
+    async fn set_right(&self, token: i64, ahead: Vec<Ahead>) -> Result<()> {
+        if ahead.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn().await?;
+        self.run(async {
+            let tx = conn.transaction().await?;
+            let mut destinations: Vec<i64> = ahead.iter().map(|(d, ..)| *d).collect();
+            destinations.sort_unstable();
+            destinations.dedup();
+            let locked = tx.query(LOCK_DESTINATIONS, &[&destinations]).await?;
+            let locked: Vec<i64> = locked.iter().map(|r| r.get(0)).collect();
+            let mut recount = Vec::new();
+            for (destination, build_key, seen) in &ahead {
+                if !locked.contains(destination) {
                     continue;
                 }
-                let before = taken.len();
-                let heads = take_due(
-                    &p.client,
-                    &p.take_due,
-                    destination,
-                    want,
-                    claim.token,
-                    lease,
-                );
-                for (build_key, row) in heads.await? {
-                    let chain = ChainKey {
-                        destination,
-                        build_key,
-                    };
-                    taken.push((chain, probe, shown.clone(), row));
-                }
-                if probe && taken.len() == before {
-                    p.client.execute(&*REOPEN, &[&destination]).await?;
+                let held = tx
+                    .query_opt(
+                        "SELECT 1 FROM status_push_chains
+                         WHERE destination_id = $1 AND build_key = $2
+                           AND claim_token = $3 AND pending = $4
+                         FOR UPDATE SKIP LOCKED",
+                        &[destination, build_key, &token, seen],
+                    )
+                    .await?;
+                if held.is_some() {
+                    tx.execute(
+                        "UPDATE status_push_chains SET pending = 0, claim_token = NULL
+                         WHERE destination_id = $1 AND build_key = $2",
+                        &[destination, build_key],
+                    )
+                    .await?;
+                    recount.push(*destination);
                 }
             }
-            Ok(taken)
+            if !recount.is_empty() {
+                recount.sort_unstable();
+                recount.dedup();
+                tx.execute(RECOUNT_DESTINATIONS, &[&recount]).await?;
+            }
+            tx.commit().await
         })
         .await
     }
@@ -1643,8 +1704,13 @@ fn sealed_row(r: &tokio_postgres::Row) -> SealedRow {
     }
 }
 
+/// A chain a claim took and found no head for, its count having run ahead of its events
+/// (a hand-edited table): its destination, build key and the count the claim saw.
+type Ahead = (i64, String, i64);
+
 /// Takes up to `want` due chains of `destination` under `token` for one lease, with their
-/// heads, in one statement: a round trip per destination, not per chain.
+/// heads, in one statement: a round trip per destination, not per chain. Chains taken
+/// without a head are added to `ahead`, for [`Postgres::set_right`].
 async fn take_due(
     db: &impl GenericClient,
     statement: &Statement,
@@ -1652,6 +1718,7 @@ async fn take_due(
     want: i64,
     token: i64,
     lease: i64,
+    ahead: &mut Vec<Ahead>,
 ) -> std::result::Result<Vec<(String, Row)>, tokio_postgres::Error> {
     let rows = db
         .query(statement, &[&destination, &want, &token, &lease])
@@ -1676,21 +1743,9 @@ async fn take_due(
                     target: row.get(8),
                 },
             )),
-            // The counter ran ahead of the events (a hand-edited table), or the head
-            // names no event this build knows: set the chain right, or leave it be.
-            // Only if its count is still the one this claim saw: an event written to it
-            // since (its writer counted it) must not be counted out; the chain then
-            // stays this claim's until the lease runs out, and is set right later.
-            (None, _) => {
-                let seen: i64 = row.get(9);
-                db.execute(
-                    "UPDATE status_push_chains SET pending = 0, claim_token = NULL
-                     WHERE destination_id = $1 AND build_key = $2
-                       AND claim_token = $3 AND pending = $4",
-                    &[&destination, &build_key, &token, &seen],
-                )
-                .await?;
-            }
+            // The counter ran ahead of the events: set right after the claim. A head that
+            // names no event this build knows is left be.
+            (None, _) => ahead.push((destination, build_key, row.get(9))),
             (Some(_), None) => {}
         }
     }
@@ -1717,12 +1772,24 @@ async fn take(
         )
         .await?;
     let Some(head) = head else {
-        // The counter ran ahead of the events (a hand-edited table): set it right.
-        tx.execute(
-            "UPDATE status_push_chains SET pending = 0 WHERE destination_id = $1 AND build_key = $2",
-            &[&chain.destination, &chain.build_key],
-        )
-        .await?;
+        // The counter ran ahead of the events (a hand-edited table): set right with its
+        // destination's, unless another transaction holds that (see `set_right`; this
+        // one holds the chain), then by a later claim.
+        let destination = [chain.destination];
+        if !tx
+            .query(LOCK_DESTINATIONS, &[&&destination[..]])
+            .await?
+            .is_empty()
+        {
+            tx.execute(
+                "UPDATE status_push_chains SET pending = 0
+                 WHERE destination_id = $1 AND build_key = $2",
+                &[&chain.destination, &chain.build_key],
+            )
+            .await?;
+            tx.execute(RECOUNT_DESTINATIONS, &[&&destination[..]])
+                .await?;
+        }
         return Ok(None);
     };
     let Ok(event) = head.get::<_, &str>(1).parse::<Event>() else {

@@ -140,7 +140,8 @@ const SETTLED_CHAINS: &str = "
     FROM chains c WHERE c.pending = 0 AND c.next_attempt_ms <= ?1
     ORDER BY c.next_attempt_ms LIMIT ?2";
 /// Destination `?1`'s pending events counted again, from its events (through
-/// `events_chain`), for pruning's chains that were behind ([`super::Settling::Behind`]).
+/// `events_chain`), for pruning's chains that were behind ([`super::Settling::Behind`])
+/// and a claim's chain that ran ahead.
 const RECOUNT_DESTINATION: &str = "UPDATE destinations
     SET pending = (SELECT count(*) FROM events WHERE destination_id = ?1 AND dead = 0)
     WHERE id = ?1";
@@ -1214,12 +1215,15 @@ fn take(
         })
         .optional()?;
     let Some(head) = head else {
-        // The counter ran ahead of the events (a hand-edited file): set it right.
+        // The counter ran ahead of the events (a hand-edited file): set it right, and its
+        // destination's, which counted the same events (the write lock is this
+        // transaction's).
         exec(
             tx,
             "UPDATE chains SET pending = 0 WHERE destination_id = ?1 AND build_key = ?2",
             params![chain.destination, chain.build_key],
         )?;
+        exec(tx, RECOUNT_DESTINATION, params![chain.destination])?;
         return Ok(());
     };
     exec(
